@@ -1,0 +1,29 @@
+"""tenet: run many people's AI agents at once, each isolated, streamed live and stored."""
+
+from .agents import Agent, AgentFailed
+from .context import RunContext
+from .errors import TenetError
+from .models import ChatModel, ModelReply, ScriptedModel, ToolCall
+from .registry import AgentRegistry
+from .service import Service
+from .settings import Settings
+from .tools import Tool, ToolFailed, tool
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Agent",
+    "AgentFailed",
+    "AgentRegistry",
+    "ChatModel",
+    "ModelReply",
+    "RunContext",
+    "ScriptedModel",
+    "Service",
+    "Settings",
+    "TenetError",
+    "Tool",
+    "ToolCall",
+    "ToolFailed",
+    "tool",
+]

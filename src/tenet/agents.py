@@ -1,0 +1,110 @@
+"""Agents: a model, tools and instructions, run in a tool-calling loop.
+
+``Agent.run(ctx, input)`` is the override point: a custom agent subclasses
+:class:`Agent` and writes its own flow with ``ctx.think``, ``ctx.call_tool`` and
+``ctx.delegate``. The default loop asks the model for a turn, runs the tool
+calls it asks for (a failing tool's error goes back to the model as its result,
+it does not end the run), and repeats until the model answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
+
+from .context import RunContext
+from .errors import TenetError
+from .models.base import ChatMessage, ChatModel
+from .tools import Tool, ToolFailed
+
+
+class AgentFailed(TenetError):
+    """An agent could not finish; ``code`` is what ``agent_error`` reports."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Agent:
+    """An agent definition: immutable once registered, shared by every user's runs."""
+
+    def __init__(
+        self,
+        name: str,
+        description: str = "",
+        instructions: str = "",
+        tools: Iterable[Tool] = (),
+        model: ChatModel | None = None,
+        *,
+        max_steps: int | None = None,
+    ) -> None:
+        if not name or not name.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"agent name {name!r}: use letters, digits, '-' and '_'")
+        self.name = name
+        self.description = description
+        self.instructions = instructions
+        self.tools: tuple[Tool, ...] = tuple(tools)
+        self._tools = {t.name: t for t in self.tools}
+        if len(self._tools) != len(self.tools):
+            raise ValueError(f"agent {name!r} has two tools with one name")
+        self.model = model
+        self.max_steps = max_steps
+
+    def tool(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
+    def spec(self) -> dict[str, Any]:
+        """The agent as listed by ``GET /v1/agents``."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "tools": [t.spec() for t in self.tools],
+        }
+
+    async def run(self, ctx: RunContext, input: str) -> str:
+        """The tool-calling loop; override for a custom flow."""
+        runtime = ctx.runtime
+        model = self.model or runtime.model
+        max_steps = self.max_steps or runtime.max_steps
+        messages: list[ChatMessage] = []
+        if self.instructions:
+            messages.append({"role": "system", "content": self.instructions})
+        messages.append({"role": "user", "content": input})
+        specs = [t.spec() for t in self.tools]
+        for _ in range(max_steps):
+            reply = await model.complete(messages, specs, on_delta=ctx.say, on_reasoning=ctx.think)
+            if not reply.tool_calls:
+                return reply.content
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": reply.content or None,
+                    "tool_calls": [
+                        {
+                            "id": c.id,
+                            "type": "function",
+                            "function": {"name": c.name, "arguments": orjson.dumps(c.arguments).decode()},
+                        }
+                        for c in reply.tool_calls
+                    ],
+                }
+            )
+            for call in reply.tool_calls:
+                try:
+                    result: Any = await runtime.call_tool(ctx, call.name, call.arguments, call_id=call.id)
+                except ToolFailed as exc:
+                    result = {"error": exc.as_error()}
+                messages.append(
+                    {"role": "tool", "tool_call_id": call.id, "content": orjson.dumps(result).decode()}
+                )
+        raise AgentFailed("max_steps", f"{self.name} did not answer within {max_steps} steps")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+def tool_names(agents: Sequence[Agent]) -> list[str]:
+    return sorted({t.name for a in agents for t in a.tools})

@@ -1,0 +1,97 @@
+"""Exactly-once, in-order delivery of a thread's events: stored replay, then live.
+
+A reader attaches to the bus *before* it reads the store, so nothing published
+in between is missed; the cursor then drops what it has already sent (a
+duplicate) and fetches from the store whatever live delivery skipped (a gap).
+Every event is stored before it is published, so the store always has it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from ..events import Event
+from ..store.db import Store
+from .base import Bus, SubscriptionOverflow
+
+PAGE = 500
+
+
+class ThreadCursor:
+    """Where one reader is in one thread: the last ``seq`` it was given."""
+
+    __slots__ = ("last", "run_id", "store", "thread_id", "user_id")
+
+    def __init__(
+        self, store: Store, user_id: str, thread_id: str, after: int | None, *, run_id: str | None = None
+    ) -> None:
+        if after is None and run_id is None:
+            raise ValueError("a cursor starts after a seq or at a run's first event")
+        self.store = store
+        self.user_id = user_id
+        self.thread_id = thread_id
+        self.last = after
+        self.run_id = run_id
+
+    async def replay(self) -> AsyncIterator[str]:
+        """Every stored event after the cursor, in order (paged)."""
+        if self.last is None:
+            return
+        while True:
+            bodies = await self.store.list_events(
+                self.user_id, self.thread_id, after=self.last, limit=PAGE, check_owner=False
+            )
+            for body in bodies:
+                self.last += 1
+                yield body
+            if len(bodies) < PAGE:
+                return
+
+    async def accept(self, event: Event) -> list[str]:
+        """What to send for one live event: nothing (a duplicate), it, or a backfill then it."""
+        if self.last is None:
+            if event.run_id != self.run_id:
+                return []
+            self.last = event.seq - 1
+        if event.seq <= self.last:
+            return []
+        out: list[str] = []
+        if event.seq > self.last + 1:
+            out = await self.store.list_events(
+                self.user_id,
+                self.thread_id,
+                after=self.last,
+                limit=event.seq - self.last - 1,
+                check_owner=False,
+            )
+        out.append(event.json)
+        self.last = event.seq
+        return out
+
+
+async def follow(
+    store: Store, bus: Bus, user_id: str, thread_id: str, *, after: int = 0
+) -> AsyncIterator[str]:
+    """Every event of a (caller-owned) thread after ``after``, then live ones, forever.
+
+    On overflow the subscription is replaced and the gap replayed from the store.
+    """
+    cursor = ThreadCursor(store, user_id, thread_id, after)
+    sub = bus.subscribe(thread_id, after)
+    try:
+        async for body in cursor.replay():
+            yield body
+        while True:
+            try:
+                event = await sub.get()
+            except SubscriptionOverflow:
+                bus.unsubscribe(thread_id, sub)
+                sub = bus.subscribe(thread_id, cursor.last or 0)
+                async for body in cursor.replay():
+                    yield body
+                continue
+            for body in await cursor.accept(event):
+                yield body
+    finally:
+        bus.unsubscribe(thread_id, sub)
+        sub.close()

@@ -1,0 +1,133 @@
+"""The execution context of one agent execution: who, where, which run.
+
+A :class:`RunContext` is the only "current user" tenet has. It is frozen, made by
+the engine from the stored run (never from anything a client sent), and passed
+explicitly to agents and tools. Everything an agent does (think, call a tool,
+delegate, read notes) goes through it, so every event and every stored row is
+stamped with the ids of the context that produced it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from .errors import TenetError
+from .ids import is_valid, new_id
+
+if TYPE_CHECKING:
+    from .runtime import RunRuntime
+    from .store.notes import UserNotes
+
+MAX_DEPTH = 10
+
+#: A copy of the context for log correlation only; never read for authorization.
+current_context: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
+    "tenet_run_context", default=None
+)
+
+
+class DepthExceeded(TenetError):
+    """Delegation went deeper than :data:`MAX_DEPTH` (usually a delegation cycle)."""
+
+    code = "depth_exceeded"
+
+
+@dataclass(frozen=True, slots=True)
+class RunContext:
+    """Who is running what: immutable, validated, one per agent execution."""
+
+    user_id: str
+    thread_id: str
+    run_id: str
+    execution_id: str
+    agent_name: str
+    depth: int = 0
+    parent_execution_id: str | None = None
+    _runtime: RunRuntime | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name, prefix in (
+            ("user_id", "usr"),
+            ("thread_id", "thr"),
+            ("run_id", "run"),
+            ("execution_id", "exe"),
+        ):
+            if not is_valid(getattr(self, name), prefix):
+                raise ValueError(f"RunContext.{name} is not a valid {prefix} id")
+        if self.parent_execution_id is not None and not is_valid(self.parent_execution_id, "exe"):
+            raise ValueError("RunContext.parent_execution_id is not a valid exe id")
+        if not isinstance(self.depth, int) or not 0 <= self.depth <= MAX_DEPTH:
+            raise DepthExceeded(f"delegation depth must be between 0 and {MAX_DEPTH}")
+        if (self.depth == 0) != (self.parent_execution_id is None):
+            raise ValueError("only delegated executions (depth > 0) have a parent")
+
+    @classmethod
+    def for_run(
+        cls, *, user_id: str, thread_id: str, run_id: str, agent_name: str, runtime: RunRuntime
+    ) -> RunContext:
+        """The root context of a run (depth 0, a fresh execution id)."""
+        return cls(
+            user_id=user_id,
+            thread_id=thread_id,
+            run_id=run_id,
+            execution_id=new_id("exe"),
+            agent_name=agent_name,
+            _runtime=runtime,
+        )
+
+    def child(self, agent_name: str) -> RunContext:
+        """The context of a delegated execution: same user, thread and run, a new execution."""
+        if self.depth + 1 > MAX_DEPTH:
+            raise DepthExceeded(
+                f"cannot delegate to {agent_name!r}: depth would exceed {MAX_DEPTH}"
+            )
+        return replace(
+            self,
+            execution_id=new_id("exe"),
+            agent_name=agent_name,
+            depth=self.depth + 1,
+            parent_execution_id=self.execution_id,
+        )
+
+    # What agents do, through the run's runtime -------------------------------------------
+
+    @property
+    def runtime(self) -> RunRuntime:
+        if self._runtime is None:
+            raise RuntimeError("this RunContext is not attached to a running run")
+        return self._runtime
+
+    async def think(self, reasoning: str) -> None:
+        """Tell the user what the agent is thinking (an ``agent_thinking`` event)."""
+        await self.runtime.think(self, reasoning)
+
+    async def say(self, text: str) -> None:
+        """Stream a piece of the answer (a ``message_delta`` event)."""
+        await self.runtime.emit(self, "message_delta", {"text": text})
+
+    async def call_tool(self, name: str, /, *, call_id: str | None = None, **arguments: Any) -> Any:
+        """Call one of this agent's tools; emits ``tool_executing`` then ``tool_completed``.
+
+        Returns the tool's result, or raises :class:`~tenet.tools.ToolFailed` with the
+        error the user saw.
+        """
+        return await self.runtime.call_tool(self, name, arguments, call_id=call_id)
+
+    async def delegate(self, agent_name: str, input: str) -> str:
+        """Run another registered agent as a child execution and return its answer."""
+        return await self.runtime.delegate(self, agent_name, input)
+
+    @property
+    def notes(self) -> UserNotes:
+        """This user's notes, and nobody else's."""
+        return self.runtime.notes(self)
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """Per-user agent state kept in memory while the user's session lives."""
+        return self.runtime.user_state(self)
+
+    def log_fields(self) -> dict[str, str]:
+        return {"user_id": self.user_id, "thread_id": self.thread_id, "run_id": self.run_id}

@@ -1,0 +1,379 @@
+"""The dispatcher and executor of runs.
+
+A run is accepted as ``queued`` (stored first), waits in its thread's lane, and
+is started when three limits allow: one running run per thread (runs of a thread
+go in the order they were accepted), ``TENET_USER_MAX_RUNS`` per user and
+``TENET_MAX_RUNS`` in all. Users with runnable work take turns, so a user with a
+hundred queued runs does not delay a user with one. Each run executes in its
+own task with a timeout; whatever happens inside it (an exception, a timeout, a
+cancel) ends that run alone with exactly one terminal event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from .context import RunContext, current_context
+from .errors import Invalid, RateLimited, TooLarge, Unavailable
+from .events import AGENT_ERROR, RUN_CANCELLED, make_event, utc_now
+from .ids import new_id
+from .models.base import ChatModel
+from .registry import AgentRegistry
+from .runtime import RunRuntime, error_of
+from .sessions import UserSession, UserSessions
+from .settings import Settings
+from .store.db import Store
+from .store.tables import Run
+from .store.writer import EventWriter
+
+log = logging.getLogger("tenet.engine")
+
+
+@dataclass(eq=False)
+class RunHandle:
+    """An accepted run while it is in memory (queued or running)."""
+
+    run_id: str
+    user_id: str
+    thread_id: str
+    agent: str
+    input: str
+    state: str = "queued"  # queued -> running -> (cancelling) -> finishing -> done
+    task: asyncio.Task[None] | None = None
+    cancel_reason: str | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(eq=False)
+class Lane:
+    """One thread's accepted runs, in order; at most one running."""
+
+    queue: deque[RunHandle] = field(default_factory=deque)
+    running: RunHandle | None = None
+
+
+class Engine:
+    """Accepts, schedules, executes and cancels runs; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        writer: EventWriter,
+        registry: AgentRegistry,
+        sessions: UserSessions,
+        model: ChatModel,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.writer = writer
+        self.registry = registry.freeze()
+        self.sessions = sessions
+        self.model = model
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{new_id('con')[4:12]}"
+        self._runs: dict[str, RunHandle] = {}
+        self._lanes: dict[str, Lane] = {}
+        self._ready_users: deque[str] = deque()
+        self._running_total = 0
+        self._closing = False
+        self.finished: dict[str, int] = {"completed": 0, "failed": 0, "cancelled": 0}
+
+    # Lifecycle --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Settle what a previous process left: fail its running runs, requeue its queued ones."""
+        for run in await self.store.admin_runs_with_status(["running", "cancelling"]):
+            ctx = _bare_context(run.user_id, run.thread_id, run.id, run.agent)
+            if run.status == "cancelling":
+                await self.writer.write(
+                    make_event(ctx, RUN_CANCELLED, {"status": "cancelled", "reason": "interrupted"})
+                )
+                await self.store.finish_run(run.user_id, run.id, status="cancelled")
+            else:
+                error = {"code": "interrupted", "message": "the server stopped while the run was running"}
+                await self.writer.write(
+                    make_event(ctx, AGENT_ERROR, {"status": "failed", "error": error, "depth": 0})
+                )
+                await self.store.finish_run(run.user_id, run.id, status="failed", error=error)
+            self.finished["cancelled" if run.status == "cancelling" else "failed"] += 1
+        for run in await self.store.admin_runs_with_status(["queued"]):
+            self._enqueue(run, self.sessions.get(run.user_id))
+        self._pump()
+
+    async def close(self, *, grace_s: float = 0.0) -> None:
+        """Stop: refuse new runs, let running ones finish for ``grace_s``, cancel the rest.
+
+        Queued runs stay queued in the store and are picked up by the next start.
+        """
+        self._closing = True
+        running = [h for h in self._runs.values() if h.task is not None]
+        if running and grace_s > 0:
+            await asyncio.wait([h.task for h in running if h.task], timeout=grace_s)
+        for handle in list(self._runs.values()):
+            if handle.task is not None and handle.state == "running":
+                handle.cancel_reason = "shutdown"
+                handle.state = "cancelling"
+                handle.task.cancel()
+        tasks = [h.task for h in self._runs.values() if h.task is not None]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    @property
+    def accepting(self) -> bool:
+        return not self._closing
+
+    # Accepting and cancelling -----------------------------------------------------------------
+
+    def check_request(self, agent: Any, input: Any) -> None:
+        """Raise the error a bad run request gets, before anything is stored."""
+        if not isinstance(agent, str) or agent not in self.registry:
+            raise Invalid(f"unknown agent {str(agent)[:100]!r}")
+        if not isinstance(input, str):
+            raise Invalid("input must be a string")
+        if len(input) > self.settings.max_input_chars:
+            raise TooLarge(f"input is longer than {self.settings.max_input_chars} characters")
+
+    async def submit(
+        self,
+        user_id: str,
+        thread_id: str,
+        agent: str,
+        input: str,
+        metadata: dict[str, Any] | None = None,
+    ) -> Run:
+        """Store a queued run (and the user's message) and schedule it."""
+        if self._closing:
+            raise Unavailable("the server is shutting down")
+        self.check_request(agent, input)
+        session = self.sessions.get(user_id)
+        if session.queued >= self.settings.user_max_queued:
+            raise RateLimited(
+                f"too many queued runs (at most {self.settings.user_max_queued} per user)",
+                retry_after=1.0,
+            )
+        session.queued += 1  # reserved before the await, so concurrent submits see it
+        try:
+            run = await self.store.create_run(user_id, thread_id, agent, input, metadata)
+        except BaseException:
+            session.queued -= 1
+            raise
+        session.queued -= 1
+        self._enqueue(run, session)
+        self._pump()
+        return run
+
+    async def cancel(self, user_id: str, run_id: str, *, reason: str = "user") -> Run:
+        """Cancel a queued or running run of ``user_id``; a finished run is returned as is."""
+        handle = self._runs.get(run_id)
+        if handle is None or handle.user_id != user_id:
+            return await self.store.get_run(user_id, run_id)  # NotFound when foreign or missing
+        if handle.state == "queued":
+            lane = self._lanes.get(handle.thread_id)
+            if lane is not None and handle in lane.queue:
+                lane.queue.remove(handle)
+            session = self.sessions.get(user_id)
+            session.queued -= 1
+            handle.state = "finishing"
+            try:
+                ctx = _bare_context(user_id, handle.thread_id, run_id, handle.agent)
+                await self.writer.write(
+                    make_event(ctx, RUN_CANCELLED, {"status": "cancelled", "reason": reason})
+                )
+                await self.store.finish_run(user_id, run_id, status="cancelled")
+                self.finished["cancelled"] += 1
+            finally:
+                self._forget(handle)
+                self._drop_lane_if_idle(handle.thread_id)
+        elif handle.state == "running" and handle.task is not None:
+            handle.state = "cancelling"
+            handle.cancel_reason = reason
+            await self.store.update_run(user_id, run_id, status="cancelling")
+            handle.task.cancel()
+        return await self.store.get_run(user_id, run_id)
+
+    async def wait(self, run_id: str) -> None:
+        """Return once the run has finished (at once if it is not in memory)."""
+        handle = self._runs.get(run_id)
+        if handle is not None:
+            await handle.done.wait()
+
+    def queued_or_running(self, user_id: str, thread_id: str) -> list[str]:
+        lane = self._lanes.get(thread_id)
+        if lane is None:
+            return []
+        ids = [h.run_id for h in lane.queue if h.user_id == user_id]
+        if lane.running is not None and lane.running.user_id == user_id:
+            ids.insert(0, lane.running.run_id)
+        return ids
+
+    @property
+    def running_count(self) -> int:
+        return self._running_total
+
+    def counts(self) -> dict[str, int]:
+        queued = sum(1 for h in self._runs.values() if h.state == "queued")
+        running = sum(1 for h in self._runs.values() if h.state in ("running", "finishing"))
+        cancelling = sum(1 for h in self._runs.values() if h.state == "cancelling")
+        return {"queued": queued, "running": running, "cancelling": cancelling, **self.finished}
+
+    # Scheduling -------------------------------------------------------------------------------
+
+    def _enqueue(self, run: Run, session: UserSession) -> None:
+        handle = RunHandle(run.id, run.user_id, run.thread_id, run.agent, run.input)
+        self._runs[run.id] = handle
+        lane = self._lanes.get(run.thread_id)
+        if lane is None:
+            lane = self._lanes[run.thread_id] = Lane()
+        lane.queue.append(handle)
+        session.queued += 1
+        if lane.running is None and len(lane.queue) == 1:
+            self._mark_ready(session, run.thread_id)
+
+    def _mark_ready(self, session: UserSession, thread_id: str) -> None:
+        session.ready_threads.append(thread_id)
+        if not session.in_ready_users:
+            session.in_ready_users = True
+            self._ready_users.append(session.user_id)
+
+    def _pump(self) -> None:
+        """Start every run the limits allow, users taking turns."""
+        limit = self.settings.user_max_runs
+        while self._running_total < self.settings.max_runs and self._ready_users and not self._closing:
+            user_id = self._ready_users.popleft()
+            session = self.sessions.get(user_id)
+            session.in_ready_users = False
+            if session.running >= limit:
+                continue  # re-queued when one of its runs finishes
+            lane = None
+            while session.ready_threads:
+                candidate = self._lanes.get(session.ready_threads.popleft())
+                if candidate is not None and candidate.running is None and candidate.queue:
+                    lane = candidate
+                    break
+            if lane is None:
+                continue
+            handle = lane.queue.popleft()
+            lane.running = handle
+            session.queued -= 1
+            session.running += 1
+            self._running_total += 1
+            handle.state = "running"
+            handle.task = asyncio.create_task(self._execute(handle, session), name=f"run {handle.run_id}")
+            if session.running < limit and session.ready_threads:
+                session.in_ready_users = True
+                self._ready_users.append(user_id)
+
+    def _forget(self, handle: RunHandle) -> None:
+        handle.state = "done"
+        self._runs.pop(handle.run_id, None)
+        handle.done.set()
+
+    def _drop_lane_if_idle(self, thread_id: str) -> None:
+        lane = self._lanes.get(thread_id)
+        if lane is not None and lane.running is None and not lane.queue:
+            del self._lanes[thread_id]
+
+    # Executing --------------------------------------------------------------------------------
+
+    async def _execute(self, handle: RunHandle, session: UserSession) -> None:
+        runtime = RunRuntime(
+            sink=self.writer,
+            store=self.store,
+            registry=self.registry,
+            model=self.model,
+            session=session,
+            tool_timeout=self.settings.tool_timeout_s,
+            max_steps=self.settings.agent_max_steps,
+        )
+        ctx = RunContext.for_run(
+            user_id=handle.user_id,
+            thread_id=handle.thread_id,
+            run_id=handle.run_id,
+            agent_name=handle.agent,
+            runtime=runtime,
+        )
+        token = current_context.set(ctx)
+        try:
+            await self._run_to_end(handle, ctx, runtime)
+        except Exception:
+            log.exception("run %s could not be finished cleanly", handle.run_id)
+        finally:
+            current_context.reset(token)
+            session.running -= 1
+            session.touch()
+            self._running_total -= 1
+            lane = self._lanes.get(handle.thread_id)
+            if lane is not None:
+                lane.running = None
+                if lane.queue:
+                    self._mark_ready(session, handle.thread_id)
+                else:
+                    del self._lanes[handle.thread_id]
+            if session.ready_threads and not session.in_ready_users:
+                session.in_ready_users = True
+                self._ready_users.append(session.user_id)
+            self._forget(handle)
+            self._pump()
+
+    async def _run_to_end(self, handle: RunHandle, ctx: RunContext, runtime: RunRuntime) -> None:
+        """Execute, then write exactly one terminal event and the final status."""
+        try:
+            await self.store.update_run(
+                handle.user_id,
+                handle.run_id,
+                status="running",
+                started_at=utc_now(),
+                worker_id=self.worker_id,
+            )
+            agent = self.registry.get(handle.agent)
+            if agent is None:  # a queued run of an agent that is no longer served
+                raise Invalid(f"agent {handle.agent!r} is not available")
+            async with asyncio.timeout(self.settings.run_timeout_s):
+                output = await runtime.execute(ctx, agent, handle.input)
+        except TimeoutError:
+            handle.state = "finishing"
+            if not runtime.completing:
+                limit = self.settings.run_timeout_s
+                error = {"code": "timeout", "message": f"the run took longer than {limit:g}s"}
+                await self._fail(ctx, runtime, error)
+                return
+            output = runtime.output
+        except asyncio.CancelledError:
+            handle.state = "finishing"
+            if not runtime.completing:
+                reason = handle.cancel_reason or "shutdown"
+                await asyncio.shield(self._cancelled(ctx, runtime, reason))
+                return
+            output = runtime.output
+        except Exception as exc:
+            handle.state = "finishing"
+            await self._fail(ctx, runtime, error_of(exc))
+            return
+        handle.state = "finishing"
+        await self.store.finish_run(ctx.user_id, ctx.run_id, status="completed", output=output)
+        self.finished["completed"] += 1
+
+    async def _fail(self, ctx: RunContext, runtime: RunRuntime, error: dict[str, str]) -> None:
+        await runtime.emit(ctx, AGENT_ERROR, {"status": "failed", "error": error, "depth": 0})
+        await self.store.finish_run(ctx.user_id, ctx.run_id, status="failed", error=error)
+        self.finished["failed"] += 1
+
+    async def _cancelled(self, ctx: RunContext, runtime: RunRuntime, reason: str) -> None:
+        await runtime.emit(ctx, RUN_CANCELLED, {"status": "cancelled", "reason": reason})
+        await self.store.finish_run(ctx.user_id, ctx.run_id, status="cancelled")
+        self.finished["cancelled"] += 1
+
+
+def _bare_context(user_id: str, thread_id: str, run_id: str, agent: str) -> RunContext:
+    """A context for events the engine writes about a run that is not executing."""
+    return RunContext(
+        user_id=user_id, thread_id=thread_id, run_id=run_id, execution_id=new_id("exe"), agent_name=agent
+    )
+

@@ -1,0 +1,144 @@
+"""Event types, their wire form, and the emitter bound to one execution.
+
+An event is one flat JSON object (PROTOCOL.md, Events). It is stamped from the
+:class:`~tenet.context.RunContext` that produced it, never from arguments, given
+its per-thread ``seq`` by the event writer, stored, and only then published.
+It is serialized once, when stored; every reader (WebSocket, SSE, REST replay)
+sends those same bytes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+from .ids import new_id
+
+if TYPE_CHECKING:
+    from .context import RunContext
+
+AGENT_STARTED: Final = "agent_started"
+AGENT_THINKING: Final = "agent_thinking"
+MESSAGE_DELTA: Final = "message_delta"
+TOOL_EXECUTING: Final = "tool_executing"
+TOOL_COMPLETED: Final = "tool_completed"
+AGENT_COMPLETED: Final = "agent_completed"
+AGENT_ERROR: Final = "agent_error"
+RUN_CANCELLED: Final = "run_cancelled"
+
+EVENT_TYPES: Final = frozenset(
+    {
+        AGENT_STARTED,
+        AGENT_THINKING,
+        MESSAGE_DELTA,
+        TOOL_EXECUTING,
+        TOOL_COMPLETED,
+        AGENT_COMPLETED,
+        AGENT_ERROR,
+        RUN_CANCELLED,
+    }
+)
+#: The identity fields every event carries; a type's own fields may not overwrite them.
+IDENTITY_FIELDS: Final = (
+    "type",
+    "event_id",
+    "seq",
+    "user_id",
+    "thread_id",
+    "run_id",
+    "execution_id",
+    "agent_name",
+    "timestamp",
+)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def format_time(value: datetime | None) -> str | None:
+    """RFC 3339 UTC with milliseconds, as the protocol wants: ``2026-11-29T06:00:00.123Z``."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def is_terminal(event: dict[str, Any]) -> bool:
+    """True for the one event that ends a run."""
+    t = event.get("type")
+    return t == RUN_CANCELLED or (t in (AGENT_COMPLETED, AGENT_ERROR) and event.get("depth") == 0)
+
+
+@dataclass(slots=True)
+class Event:
+    """One event, as made by an emitter and, once stored, as delivered.
+
+    ``data`` is the flat protocol object; ``json`` its serialized form, set when the
+    writer assigns ``seq``. Routing fields are copied out so that the bus and the
+    isolation guard need not parse anything.
+    """
+
+    data: dict[str, Any]
+    user_id: str
+    thread_id: str
+    run_id: str
+    seq: int = 0
+    json: str = ""
+    created: float = 0.0
+
+    @property
+    def type(self) -> str:
+        return self.data["type"]
+
+
+def make_event(ctx: RunContext, type: str, fields: dict[str, Any]) -> Event:
+    """Build an event stamped from ``ctx``; ``fields`` cannot override the identity fields."""
+    if type not in EVENT_TYPES:
+        raise ValueError(f"unknown event type {type!r}")
+    now = time.time()
+    data: dict[str, Any] = {
+        "type": type,
+        "event_id": new_id("evt"),
+        "seq": 0,
+        "user_id": ctx.user_id,
+        "thread_id": ctx.thread_id,
+        "run_id": ctx.run_id,
+        "execution_id": ctx.execution_id,
+        "agent_name": ctx.agent_name,
+        "timestamp": format_time(datetime.fromtimestamp(now, UTC)),
+    }
+    for key, value in fields.items():
+        if key not in data:
+            data[key] = value
+    return Event(
+        data=data, user_id=ctx.user_id, thread_id=ctx.thread_id, run_id=ctx.run_id, created=now
+    )
+
+
+class EventSink(Protocol):
+    """Where emitted events go: the writer that numbers, stores, then publishes them."""
+
+    async def write(self, event: Event) -> Event: ...
+
+
+class Emitter:
+    """Emits the events of one execution; every event is stamped from its context."""
+
+    __slots__ = ("_ctx", "_sink")
+
+    def __init__(self, ctx: RunContext, sink: EventSink) -> None:
+        self._ctx = ctx
+        self._sink = sink
+
+    @property
+    def context(self) -> RunContext:
+        return self._ctx
+
+    async def emit(self, type: str, **fields: Any) -> Event:
+        """Store and publish one event; returns it with its ``seq``."""
+        return await self._sink.write(make_event(self._ctx, type, fields))

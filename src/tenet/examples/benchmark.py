@@ -1,0 +1,57 @@
+"""The ``benchmark`` agent: a fixed, configurable workload with one tool call.
+
+A run emits exactly ``events`` events (25 by default): ``agent_started``, one
+``agent_thinking``, one ``tool_executing``/``tool_completed`` pair,
+``events - 5`` ``message_delta``s and ``agent_completed``. ``latency_ms`` is
+spent once as "model latency" before the tool call and once after it. Either can
+be overridden per run by the input, e.g. ``latency_ms=100 events=40``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from ..agents import Agent
+from ..context import RunContext
+from ..tools import tool
+
+
+@tool
+async def echo(value: str) -> str:
+    """Return the value unchanged."""
+    return value
+
+
+class BenchmarkAgent(Agent):
+    """See the module docstring."""
+
+    def __init__(self, *, latency_ms: float = 0.0, events: int = 25) -> None:
+        super().__init__(
+            name="benchmark",
+            description="A fixed workload for measuring tenet: set latency_ms=N events=N in the input.",
+            tools=[echo],
+        )
+        self.latency_ms = latency_ms
+        self.events = events
+
+    async def run(self, ctx: RunContext, input: str) -> str:
+        latency_ms, events = self.latency_ms, self.events
+        for part in input.split():
+            key, _, value = part.partition("=")
+            try:
+                if key == "latency_ms":
+                    latency_ms = min(max(float(value), 0.0), 60_000.0)
+                elif key == "events":
+                    events = min(max(int(value), 5), 10_000)
+            except ValueError:
+                pass
+        if latency_ms:
+            await asyncio.sleep(latency_ms / 1000)
+        await ctx.think("benchmark step")
+        await ctx.call_tool("echo", value=input[:100])
+        if latency_ms:
+            await asyncio.sleep(latency_ms / 1000)
+        deltas = events - 5
+        for i in range(deltas):
+            await ctx.say(f"w{i} ")
+        return f"done {deltas}"

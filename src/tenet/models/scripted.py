@@ -1,0 +1,156 @@
+"""A deterministic, offline model: the default for the demo, tests and benchmarks.
+
+It reads the conversation and picks a tool by these rules, first match wins,
+among the tools the agent offers:
+
+1. ``remember``: the input starts with "remember" (optionally "remember that");
+   the rest is the ``text`` argument.
+2. ``recall``: the input asks "what is my / what's my / what did I / do you
+   remember / recall"; the whole input is the ``query``.
+3. ``calculator``: the input contains an arithmetic expression (numbers joined
+   by ``+ - * / %`` and parentheses); it is the ``expression``.
+4. ``clock``: the input mentions time, date, clock or today.
+5. ``use NAME key=value ...`` names any offered tool and its arguments.
+6. ``fallback_tool``, if the model was made with one: its first parameter gets
+   the input.
+
+Once the conversation holds tool results after the last user message, it answers
+from them; with no tool to call it answers directly. Every turn says what it is
+doing first (``on_reasoning``), and answers stream word by word (``on_delta``),
+``latency_s`` before each turn and ``token_latency_s`` between words.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+from typing import Any
+
+import orjson
+
+from .base import Callback, ChatMessage, ModelReply, ToolCall
+
+_REMEMBER = re.compile(r"^\s*(?:please\s+)?remember\s+(?:that\s+)?(?P<text>.+)$", re.I | re.S)
+_RECALL = re.compile(r"\b(what\s+is\s+my|what's\s+my|what\s+did\s+i|do\s+you\s+remember|recall)\b", re.I)
+_EXPR = re.compile(r"[-(]*\d+(?:\.\d+)?\)*(?:\s*[-+*/%]\s*[-(]*\d+(?:\.\d+)?\)*)+")
+_CLOCK = re.compile(r"\b(time|date|clock|today)\b", re.I)
+_USE = re.compile(r"\buse\s+(?P<name>[A-Za-z_][\w]*)(?P<args>(?:\s+\w+=\S+)*)", re.I)
+
+
+class ScriptedModel:
+    """Deterministic tool choice and answers; see the module docstring for the rules."""
+
+    def __init__(
+        self,
+        *,
+        latency_s: float = 0.0,
+        token_latency_s: float = 0.0,
+        fallback_tool: str | None = None,
+        answer_prefix: str = "",
+    ) -> None:
+        self.latency_s = latency_s
+        self.token_latency_s = token_latency_s
+        self.fallback_tool = fallback_tool
+        self.answer_prefix = answer_prefix
+
+    async def complete(
+        self,
+        messages: list[ChatMessage],
+        tools: list[dict[str, Any]],
+        *,
+        on_delta: Callback | None = None,
+        on_reasoning: Callback | None = None,
+    ) -> ModelReply:
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
+        user_text = str(messages[last_user].get("content") or "") if last_user >= 0 else ""
+        results = [m for m in messages[last_user + 1 :] if m.get("role") == "tool"]
+        if results:
+            names = _call_names(messages[last_user + 1 :])
+            if on_reasoning:
+                await on_reasoning("I have the tool results; writing the answer.")
+            answer = self.answer_prefix + _answer_from(results, names)
+            return ModelReply(content=await self._stream(answer, on_delta))
+        call = self.choose(user_text, {t["name"]: t for t in tools})
+        if call is not None:
+            if on_reasoning:
+                await on_reasoning(f"Calling {call.name} to answer: {_clip(user_text)}")
+            return ModelReply(tool_calls=[call])
+        if on_reasoning:
+            await on_reasoning("No tool is needed; answering directly.")
+        answer = (self.answer_prefix + user_text) if self.answer_prefix else (f"You said: {user_text}" if user_text else "Hello.")
+        return ModelReply(content=await self._stream(answer, on_delta))
+
+    def choose(self, text: str, tools: dict[str, dict[str, Any]]) -> ToolCall | None:
+        """The tool call the rules pick for ``text``, or None."""
+        if "remember" in tools and (m := _REMEMBER.match(text)):
+            return ToolCall(_call_id(), "remember", {"text": m["text"].strip()})
+        if "recall" in tools and _RECALL.search(text):
+            return ToolCall(_call_id(), "recall", {"query": text})
+        if "calculator" in tools and (m := _EXPR.search(text)):
+            return ToolCall(_call_id(), "calculator", {"expression": m.group(0).strip()})
+        if "clock" in tools and _CLOCK.search(text):
+            return ToolCall(_call_id(), "clock", {})
+        if (m := _USE.search(text)) and m["name"] in tools:
+            args = dict(pair.split("=", 1) for pair in m["args"].split())
+            return ToolCall(_call_id(), m["name"], args)
+        if self.fallback_tool and self.fallback_tool in tools:
+            props = list(tools[self.fallback_tool].get("parameters", {}).get("properties", {}))
+            args = {props[0]: text} if props else {}
+            return ToolCall(_call_id(), self.fallback_tool, args)
+        return None
+
+    async def _stream(self, answer: str, on_delta: Callback | None) -> str:
+        if on_delta is None:
+            return answer
+        words = answer.split(" ")
+        for i, word in enumerate(words):
+            if i and self.token_latency_s:
+                await asyncio.sleep(self.token_latency_s)
+            await on_delta(word if i == len(words) - 1 else word + " ")
+        return answer
+
+
+def _call_names(messages: list[ChatMessage]) -> dict[str, str]:
+    names: dict[str, str] = {}
+    for m in messages:
+        for call in m.get("tool_calls") or ():
+            names[call["id"]] = call["function"]["name"]
+    return names
+
+
+def _answer_from(results: list[ChatMessage], names: dict[str, str]) -> str:
+    parts = []
+    for r in results:
+        name = names.get(r.get("tool_call_id", ""), "tool")
+        try:
+            value = orjson.loads(r.get("content") or "null")
+        except orjson.JSONDecodeError:
+            value = r.get("content")
+        if isinstance(value, dict) and "error" in value:
+            err = value["error"]
+            parts.append(f"{name} failed: {err.get('message', err) if isinstance(err, dict) else err}.")
+        elif name == "calculator":
+            parts.append(f"The answer is {value}.")
+        elif name == "remember":
+            parts.append("Noted; I will remember that.")
+        elif name == "recall":
+            notes = value if isinstance(value, list) else []
+            parts.append(
+                "From your notes: " + "; ".join(map(str, notes)) + "." if notes else "I have no notes about that."
+            )
+        elif name == "clock":
+            parts.append(f"It is {value}.")
+        else:
+            parts.append(value if isinstance(value, str) else f"{name} returned {orjson.dumps(value).decode()}.")
+    return " ".join(parts)
+
+
+def _call_id() -> str:
+    return "call_" + secrets.token_hex(8)
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,179 @@
+"""What a run can do: emit events, call tools, delegate. One per run, never shared.
+
+The :class:`RunRuntime` is the capability behind a :class:`~tenet.context.RunContext`.
+Every event it emits is stamped from the context it is given (the execution
+that produced it), so a tool event carries the execution id of the agent that
+called the tool, and a delegated agent's events carry its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from typing import TYPE_CHECKING, Any
+
+from .agents import Agent, AgentFailed
+from .context import DepthExceeded, RunContext
+from .events import (
+    AGENT_COMPLETED,
+    AGENT_ERROR,
+    AGENT_STARTED,
+    AGENT_THINKING,
+    TOOL_COMPLETED,
+    TOOL_EXECUTING,
+    Event,
+    EventSink,
+    make_event,
+)
+from .store.notes import UserNotes
+from .tools import ToolFailed
+
+if TYPE_CHECKING:
+    from .models.base import ChatModel
+    from .registry import AgentRegistry
+    from .sessions import UserSession
+    from .store.db import Store
+
+
+def error_of(exc: BaseException) -> dict[str, str]:
+    """The ``{"code", "message"}`` an exception is reported as."""
+    code = getattr(exc, "code", None)
+    if not isinstance(code, str) or isinstance(exc, OSError):
+        code = "agent_error"
+    message = str(exc) or type(exc).__name__
+    if code == "agent_error":
+        message = f"{type(exc).__name__}: {message}"
+    return {"code": code, "message": message[:1000]}
+
+
+class RunRuntime:
+    """The services one run uses, bound to that run's user."""
+
+    def __init__(
+        self,
+        *,
+        sink: EventSink,
+        store: Store,
+        registry: AgentRegistry,
+        model: ChatModel,
+        session: UserSession,
+        tool_timeout: float,
+        max_steps: int,
+    ) -> None:
+        self.sink = sink
+        self.store = store
+        self.registry = registry
+        self.model = model
+        self.session = session
+        self.tool_timeout = tool_timeout
+        self.max_steps = max_steps
+        self._steps: dict[str, int] = {}
+        self.last_event: Event | None = None
+        #: Set once the run's own agent_completed is being written: from then on a
+        #: cancel or timeout cannot end the run a second time.
+        self.completing = False
+        self.output: str | None = None
+
+    async def emit(self, ctx: RunContext, type: str, fields: dict[str, Any]) -> Event:
+        event = await self.sink.write(make_event(ctx, type, fields))
+        self.last_event = event
+        return event
+
+    async def think(self, ctx: RunContext, reasoning: str) -> None:
+        step = self._steps.get(ctx.execution_id, 0) + 1
+        self._steps[ctx.execution_id] = step
+        await self.emit(ctx, AGENT_THINKING, {"reasoning": str(reasoning), "step": step})
+
+    async def call_tool(
+        self, ctx: RunContext, name: str, arguments: dict[str, Any], *, call_id: str | None = None
+    ) -> Any:
+        agent = self.registry.get(ctx.agent_name)
+        tool = agent.tool(name) if agent is not None else None
+        call_id = call_id or "call_" + secrets.token_hex(8)
+        await self.emit(
+            ctx, TOOL_EXECUTING, {"tool_name": name, "call_id": call_id, "parameters": arguments}
+        )
+        started = time.perf_counter()
+        fields: dict[str, Any] = {"tool_name": name, "call_id": call_id}
+        try:
+            if tool is None:
+                raise ToolFailed("unknown_tool", f"{ctx.agent_name} has no tool named {name!r}")
+            result = await tool.invoke(ctx, arguments, timeout=self.tool_timeout)
+        except ToolFailed as exc:
+            fields.update(ok=False, error=exc.as_error(), duration_ms=_ms(started))
+            await self.emit(ctx, TOOL_COMPLETED, fields)
+            raise
+        except asyncio.CancelledError:
+            fields.update(
+                ok=False, error={"code": "cancelled", "message": "the run was stopped"}, duration_ms=_ms(started)
+            )
+            await asyncio.shield(self.emit(ctx, TOOL_COMPLETED, fields))
+            raise
+        fields.update(ok=True, results=result, duration_ms=_ms(started))
+        await self.emit(ctx, TOOL_COMPLETED, fields)
+        return result
+
+    async def delegate(self, ctx: RunContext, agent_name: str, input: str) -> str:
+        agent = self.registry.get(agent_name)
+        if agent is None:
+            raise AgentFailed("unknown_agent", f"no agent named {agent_name!r}")
+        child = ctx.child(agent_name)
+        return await self.execute(child, agent, input)
+
+    async def execute(self, ctx: RunContext, agent: Agent, input: str) -> str:
+        """Run one agent execution between its ``agent_started`` and its end event.
+
+        A delegated execution (depth > 0) always ends with its own ``agent_completed``
+        or ``agent_error``; the run's own execution (depth 0) ends with
+        ``agent_completed`` here, or raises for the engine to report.
+        """
+        started_fields: dict[str, Any] = {"input": input, "depth": ctx.depth}
+        if ctx.parent_execution_id is not None:
+            started_fields["parent_execution_id"] = ctx.parent_execution_id
+        await self.emit(ctx, AGENT_STARTED, started_fields)
+        started = time.perf_counter()
+        try:
+            output = await agent.run(ctx, input)
+        except asyncio.CancelledError:
+            if ctx.depth > 0:
+                error = {"code": "cancelled", "message": "the run was stopped"}
+                await asyncio.shield(self._child_error(ctx, error))
+            raise
+        except Exception as exc:
+            if ctx.depth == 0:
+                raise
+            await self._child_error(ctx, error_of(exc))
+            if isinstance(exc, DepthExceeded | AgentFailed):
+                raise
+            raise AgentFailed("delegation_failed", f"{agent.name} failed: {error_of(exc)['message']}") from exc
+        output = "" if output is None else str(output)
+        if ctx.depth == 0:
+            self.completing = True
+            self.output = output
+        await self.emit(
+            ctx,
+            AGENT_COMPLETED,
+            {
+                "status": "completed",
+                "final_response": output,
+                "duration_ms": _ms(started),
+                "depth": ctx.depth,
+            },
+        )
+        return output
+
+    async def _child_error(self, ctx: RunContext, error: dict[str, str]) -> None:
+        await self.emit(ctx, AGENT_ERROR, {"status": "failed", "error": error, "depth": ctx.depth})
+
+    def notes(self, ctx: RunContext) -> UserNotes:
+        return UserNotes(self.store, ctx.user_id)
+
+    def user_state(self, ctx: RunContext) -> dict[str, Any]:
+        if ctx.user_id != self.session.user_id:  # pragma: no cover - a wiring bug, never data
+            raise RuntimeError("a run's context and session belong to different users")
+        return self.session.state
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)

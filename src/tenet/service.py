@@ -1,0 +1,107 @@
+"""The composition root: one object that owns the store, bus, writer, sessions and engine.
+
+The server, the CLI and the tests all build a :class:`Service` from settings and
+an agent registry, ``start()`` it, use its parts, and ``close()`` it. Nothing
+else in the package creates these parts, so there is exactly one of each per
+process and no module-level state.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from .bus import Bus, MemoryBus
+from .engine import Engine
+from .models.base import ChatModel
+from .models.scripted import ScriptedModel
+from .registry import AgentRegistry
+from .sessions import UserSessions
+from .settings import Settings
+from .store.db import Store
+from .store.migrate import upgrade
+from .store.writer import EventWriter
+
+log = logging.getLogger("tenet")
+
+
+def build_model(settings: Settings) -> ChatModel:
+    """The default model agents use when they name none: scripted, or OpenAI-compatible."""
+    if settings.model == "openai":
+        from .models.openai import OpenAIModel
+
+        return OpenAIModel(
+            base_url=settings.model_base_url,
+            api_key=settings.model_api_key,
+            model=settings.model_name,
+        )
+    return ScriptedModel(
+        latency_s=settings.scripted_latency_ms / 1000,
+        token_latency_s=settings.scripted_token_latency_ms / 1000,
+    )
+
+
+def build_bus(settings: Settings) -> Bus:
+    if settings.redis_url:
+        from .bus.redis import RedisBus  # type: ignore[import-not-found]
+
+        return RedisBus(settings.redis_url, queue_size=settings.ws_queue)  # type: ignore[no-any-return]
+    return MemoryBus(queue_size=settings.ws_queue)
+
+
+class Service:
+    """Everything one tenet process runs, wired together."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        registry: AgentRegistry | None = None,
+        *,
+        model: ChatModel | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        if registry is None:
+            from .examples import default_registry
+
+            registry = default_registry(self.settings)
+        self.registry = registry.freeze()
+        self.store = Store(self.settings.database_url)
+        self.bus: Bus = build_bus(self.settings)
+        self.writer = EventWriter(self.store, self.bus, batch_max=self.settings.event_batch_max)
+        self.sessions = UserSessions(idle_s=self.settings.session_idle_s)
+        self.engine = Engine(
+            settings=self.settings,
+            store=self.store,
+            writer=self.writer,
+            registry=self.registry,
+            sessions=self.sessions,
+            model=model or build_model(self.settings),
+        )
+        self.started = False
+
+    async def start(self) -> Service:
+        if self.settings.auto_migrate:
+            await upgrade(self.store.engine)
+        await self.bus.start()
+        self.writer.start()
+        self.sessions.start()
+        await self.engine.start()
+        self.started = True
+        return self
+
+    async def close(self, *, grace_s: float = 0.0) -> None:
+        if not self.started:
+            await self.store.close()
+            return
+        self.started = False
+        await self.engine.close(grace_s=grace_s)
+        await self.writer.close()
+        await self.sessions.close()
+        await self.bus.close()
+        await self.store.close()
+
+    async def __aenter__(self) -> Service:
+        return await self.start()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()

@@ -1,0 +1,100 @@
+"""Per-user scope, made on demand and evicted when idle.
+
+A :class:`UserSession` holds what tenet keeps in memory for one user: the
+engine's scheduling state (runs running and queued, threads ready to run), the
+user's open connections, and per-user agent state. Nothing in it is shared with
+another user. Creation is synchronous, so concurrent first calls for one user in
+the event loop always get the same session; a sweeper evicts sessions with no
+runs and no connections after ``TENET_SESSION_IDLE_S``, so memory returns to its
+baseline after users leave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(eq=False)
+class UserSession:
+    """Everything tenet holds in memory for one user."""
+
+    user_id: str
+    running: int = 0
+    queued: int = 0
+    ready_threads: deque[str] = field(default_factory=deque)
+    in_ready_users: bool = False
+    connections: set[Any] = field(default_factory=set)
+    state: dict[str, Any] = field(default_factory=dict)
+    last_active: float = field(default_factory=time.monotonic)
+
+    @property
+    def idle(self) -> bool:
+        return self.running == 0 and self.queued == 0 and not self.connections
+
+    def touch(self) -> None:
+        self.last_active = time.monotonic()
+
+
+class UserSessions:
+    """The map from user id to :class:`UserSession`, with idle eviction."""
+
+    def __init__(self, *, idle_s: float = 300.0) -> None:
+        self._sessions: dict[str, UserSession] = {}
+        self._idle_s = idle_s
+        self._sweeper: asyncio.Task[None] | None = None
+        self.created = 0
+        self.evicted = 0
+
+    def get(self, user_id: str) -> UserSession:
+        """The user's session, made now if there is none (synchronous: no race)."""
+        session = self._sessions.get(user_id)
+        if session is None:
+            session = self._sessions[user_id] = UserSession(user_id)
+            self.created += 1
+        session.touch()
+        return session
+
+    def peek(self, user_id: str) -> UserSession | None:
+        return self._sessions.get(user_id)
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def __iter__(self) -> Iterator[UserSession]:
+        return iter(list(self._sessions.values()))
+
+    def evict_idle(self, now: float | None = None) -> int:
+        """Drop sessions idle for longer than the limit; returns how many went."""
+        now = time.monotonic() if now is None else now
+        gone = [
+            uid
+            for uid, s in self._sessions.items()
+            if s.idle and now - s.last_active >= self._idle_s
+        ]
+        for uid in gone:
+            del self._sessions[uid]
+        self.evicted += len(gone)
+        return len(gone)
+
+    def start(self) -> None:
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep(), name="tenet-session-sweeper")
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+
+    async def _sweep(self) -> None:
+        interval = min(max(self._idle_s / 4, 0.05), 30.0)
+        while True:
+            await asyncio.sleep(interval)
+            self.evict_idle()

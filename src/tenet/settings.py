@@ -1,0 +1,70 @@
+"""Every ``TENET_*`` setting, in one place.
+
+Settings are read once at start-up and are immutable afterwards: they are shared
+by every user, so nothing may change them while users are being served.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """tenet's configuration; each field is the environment variable ``TENET_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="TENET_", frozen=True, extra="ignore")
+
+    # Storage and cluster
+    database_url: str = "sqlite+aiosqlite:///./tenet.db"
+    redis_url: str | None = None
+    auto_migrate: bool = True
+
+    # Server
+    host: str = "127.0.0.1"
+    port: int = 8000
+    admin_token: str | None = None
+    public_url: str | None = None
+
+    # Engine limits
+    user_max_runs: int = Field(4, ge=1)
+    max_runs: int = Field(256, ge=1)
+    user_max_queued: int = Field(100, ge=1)
+    run_timeout_s: float = Field(300.0, gt=0)
+    tool_timeout_s: float = Field(30.0, gt=0)
+    session_idle_s: float = Field(300.0, ge=0)
+    max_input_chars: int = Field(32_000, ge=1)
+    agent_max_steps: int = Field(16, ge=1)
+
+    # Event writing
+    event_batch_max: int = Field(512, ge=1)
+
+    # Delivery
+    ws_queue: int = Field(1000, ge=1)
+    ws_max_connections: int = Field(16, ge=1)
+    ws_max_frame_bytes: int = Field(64 * 1024, ge=256)
+    ws_auth_timeout_s: float = Field(10.0, gt=0)
+    ws_ping_s: float = Field(20.0, gt=0)
+    max_body_bytes: int = Field(256 * 1024, ge=256)
+    max_threads_per_user: int = Field(10_000, ge=1)
+    max_tokens_per_user: int = Field(100, ge=1)
+
+    # Models
+    model: Literal["scripted", "openai"] = "scripted"
+    model_base_url: str | None = None
+    model_api_key: str | None = None
+    model_name: str = "gpt-4o-mini"
+    scripted_latency_ms: float = Field(0.0, ge=0)
+    scripted_token_latency_ms: float = Field(0.0, ge=0)
+
+    # The benchmark agent
+    bench_latency_ms: float = Field(0.0, ge=0)
+    bench_events: int = Field(25, ge=5)
+
+    log_level: str = "INFO"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")

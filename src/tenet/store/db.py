@@ -1,0 +1,395 @@
+"""The store: owner-scoped repositories over SQLAlchemy 2 async.
+
+Every method that touches user data takes the caller's ``user_id`` first and
+filters by it; a row of another user is "not found", exactly like a missing one.
+The only unscoped reads are the ``admin_*`` methods, used by start-up recovery
+and user management, never by a request on behalf of a user.
+
+Each call opens its own short session: no session is ever shared between
+requests, let alone between users. On SQLite, writes are serialized by one
+process-wide lock (SQLite allows one writer; waiting on a lock is cheaper and
+more predictable than ``database is locked`` retries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import secrets
+from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, event, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from ..errors import Conflict, Invalid, NotFound
+from ..events import utc_now
+from ..ids import is_valid, new_id
+from .tables import EventRow, Message, Note, Run, Thread, Token, User
+
+TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+
+
+def hash_token(token: str) -> str:
+    """Tokens are 256 random bits, so one SHA-256 is enough; only the hash is stored."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    return "tnt_" + secrets.token_urlsafe(32)
+
+
+class Store:
+    """Owner-scoped access to users, threads, messages, runs, events and notes."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        kwargs: dict[str, Any] = {"echo": echo}
+        if self.is_sqlite:
+            kwargs["connect_args"] = {"timeout": 30}
+        else:
+            kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
+        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        if self.is_sqlite:
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._write_lock = asyncio.Lock() if self.is_sqlite else None
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    # Sessions -------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A session for reads; closed at the end of the block."""
+        async with self._sessions() as session:
+            yield session
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        """A session in one transaction, committed at the end of the block."""
+        if self._write_lock is None:
+            async with self._sessions() as session, session.begin():
+                yield session
+        else:
+            async with self._write_lock, self._sessions() as session, session.begin():
+                yield session
+
+    async def ping(self) -> None:
+        """Raises when the database cannot be reached."""
+        async with self.engine.connect() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+
+    # Users and tokens (user management) ------------------------------------------------------
+
+    async def create_user(self, name: str) -> tuple[User, str]:
+        """A new user and its first token (the token is returned once, stored hashed)."""
+        name = name.strip()
+        if not name or len(name) > 200:
+            raise Invalid("name must be 1 to 200 characters")
+        now = utc_now()
+        user = User(id=new_id("usr"), name=name, created_at=now)
+        token = new_token()
+        try:
+            async with self.write() as s:
+                s.add(user)
+                await s.flush()
+                s.add(Token(id=new_id("tok"), user_id=user.id, token_hash=hash_token(token), created_at=now))
+        except IntegrityError:
+            raise Conflict(f"a user named {name!r} already exists") from None
+        return user, token
+
+    async def admin_user_by_name(self, name: str) -> User | None:
+        async with self.read() as s:
+            return (await s.execute(select(User).where(User.name == name))).scalar_one_or_none()
+
+    async def user_for_token(self, token: str) -> tuple[User, str] | None:
+        """The user holding ``token`` and the token's hash, or None."""
+        if not isinstance(token, str) or not token or len(token) > 200:
+            return None
+        digest = hash_token(token)
+        async with self.read() as s:
+            row = (
+                await s.execute(
+                    select(User).join(Token, Token.user_id == User.id).where(Token.token_hash == digest)
+                )
+            ).scalar_one_or_none()
+        return (row, digest) if row is not None else None
+
+    async def create_token(self, user_id: str, *, limit: int | None = None) -> str:
+        token = new_token()
+        async with self.write() as s:
+            if limit is not None:
+                count = await s.scalar(select(func.count()).select_from(Token).where(Token.user_id == user_id))
+                if (count or 0) >= limit:
+                    from ..errors import RateLimited
+
+                    raise RateLimited(f"a user may hold at most {limit} tokens")
+            s.add(Token(id=new_id("tok"), user_id=user_id, token_hash=hash_token(token), created_at=utc_now()))
+        return token
+
+    async def revoke_token(self, user_id: str, token_hash: str) -> bool:
+        async with self.write() as s:
+            result = await s.execute(
+                delete(Token).where(Token.user_id == user_id, Token.token_hash == token_hash)
+            )
+        return bool(result.rowcount)
+
+    # Threads ----------------------------------------------------------------------------------
+
+    async def create_thread(
+        self, user_id: str, metadata: dict[str, Any] | None = None, *, limit: int | None = None
+    ) -> Thread:
+        thread = Thread(id=new_id("thr"), user_id=user_id, meta=dict(metadata or {}), created_at=utc_now())
+        async with self.write() as s:
+            if limit is not None:
+                count = await s.scalar(select(func.count()).select_from(Thread).where(Thread.user_id == user_id))
+                if (count or 0) >= limit:
+                    from ..errors import RateLimited
+
+                    raise RateLimited(f"a user may hold at most {limit} threads")
+            s.add(thread)
+        return thread
+
+    async def get_thread(self, user_id: str, thread_id: str) -> Thread:
+        if not is_valid(thread_id, "thr"):
+            raise NotFound()
+        async with self.read() as s:
+            row = (
+                await s.execute(select(Thread).where(Thread.id == thread_id, Thread.user_id == user_id))
+            ).scalar_one_or_none()
+        if row is None:
+            raise NotFound()
+        return row
+
+    async def list_threads(
+        self, user_id: str, *, limit: int = 50, before: str | None = None
+    ) -> Sequence[Thread]:
+        """The user's threads, newest first; ``before`` is a thread id to page from."""
+        q = select(Thread).where(Thread.user_id == user_id)
+        async with self.read() as s:
+            if before is not None:
+                if not is_valid(before, "thr"):
+                    raise NotFound()
+                anchor = (
+                    await s.execute(select(Thread).where(Thread.id == before, Thread.user_id == user_id))
+                ).scalar_one_or_none()
+                if anchor is None:
+                    raise NotFound()
+                q = q.where(
+                    (Thread.created_at < anchor.created_at)
+                    | ((Thread.created_at == anchor.created_at) & (Thread.id < anchor.id))
+                )
+            q = q.order_by(Thread.created_at.desc(), Thread.id.desc()).limit(limit)
+            return (await s.execute(q)).scalars().all()
+
+    async def delete_thread(self, user_id: str, thread_id: str) -> None:
+        """Deletes the thread with its messages, runs and events."""
+        if not is_valid(thread_id, "thr"):
+            raise NotFound()
+        async with self.write() as s:
+            owned = await s.scalar(
+                select(Thread.id).where(Thread.id == thread_id, Thread.user_id == user_id)
+            )
+            if owned is None:
+                raise NotFound()
+            for table in (EventRow, Message, Run):
+                await s.execute(delete(table).where(table.thread_id == thread_id, table.user_id == user_id))
+            await s.execute(delete(Thread).where(Thread.id == thread_id, Thread.user_id == user_id))
+
+    # Messages ---------------------------------------------------------------------------------
+
+    async def list_messages(self, user_id: str, thread_id: str) -> Sequence[Message]:
+        await self.get_thread(user_id, thread_id)
+        async with self.read() as s:
+            q = (
+                select(Message)
+                .where(Message.thread_id == thread_id, Message.user_id == user_id)
+                .order_by(Message.created_at, Message.id)
+            )
+            return (await s.execute(q)).scalars().all()
+
+    # Runs -------------------------------------------------------------------------------------
+
+    async def create_run(
+        self,
+        user_id: str,
+        thread_id: str,
+        agent: str,
+        input: str,
+        metadata: dict[str, Any] | None = None,
+    ) -> Run:
+        """A queued run and the user's message that asked for it, in one transaction."""
+        now = utc_now()
+        run = Run(
+            id=new_id("run"),
+            user_id=user_id,
+            thread_id=thread_id,
+            agent=agent,
+            status="queued",
+            input=input,
+            meta=dict(metadata or {}),
+            created_at=now,
+            attempts=0,
+        )
+        async with self.write() as s:
+            owned = await s.scalar(
+                select(Thread.id).where(Thread.id == thread_id, Thread.user_id == user_id)
+            )
+            if owned is None:
+                raise NotFound()
+            s.add(run)
+            s.add(
+                Message(
+                    id=new_id("msg"),
+                    user_id=user_id,
+                    thread_id=thread_id,
+                    run_id=run.id,
+                    role="user",
+                    content=input,
+                    created_at=now,
+                )
+            )
+        return run
+
+    async def get_run(self, user_id: str, run_id: str) -> Run:
+        if not is_valid(run_id, "run"):
+            raise NotFound()
+        async with self.read() as s:
+            row = (
+                await s.execute(select(Run).where(Run.id == run_id, Run.user_id == user_id))
+            ).scalar_one_or_none()
+        if row is None:
+            raise NotFound()
+        return row
+
+    async def update_run(self, user_id: str, run_id: str, **values: Any) -> None:
+        """Set run fields; a finished run keeps its terminal status."""
+        async with self.write() as s:
+            await s.execute(
+                update(Run)
+                .where(Run.id == run_id, Run.user_id == user_id, Run.status.not_in(TERMINAL_STATUSES))
+                .values(**values)
+            )
+
+    async def finish_run(
+        self,
+        user_id: str,
+        run_id: str,
+        *,
+        status: str,
+        output: str | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> None:
+        """Terminal status, output and the assistant's message, in one transaction."""
+        now = utc_now()
+        async with self.write() as s:
+            run = (
+                await s.execute(select(Run).where(Run.id == run_id, Run.user_id == user_id))
+            ).scalar_one_or_none()
+            if run is None or run.status in TERMINAL_STATUSES:
+                return
+            run.status = status
+            run.output = output
+            run.error = error
+            run.finished_at = now
+            run.worker_id = None
+            if output is not None:
+                s.add(
+                    Message(
+                        id=new_id("msg"),
+                        user_id=user_id,
+                        thread_id=run.thread_id,
+                        run_id=run_id,
+                        role="assistant",
+                        content=output,
+                        created_at=now,
+                    )
+                )
+
+    async def admin_runs_with_status(self, statuses: Iterable[str]) -> Sequence[Run]:
+        """Runs in the given statuses across all users: start-up recovery only."""
+        async with self.read() as s:
+            q = select(Run).where(Run.status.in_(list(statuses))).order_by(Run.created_at, Run.id)
+            return (await s.execute(q)).scalars().all()
+
+    # Events -----------------------------------------------------------------------------------
+
+    async def list_events(
+        self, user_id: str, thread_id: str, *, after: int = 0, limit: int = 1000, check_owner: bool = True
+    ) -> list[str]:
+        """Stored event bodies (JSON text) of the thread with ``seq > after``, ascending."""
+        if check_owner:
+            await self.get_thread(user_id, thread_id)
+        async with self.read() as s:
+            q = (
+                select(EventRow.body)
+                .where(EventRow.thread_id == thread_id, EventRow.user_id == user_id, EventRow.seq > after)
+                .order_by(EventRow.seq)
+                .limit(limit)
+            )
+            return list((await s.execute(q)).scalars().all())
+
+    async def last_seq(self, user_id: str, thread_id: str) -> int:
+        async with self.read() as s:
+            value = await s.scalar(
+                select(func.max(EventRow.seq)).where(
+                    EventRow.thread_id == thread_id, EventRow.user_id == user_id
+                )
+            )
+        return int(value or 0)
+
+    async def max_seqs(self, session: AsyncSession, thread_ids: Iterable[str]) -> dict[str, int]:
+        """The highest stored ``seq`` of each thread (writer only, inside its transaction)."""
+        ids = list(thread_ids)
+        if not ids:
+            return {}
+        q = select(EventRow.thread_id, func.max(EventRow.seq)).where(EventRow.thread_id.in_(ids)).group_by(EventRow.thread_id)
+        found = {tid: int(seq) for tid, seq in (await session.execute(q)).all()}
+        return {tid: found.get(tid, 0) for tid in ids}
+
+    # Notes ------------------------------------------------------------------------------------
+
+    async def add_note(self, user_id: str, text: str) -> Note:
+        note = Note(id=new_id("not"), user_id=user_id, text=text, created_at=utc_now())
+        async with self.write() as s:
+            s.add(note)
+        return note
+
+    async def list_notes(self, user_id: str, *, query: str | None = None, limit: int = 20) -> Sequence[Note]:
+        """The user's notes, newest first; with ``query``, those sharing a word with it."""
+        async with self.read() as s:
+            q = select(Note).where(Note.user_id == user_id).order_by(Note.created_at.desc(), Note.id.desc())
+            notes = (await s.execute(q.limit(500))).scalars().all()
+        if query:
+            words = {w for w in _words(query) if len(w) > 2}
+            scored = [(len(words & set(_words(n.text))), n) for n in notes]
+            notes = [n for score, n in sorted(scored, key=lambda p: -p[0]) if score > 0] or list(notes)
+        return list(notes)[:limit]
+
+
+def _words(text: str) -> list[str]:
+    return [w.strip(".,!?;:'\"()").lower() for w in text.split()]
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; they were stored as UTC."""
+    from datetime import UTC
+
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value

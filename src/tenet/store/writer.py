@@ -1,0 +1,157 @@
+"""The event writer: numbers events per thread, stores them in batches, then publishes.
+
+All events of the process pass through one writer task. It takes whatever is
+waiting (up to ``TENET_EVENT_BATCH_MAX``), gives each event the next ``seq`` of
+its thread, inserts the batch in one transaction, and only after the commit
+publishes each event on the bus and wakes its emitter. Batching is what keeps
+many concurrent runs cheap: a hundred runs emitting at once cost one commit, not
+a hundred. Because the writer is the single place where ``seq`` is assigned in
+a process, a thread's numbering needs no lock; the store's unique
+``(thread_id, seq)`` turns any mistake into an error rather than a duplicate.
+
+A batch that fails (a deleted thread, a constraint) is retried thread by
+thread, so one user's bad event never fails another user's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+import orjson
+from sqlalchemy import insert
+
+from ..events import Event
+from .db import Store
+from .tables import EventRow
+
+if TYPE_CHECKING:
+    from ..bus import Bus
+
+log = logging.getLogger("tenet.writer")
+
+_SEQ_CACHE_MAX = 50_000
+
+
+class EventWriter:
+    """Stores events in batches, then publishes them; see the module docstring."""
+
+    def __init__(self, store: Store, bus: Bus, *, batch_max: int = 512) -> None:
+        self._store = store
+        self._bus = bus
+        self._batch_max = batch_max
+        self._pending: list[tuple[Event, asyncio.Future[Event]]] = []
+        self._wakeup = asyncio.Event()
+        self._last_seq: OrderedDict[str, int] = OrderedDict()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.batches = 0
+        self.events_written = 0
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="tenet-event-writer")
+
+    async def close(self) -> None:
+        """Writes what is pending, then stops."""
+        self._closed = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    def forget(self, thread_id: str) -> None:
+        """Drop the cached last ``seq`` of a thread (another process may write to it next)."""
+        self._last_seq.pop(thread_id, None)
+
+    async def write(self, event: Event) -> Event:
+        """Queue one event; returns once it is stored and published, with its ``seq``."""
+        if self._closed and self._task is None:
+            raise RuntimeError("event writer is closed")
+        future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
+        self._pending.append((event, future))
+        self._wakeup.set()
+        return await asyncio.shield(future)
+
+    async def _loop(self) -> None:
+        while True:
+            if not self._pending:
+                if self._closed:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            batch = self._pending[: self._batch_max]
+            del self._pending[: len(batch)]
+            try:
+                await self._write_batch(batch)
+            except Exception:  # pragma: no cover - _write_batch settles every future itself
+                log.exception("event writer failed a batch")
+
+    async def _write_batch(self, batch: list[tuple[Event, asyncio.Future[Event]]]) -> None:
+        try:
+            await self._store_events([e for e, _ in batch])
+        except Exception as exc:
+            if len({e.thread_id for e, _ in batch}) == 1:
+                for event, future in batch:
+                    self.forget(event.thread_id)
+                    if not future.done():
+                        future.set_exception(exc)
+                return
+            # Isolate the failure: retry each thread's events on their own.
+            by_thread: dict[str, list[tuple[Event, asyncio.Future[Event]]]] = {}
+            for item in batch:
+                self.forget(item[0].thread_id)
+                by_thread.setdefault(item[0].thread_id, []).append(item)
+            for items in by_thread.values():
+                await self._write_batch(items)
+            return
+        self.batches += 1
+        self.events_written += len(batch)
+        for event, future in batch:
+            try:
+                self._bus.publish(event.thread_id, event)
+            except Exception:
+                log.exception("publishing an event failed; it is stored and can be replayed")
+            if not future.done():
+                future.set_result(event)
+
+    async def _store_events(self, events: list[Event]) -> None:
+        async with self._store.write() as session:
+            unknown = {e.thread_id for e in events if e.thread_id not in self._last_seq}
+            if unknown:
+                self._last_seq.update(await self._store.max_seqs(session, unknown))
+            assigned: dict[str, int] = {}
+            rows = []
+            for event in events:
+                seq = assigned.get(event.thread_id, self._last_seq[event.thread_id]) + 1
+                assigned[event.thread_id] = seq
+                event.seq = seq
+                event.data["seq"] = seq
+                event.json = orjson.dumps(event.data).decode()
+                rows.append(
+                    {
+                        "id": event.data["event_id"],
+                        "user_id": event.user_id,
+                        "thread_id": event.thread_id,
+                        "run_id": event.run_id,
+                        "seq": seq,
+                        "type": event.data["type"],
+                        "created_at": _created(event),
+                        "body": event.json,
+                    }
+                )
+            await session.execute(insert(EventRow), rows)
+        for thread_id, seq in assigned.items():
+            self._last_seq[thread_id] = seq
+            self._last_seq.move_to_end(thread_id)
+        while len(self._last_seq) > _SEQ_CACHE_MAX:
+            self._last_seq.popitem(last=False)
+
+
+def _created(event: Event):  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(event.created, UTC)

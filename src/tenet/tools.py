@@ -1,0 +1,138 @@
+"""Tools: typed Python functions an agent can call.
+
+``@tool`` turns a typed function into a :class:`Tool` whose JSON schema comes
+from its signature (through pydantic), so the model sees exactly the arguments
+the function takes and every call is validated against them before it runs. A
+function whose first parameter is annotated ``RunContext`` receives the calling
+execution's context: that is how a tool reaches per-user state (notes) without
+ever being handed a user id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any, get_type_hints, overload
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic_core import to_jsonable_python
+
+from .context import RunContext
+from .errors import TenetError
+
+
+class ToolFailed(TenetError):
+    """A tool call ended without a result; ``code`` says why (as shown to the model)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+    def as_error(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+class Tool:
+    """A callable the model may use, with its JSON schema and argument validation."""
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self.fn = fn
+        self.name = name or fn.__name__
+        doc = inspect.getdoc(fn) or ""
+        self.description = description if description is not None else doc.split("\n\n")[0].strip()
+        self.timeout = timeout
+        self.is_async = inspect.iscoroutinefunction(fn)
+        signature = inspect.signature(fn)
+        hints = get_type_hints(fn)
+        params = list(signature.parameters.values())
+        self.takes_context = bool(params) and hints.get(params[0].name) is RunContext
+        if self.takes_context:
+            params = params[1:]
+        fields: dict[str, Any] = {}
+        for p in params:
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                raise TypeError(f"tool {self.name!r}: *args and **kwargs are not supported")
+            annotation = hints.get(p.name, Any)
+            default = ... if p.default is inspect.Parameter.empty else p.default
+            fields[p.name] = (annotation, default)
+        self._args_model: type[BaseModel] = create_model(  # type: ignore[call-overload]
+            f"{self.name}_arguments", __config__=ConfigDict(extra="forbid"), **fields
+        )
+        schema = self._args_model.model_json_schema()
+        schema.pop("title", None)
+        for prop in schema.get("properties", {}).values():
+            prop.pop("title", None)
+        schema.setdefault("properties", {})
+        self.parameters: dict[str, Any] = schema
+
+    def spec(self) -> dict[str, Any]:
+        """The tool as listed by ``GET /v1/agents`` and offered to a model."""
+        return {"name": self.name, "description": self.description, "parameters": self.parameters}
+
+    def validate(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """Checked, coerced arguments; raises ``ToolFailed('invalid_arguments')``."""
+        if not isinstance(arguments, dict):
+            raise ToolFailed("invalid_arguments", "arguments must be an object")
+        try:
+            model = self._args_model.model_validate(arguments)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}" for e in exc.errors()
+            )
+            raise ToolFailed("invalid_arguments", problems) from None
+        return {name: getattr(model, name) for name in type(model).model_fields}
+
+    async def invoke(self, ctx: RunContext, arguments: dict[str, Any], *, timeout: float) -> Any:
+        """Validate, call with a timeout, and return a JSON-ready result."""
+        values = self.validate(arguments)
+        args: tuple[Any, ...] = (ctx,) if self.takes_context else ()
+        limit = self.timeout if self.timeout is not None else timeout
+        try:
+            async with asyncio.timeout(limit):
+                if self.is_async:
+                    result = await self.fn(*args, **values)
+                else:
+                    result = await asyncio.to_thread(functools.partial(self.fn, *args, **values))
+        except TimeoutError:
+            raise ToolFailed("timeout", f"tool {self.name!r} took longer than {limit:g}s") from None
+        except ToolFailed:
+            raise
+        except TenetError as exc:
+            raise ToolFailed(exc.code, exc.message) from exc
+        except Exception as exc:
+            raise ToolFailed("tool_error", f"{type(exc).__name__}: {exc}") from exc
+        return to_jsonable_python(result, fallback=str)
+
+    def __repr__(self) -> str:
+        return f"Tool({self.name!r})"
+
+
+@overload
+def tool(fn: Callable[..., Awaitable[Any]], /) -> Tool: ...
+@overload
+def tool(
+    *, name: str | None = None, description: str | None = None, timeout: float | None = None
+) -> Callable[[Callable[..., Any]], Tool]: ...
+def tool(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    timeout: float | None = None,
+) -> Tool | Callable[[Callable[..., Any]], Tool]:
+    """Make a tool of a typed function: ``@tool`` or ``@tool(name=..., timeout=...)``."""
+
+    def wrap(f: Callable[..., Any]) -> Tool:
+        return Tool(f, name=name, description=description, timeout=timeout)
+
+    return wrap(fn) if fn is not None else wrap
