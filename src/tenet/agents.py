@@ -86,7 +86,10 @@ class Agent:
                         {
                             "id": c.id,
                             "type": "function",
-                            "function": {"name": c.name, "arguments": orjson.dumps(c.arguments).decode()},
+                            "function": {
+                                "name": c.name,
+                                "arguments": orjson.dumps(c.arguments).decode(),
+                            },
                         }
                         for c in reply.tool_calls
                     ],
@@ -94,11 +97,17 @@ class Agent:
             )
             for call in reply.tool_calls:
                 try:
-                    result: Any = await runtime.call_tool(ctx, call.name, call.arguments, call_id=call.id)
+                    result: Any = await runtime.call_tool(
+                        ctx, call.name, call.arguments, call_id=call.id
+                    )
                 except ToolFailed as exc:
                     result = {"error": exc.as_error()}
                 messages.append(
-                    {"role": "tool", "tool_call_id": call.id, "content": orjson.dumps(result).decode()}
+                    {
+                        "role": "tool",
+                        "tool_call_id": call.id,
+                        "content": orjson.dumps(result).decode(),
+                    }
                 )
         raise AgentFailed("max_steps", f"{self.name} did not answer within {max_steps} steps")
 

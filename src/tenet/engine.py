@@ -97,7 +97,10 @@ class Engine:
                 )
                 await self.store.finish_run(run.user_id, run.id, status="cancelled")
             else:
-                error = {"code": "interrupted", "message": "the server stopped while the run was running"}
+                error = {
+                    "code": "interrupted",
+                    "message": "the server stopped while the run was running",
+                }
                 await self.writer.write(
                     make_event(ctx, AGENT_ERROR, {"status": "failed", "error": error, "depth": 0})
                 )
@@ -245,7 +248,9 @@ class Engine:
     def _pump(self) -> None:
         """Start every run the limits allow, users taking turns."""
         limit = self.settings.user_max_runs
-        while self._running_total < self.settings.max_runs and self._ready_users and not self._closing:
+        while (
+            self._running_total < self.settings.max_runs and self._ready_users and not self._closing
+        ):
             user_id = self._ready_users.popleft()
             session = self.sessions.get(user_id)
             session.in_ready_users = False
@@ -265,7 +270,9 @@ class Engine:
             session.running += 1
             self._running_total += 1
             handle.state = "running"
-            handle.task = asyncio.create_task(self._execute(handle, session), name=f"run {handle.run_id}")
+            handle.task = asyncio.create_task(
+                self._execute(handle, session), name=f"run {handle.run_id}"
+            )
             if session.running < limit and session.ready_threads:
                 session.in_ready_users = True
                 self._ready_users.append(user_id)
@@ -374,6 +381,9 @@ class Engine:
 def _bare_context(user_id: str, thread_id: str, run_id: str, agent: str) -> RunContext:
     """A context for events the engine writes about a run that is not executing."""
     return RunContext(
-        user_id=user_id, thread_id=thread_id, run_id=run_id, execution_id=new_id("exe"), agent_name=agent
+        user_id=user_id,
+        thread_id=thread_id,
+        run_id=run_id,
+        execution_id=new_id("exe"),
+        agent_name=agent,
     )
-

@@ -106,7 +106,9 @@ class RunRuntime:
             raise
         except asyncio.CancelledError:
             fields.update(
-                ok=False, error={"code": "cancelled", "message": "the run was stopped"}, duration_ms=_ms(started)
+                ok=False,
+                error={"code": "cancelled", "message": "the run was stopped"},
+                duration_ms=_ms(started),
             )
             await asyncio.shield(self.emit(ctx, TOOL_COMPLETED, fields))
             raise
@@ -146,7 +148,9 @@ class RunRuntime:
             await self._child_error(ctx, error_of(exc))
             if isinstance(exc, DepthExceeded | AgentFailed):
                 raise
-            raise AgentFailed("delegation_failed", f"{agent.name} failed: {error_of(exc)['message']}") from exc
+            raise AgentFailed(
+                "delegation_failed", f"{agent.name} failed: {error_of(exc)['message']}"
+            ) from exc
         output = "" if output is None else str(output)
         if ctx.depth == 0:
             self.completing = True

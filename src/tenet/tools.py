@@ -86,7 +86,8 @@ class Tool:
             model = self._args_model.model_validate(arguments)
         except ValidationError as exc:
             problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}" for e in exc.errors()
+                f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}"
+                for e in exc.errors()
             )
             raise ToolFailed("invalid_arguments", problems) from None
         return {name: getattr(model, name) for name in type(model).model_fields}

@@ -23,7 +23,13 @@ class ThreadCursor:
     __slots__ = ("last", "run_id", "store", "thread_id", "user_id")
 
     def __init__(
-        self, store: Store, user_id: str, thread_id: str, after: int | None, *, run_id: str | None = None
+        self,
+        store: Store,
+        user_id: str,
+        thread_id: str,
+        after: int | None,
+        *,
+        run_id: str | None = None,
     ) -> None:
         if after is None and run_id is None:
             raise ValueError("a cursor starts after a seq or at a run's first event")

@@ -32,7 +32,9 @@ import orjson
 from .base import Callback, ChatMessage, ModelReply, ToolCall
 
 _REMEMBER = re.compile(r"^\s*(?:please\s+)?remember\s+(?:that\s+)?(?P<text>.+)$", re.I | re.S)
-_RECALL = re.compile(r"\b(what\s+is\s+my|what's\s+my|what\s+did\s+i|do\s+you\s+remember|recall)\b", re.I)
+_RECALL = re.compile(
+    r"\b(what\s+is\s+my|what's\s+my|what\s+did\s+i|do\s+you\s+remember|recall)\b", re.I
+)
 _EXPR = re.compile(r"[-(]*\d+(?:\.\d+)?\)*(?:\s*[-+*/%]\s*[-(]*\d+(?:\.\d+)?\)*)+")
 _CLOCK = re.compile(r"\b(time|date|clock|today)\b", re.I)
 _USE = re.compile(r"\buse\s+(?P<name>[A-Za-z_][\w]*)(?P<args>(?:\s+\w+=\S+)*)", re.I)
@@ -80,7 +82,11 @@ class ScriptedModel:
             return ModelReply(tool_calls=[call])
         if on_reasoning:
             await on_reasoning("No tool is needed; answering directly.")
-        answer = (self.answer_prefix + user_text) if self.answer_prefix else (f"You said: {user_text}" if user_text else "Hello.")
+        answer = (
+            (self.answer_prefix + user_text)
+            if self.answer_prefix
+            else (f"You said: {user_text}" if user_text else "Hello.")
+        )
         return ModelReply(content=await self._stream(answer, on_delta))
 
     def choose(self, text: str, tools: dict[str, dict[str, Any]]) -> ToolCall | None:
@@ -131,7 +137,9 @@ def _answer_from(results: list[ChatMessage], names: dict[str, str]) -> str:
             value = r.get("content")
         if isinstance(value, dict) and "error" in value:
             err = value["error"]
-            parts.append(f"{name} failed: {err.get('message', err) if isinstance(err, dict) else err}.")
+            parts.append(
+                f"{name} failed: {err.get('message', err) if isinstance(err, dict) else err}."
+            )
         elif name == "calculator":
             parts.append(f"The answer is {value}.")
         elif name == "remember":
@@ -139,12 +147,18 @@ def _answer_from(results: list[ChatMessage], names: dict[str, str]) -> str:
         elif name == "recall":
             notes = value if isinstance(value, list) else []
             parts.append(
-                "From your notes: " + "; ".join(map(str, notes)) + "." if notes else "I have no notes about that."
+                "From your notes: " + "; ".join(map(str, notes)) + "."
+                if notes
+                else "I have no notes about that."
             )
         elif name == "clock":
             parts.append(f"It is {value}.")
         else:
-            parts.append(value if isinstance(value, str) else f"{name} returned {orjson.dumps(value).decode()}.")
+            parts.append(
+                value
+                if isinstance(value, str)
+                else f"{name} returned {orjson.dumps(value).decode()}."
+            )
     return " ".join(parts)
 
 

@@ -23,7 +23,12 @@ from typing import Any
 
 from sqlalchemy import delete, event, func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from ..errors import Conflict, Invalid, NotFound
 from ..events import utc_now
@@ -99,7 +104,14 @@ class Store:
             async with self.write() as s:
                 s.add(user)
                 await s.flush()
-                s.add(Token(id=new_id("tok"), user_id=user.id, token_hash=hash_token(token), created_at=now))
+                s.add(
+                    Token(
+                        id=new_id("tok"),
+                        user_id=user.id,
+                        token_hash=hash_token(token),
+                        created_at=now,
+                    )
+                )
         except IntegrityError:
             raise Conflict(f"a user named {name!r} already exists") from None
         return user, token
@@ -116,7 +128,9 @@ class Store:
         async with self.read() as s:
             row = (
                 await s.execute(
-                    select(User).join(Token, Token.user_id == User.id).where(Token.token_hash == digest)
+                    select(User)
+                    .join(Token, Token.user_id == User.id)
+                    .where(Token.token_hash == digest)
                 )
             ).scalar_one_or_none()
         return (row, digest) if row is not None else None
@@ -125,12 +139,21 @@ class Store:
         token = new_token()
         async with self.write() as s:
             if limit is not None:
-                count = await s.scalar(select(func.count()).select_from(Token).where(Token.user_id == user_id))
+                count = await s.scalar(
+                    select(func.count()).select_from(Token).where(Token.user_id == user_id)
+                )
                 if (count or 0) >= limit:
                     from ..errors import RateLimited
 
                     raise RateLimited(f"a user may hold at most {limit} tokens")
-            s.add(Token(id=new_id("tok"), user_id=user_id, token_hash=hash_token(token), created_at=utc_now()))
+            s.add(
+                Token(
+                    id=new_id("tok"),
+                    user_id=user_id,
+                    token_hash=hash_token(token),
+                    created_at=utc_now(),
+                )
+            )
         return token
 
     async def revoke_token(self, user_id: str, token_hash: str) -> bool:
@@ -145,10 +168,14 @@ class Store:
     async def create_thread(
         self, user_id: str, metadata: dict[str, Any] | None = None, *, limit: int | None = None
     ) -> Thread:
-        thread = Thread(id=new_id("thr"), user_id=user_id, meta=dict(metadata or {}), created_at=utc_now())
+        thread = Thread(
+            id=new_id("thr"), user_id=user_id, meta=dict(metadata or {}), created_at=utc_now()
+        )
         async with self.write() as s:
             if limit is not None:
-                count = await s.scalar(select(func.count()).select_from(Thread).where(Thread.user_id == user_id))
+                count = await s.scalar(
+                    select(func.count()).select_from(Thread).where(Thread.user_id == user_id)
+                )
                 if (count or 0) >= limit:
                     from ..errors import RateLimited
 
@@ -161,7 +188,9 @@ class Store:
             raise NotFound()
         async with self.read() as s:
             row = (
-                await s.execute(select(Thread).where(Thread.id == thread_id, Thread.user_id == user_id))
+                await s.execute(
+                    select(Thread).where(Thread.id == thread_id, Thread.user_id == user_id)
+                )
             ).scalar_one_or_none()
         if row is None:
             raise NotFound()
@@ -177,7 +206,9 @@ class Store:
                 if not is_valid(before, "thr"):
                     raise NotFound()
                 anchor = (
-                    await s.execute(select(Thread).where(Thread.id == before, Thread.user_id == user_id))
+                    await s.execute(
+                        select(Thread).where(Thread.id == before, Thread.user_id == user_id)
+                    )
                 ).scalar_one_or_none()
                 if anchor is None:
                     raise NotFound()
@@ -199,7 +230,9 @@ class Store:
             if owned is None:
                 raise NotFound()
             for table in (EventRow, Message, Run):
-                await s.execute(delete(table).where(table.thread_id == thread_id, table.user_id == user_id))
+                await s.execute(
+                    delete(table).where(table.thread_id == thread_id, table.user_id == user_id)
+                )
             await s.execute(delete(Thread).where(Thread.id == thread_id, Thread.user_id == user_id))
 
     # Messages ---------------------------------------------------------------------------------
@@ -273,7 +306,9 @@ class Store:
         async with self.write() as s:
             await s.execute(
                 update(Run)
-                .where(Run.id == run_id, Run.user_id == user_id, Run.status.not_in(TERMINAL_STATUSES))
+                .where(
+                    Run.id == run_id, Run.user_id == user_id, Run.status.not_in(TERMINAL_STATUSES)
+                )
                 .values(**values)
             )
 
@@ -321,7 +356,13 @@ class Store:
     # Events -----------------------------------------------------------------------------------
 
     async def list_events(
-        self, user_id: str, thread_id: str, *, after: int = 0, limit: int = 1000, check_owner: bool = True
+        self,
+        user_id: str,
+        thread_id: str,
+        *,
+        after: int = 0,
+        limit: int = 1000,
+        check_owner: bool = True,
     ) -> list[str]:
         """Stored event bodies (JSON text) of the thread with ``seq > after``, ascending."""
         if check_owner:
@@ -329,7 +370,11 @@ class Store:
         async with self.read() as s:
             q = (
                 select(EventRow.body)
-                .where(EventRow.thread_id == thread_id, EventRow.user_id == user_id, EventRow.seq > after)
+                .where(
+                    EventRow.thread_id == thread_id,
+                    EventRow.user_id == user_id,
+                    EventRow.seq > after,
+                )
                 .order_by(EventRow.seq)
                 .limit(limit)
             )
@@ -349,7 +394,11 @@ class Store:
         ids = list(thread_ids)
         if not ids:
             return {}
-        q = select(EventRow.thread_id, func.max(EventRow.seq)).where(EventRow.thread_id.in_(ids)).group_by(EventRow.thread_id)
+        q = (
+            select(EventRow.thread_id, func.max(EventRow.seq))
+            .where(EventRow.thread_id.in_(ids))
+            .group_by(EventRow.thread_id)
+        )
         found = {tid: int(seq) for tid, seq in (await session.execute(q)).all()}
         return {tid: found.get(tid, 0) for tid in ids}
 
@@ -361,15 +410,23 @@ class Store:
             s.add(note)
         return note
 
-    async def list_notes(self, user_id: str, *, query: str | None = None, limit: int = 20) -> Sequence[Note]:
+    async def list_notes(
+        self, user_id: str, *, query: str | None = None, limit: int = 20
+    ) -> Sequence[Note]:
         """The user's notes, newest first; with ``query``, those sharing a word with it."""
         async with self.read() as s:
-            q = select(Note).where(Note.user_id == user_id).order_by(Note.created_at.desc(), Note.id.desc())
+            q = (
+                select(Note)
+                .where(Note.user_id == user_id)
+                .order_by(Note.created_at.desc(), Note.id.desc())
+            )
             notes = (await s.execute(q.limit(500))).scalars().all()
         if query:
             words = {w for w in _words(query) if len(w) > 2}
             scored = [(len(words & set(_words(n.text))), n) for n in notes]
-            notes = [n for score, n in sorted(scored, key=lambda p: -p[0]) if score > 0] or list(notes)
+            notes = [n for score, n in sorted(scored, key=lambda p: -p[0]) if score > 0] or list(
+                notes
+            )
         return list(notes)[:limit]
 
 

@@ -19,4 +19,6 @@ class UserNotes:
         return note.id
 
     async def search(self, query: str | None = None, limit: int = 20) -> list[str]:
-        return [n.text for n in await self._store.list_notes(self._user_id, query=query, limit=limit)]
+        return [
+            n.text for n in await self._store.list_notes(self._user_id, query=query, limit=limit)
+        ]

@@ -28,7 +28,9 @@ def upgrade() -> None:
     op.create_table(
         "tokens",
         sa.Column("id", sa.String(32), primary_key=True),
-        sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+        sa.Column(
+            "user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+        ),
         sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
         sa.Column("created_at", TS, nullable=False),
     )
@@ -36,7 +38,9 @@ def upgrade() -> None:
     op.create_table(
         "threads",
         sa.Column("id", sa.String(32), primary_key=True),
-        sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+        sa.Column(
+            "user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+        ),
         sa.Column("metadata", sa.JSON(), nullable=False),
         sa.Column("created_at", TS, nullable=False),
     )
@@ -45,7 +49,12 @@ def upgrade() -> None:
         "messages",
         sa.Column("id", sa.String(32), primary_key=True),
         sa.Column("user_id", sa.String(32), nullable=False),
-        sa.Column("thread_id", sa.String(32), sa.ForeignKey("threads.id", ondelete="CASCADE"), nullable=False),
+        sa.Column(
+            "thread_id",
+            sa.String(32),
+            sa.ForeignKey("threads.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
         sa.Column("run_id", sa.String(32), nullable=True),
         sa.Column("role", sa.String(16), nullable=False),
         sa.Column("content", sa.Text(), nullable=False),
@@ -57,7 +66,12 @@ def upgrade() -> None:
         "runs",
         sa.Column("id", sa.String(32), primary_key=True),
         sa.Column("user_id", sa.String(32), nullable=False),
-        sa.Column("thread_id", sa.String(32), sa.ForeignKey("threads.id", ondelete="CASCADE"), nullable=False),
+        sa.Column(
+            "thread_id",
+            sa.String(32),
+            sa.ForeignKey("threads.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
         sa.Column("agent", sa.String(200), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("input", sa.Text(), nullable=False),
@@ -78,7 +92,12 @@ def upgrade() -> None:
         "events",
         sa.Column("id", sa.String(32), primary_key=True),
         sa.Column("user_id", sa.String(32), nullable=False),
-        sa.Column("thread_id", sa.String(32), sa.ForeignKey("threads.id", ondelete="CASCADE"), nullable=False),
+        sa.Column(
+            "thread_id",
+            sa.String(32),
+            sa.ForeignKey("threads.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
         sa.Column("run_id", sa.String(32), nullable=False),
         sa.Column("seq", sa.Integer(), nullable=False),
         sa.Column("type", sa.String(32), nullable=False),
@@ -91,7 +110,9 @@ def upgrade() -> None:
     op.create_table(
         "notes",
         sa.Column("id", sa.String(32), primary_key=True),
-        sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+        sa.Column(
+            "user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+        ),
         sa.Column("text", sa.Text(), nullable=False),
         sa.Column("created_at", TS, nullable=False),
     )

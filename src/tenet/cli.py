@@ -1,0 +1,236 @@
+"""The ``tenet`` command: serve, demo, run an agent, manage users, migrate.
+
+Every command reads its configuration from ``TENET_*`` settings (see the README);
+flags override the few that are usually given per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import sys
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from .events import is_terminal
+from .registry import AgentRegistry
+from .settings import Settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="tenet: isolated multi-user agents.")
+users_app = typer.Typer(no_args_is_help=True, help="Manage users.")
+db_app = typer.Typer(no_args_is_help=True, help="Manage the database.")
+app.add_typer(users_app, name="users")
+app.add_typer(db_app, name="db")
+console = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def load_registry(spec: str | None, settings: Settings) -> AgentRegistry:
+    """``module:attribute`` naming an AgentRegistry (or a function returning one)."""
+    if not spec:
+        from .examples import default_registry
+
+        return default_registry(settings)
+    module_name, _, attr = spec.partition(":")
+    try:
+        value: Any = getattr(importlib.import_module(module_name), attr or "registry")
+    except (ImportError, AttributeError) as exc:
+        raise typer.BadParameter(f"cannot load {spec!r}: {exc}") from None
+    if callable(value) and not isinstance(value, AgentRegistry):
+        value = value()
+    if not isinstance(value, AgentRegistry):
+        raise typer.BadParameter(f"{spec!r} is not an AgentRegistry")
+    return value
+
+
+def _main_field(event: dict[str, Any]) -> str:
+    t = event["type"]
+    if t == "agent_started":
+        return event.get("input", "")
+    if t == "agent_thinking":
+        return event.get("reasoning", "")
+    if t == "message_delta":
+        return repr(event.get("text", ""))
+    if t == "tool_executing":
+        return f"{event['tool_name']}({orjson.dumps(event.get('parameters')).decode()})"
+    if t == "tool_completed":
+        if event.get("ok"):
+            return f"{event['tool_name']} -> {orjson.dumps(event.get('results')).decode()}"
+        return f"{event['tool_name']} failed: {event.get('error', {}).get('message', '')}"
+    if t == "agent_completed":
+        return event.get("final_response", "")
+    if t == "agent_error":
+        error = event.get("error", {})
+        return f"[{error.get('code')}] {error.get('message')}"
+    if t == "run_cancelled":
+        return event.get("reason", "")
+    return ""
+
+
+def format_event(event: dict[str, Any]) -> str:
+    """One line: seq, type, agent and the type's main field."""
+    indent = "  " * int(event.get("depth", 0) or 0)
+    text = _main_field(event).replace("\n", " ")
+    if len(text) > 160:
+        text = text[:159] + "…"
+    return f"{event['seq']:>4} {indent}{event['type']:<16} {event['agent_name']:<12} {text}"
+
+
+@app.command()
+def run(
+    agent: Annotated[str, typer.Argument(help="The agent to run.")],
+    input: Annotated[str, typer.Argument(help="The input to give it.")],
+    user: Annotated[str, typer.Option("--user", "-u", help="Run as this user (made if new).")] = "demo",
+    app_spec: Annotated[str | None, typer.Option("--app", help="module:registry to load agents from.")] = None,
+) -> None:
+    """Run one agent in-process on the configured store, printing each event live."""
+    settings = Settings()
+    registry = load_registry(app_spec, settings)
+    code = asyncio.run(_run(settings, registry, agent, input, user))
+    raise typer.Exit(code)
+
+
+async def _run(settings: Settings, registry: AgentRegistry, agent: str, input: str, user: str) -> int:
+    from .bus.follow import follow
+    from .errors import TenetError
+    from .service import Service
+
+    async with Service(settings, registry) as service:
+        found = await service.store.admin_user_by_name(user)
+        user_id = found.id if found else (await service.store.create_user(user))[0].id
+        thread = await service.store.create_thread(user_id)
+        events = follow(service.store, service.bus, user_id, thread.id, after=0)
+        try:
+            run = await service.engine.submit(user_id, thread.id, agent, input)
+        except TenetError as exc:
+            err.print(f"[red]{exc.code}[/]: {escape(exc.message)}")
+            return 2
+        status = "failed"
+        async for body in events:
+            event = orjson.loads(body)
+            console.print(escape(format_event(event)), soft_wrap=True)
+            if event["run_id"] == run.id and is_terminal(event):
+                status = event.get("status", "failed")
+                break
+        await events.aclose()
+        await service.engine.wait(run.id)
+        return 0 if status == "completed" else 1
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to listen on (TENET_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (TENET_PORT).")] = None,
+    app_spec: Annotated[str | None, typer.Option("--app", help="module:registry to serve.")] = None,
+) -> None:
+    """Serve the HTTP, WebSocket and SSE API (the example agents by default)."""
+    settings = _with(Settings(), host=host, port=port)
+    _serve(settings, load_registry(app_spec, settings))
+
+
+@app.command()
+def demo(
+    host: Annotated[str | None, typer.Option(help="Interface to listen on (TENET_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (TENET_PORT).")] = None,
+) -> None:
+    """Serve the example agents with a demo user; prints the URL and the demo token."""
+    settings = _with(Settings(), host=host, port=port)
+    token = asyncio.run(_demo_token(settings))
+    url = f"http://{settings.host}:{settings.port}"
+    console.print(f"tenet is serving at [bold]{url}[/]  (web console at {url}/)")
+    console.print(f"demo user token: [bold]{token}[/]")
+    console.print(f"try: curl -H 'Authorization: Bearer {token}' {url}/v1/agents")
+    _serve(settings, load_registry(None, settings))
+
+
+async def _demo_token(settings: Settings) -> str:
+    from .store.db import Store
+    from .store.migrate import upgrade
+
+    store = Store(settings.database_url)
+    try:
+        await upgrade(store.engine)
+        user = await store.admin_user_by_name("demo")
+        if user is None:
+            return (await store.create_user("demo"))[1]
+        return await store.create_token(user.id)
+    finally:
+        await store.close()
+
+
+def _with(settings: Settings, **values: Any) -> Settings:
+    changes = {k: v for k, v in values.items() if v is not None}
+    return settings.model_copy(update=changes) if changes else settings
+
+
+def _serve(settings: Settings, registry: AgentRegistry) -> None:
+    import uvicorn
+
+    from .server import create_app
+
+    uvicorn.run(
+        create_app(settings=settings, registry=registry),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        ws_ping_interval=settings.ws_ping_s,
+        ws_ping_timeout=settings.ws_ping_s,
+        ws_max_size=settings.ws_max_frame_bytes * 2,
+        timeout_graceful_shutdown=30,
+    )
+
+
+@users_app.command("add")
+def users_add(name: Annotated[str, typer.Argument(help="The new user's unique name.")]) -> None:
+    """Create a user and print its token (shown once; only its hash is stored)."""
+    from .errors import TenetError
+
+    try:
+        user_id, token = asyncio.run(_users_add(Settings(), name))
+    except TenetError as exc:
+        err.print(f"[red]{exc.code}[/]: {escape(exc.message)}")
+        raise typer.Exit(1) from None
+    err.print(f"user {escape(name)} ({user_id})")
+    console.print(token)
+
+
+async def _users_add(settings: Settings, name: str) -> tuple[str, str]:
+    from .store.db import Store
+    from .store.migrate import upgrade
+
+    store = Store(settings.database_url)
+    try:
+        await upgrade(store.engine)
+        user, token = await store.create_user(name)
+        return user.id, token
+    finally:
+        await store.close()
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+    """Migrate the database (TENET_DATABASE_URL) to the latest schema."""
+    from .store.db import Store
+    from .store.migrate import upgrade
+
+    async def go() -> None:
+        store = Store(Settings().database_url)
+        try:
+            await upgrade(store.engine, revision)
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+    console.print("database is up to date")
+
+
+def main() -> None:
+    app(prog_name="tenet")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
