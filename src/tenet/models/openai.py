@@ -20,13 +20,16 @@ endpoint and the status, never the API key.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import openai
 import orjson
+from openai.types.chat.chat_completion_chunk import ChoiceDelta
 
 from ..errors import TenetError
 from .base import Callback, ChatMessage, ModelReply, ToolCall
@@ -110,43 +113,22 @@ class OpenAIModel:
         content: list[str] = []
         calls: dict[int, _PartialCall] = {}
         reasoning = _ReasoningBuffer(on_reasoning)
-        try:
-            stream = await self._client.chat.completions.create(**request)
-            async with stream:
-                async for chunk in stream:
-                    for choice in chunk.choices or ():
-                        if choice.index not in (0, None):
-                            continue  # we ask for one choice; ignore any others
-                        delta = choice.delta
-                        if delta is None:
-                            continue
-                        extra = delta.model_extra or {}
-                        thought = extra.get("reasoning_content") or extra.get("reasoning")
-                        if isinstance(thought, str) and thought:
-                            await reasoning.add(thought)
-                        if delta.content:
-                            await reasoning.flush()
-                            content.append(delta.content)
-                            if on_delta is not None:
-                                await on_delta(delta.content)
-                        for fragment in delta.tool_calls or ():
-                            await reasoning.flush()
-                            _merge_fragment(calls, fragment)
-        except openai.APIStatusError as exc:
-            raise ModelError(self._status_message(exc)) from None
-        except openai.APITimeoutError:
-            raise ModelError(
-                f"the model endpoint {self.endpoint} did not answer within {self.timeout_s:g}s"
-            ) from None
-        except openai.APIConnectionError as exc:
-            raise ModelError(
-                f"the model endpoint {self.endpoint} could not be reached"
-                f" ({type(exc.__cause__ or exc).__name__})"
-            ) from None
-        except openai.OpenAIError as exc:
-            raise ModelError(
-                self._redact(f"the model endpoint {self.endpoint} failed: {exc}")
-            ) from None
+        # The callbacks run outside the error translation: an exception of ours
+        # (say, the run being cancelled) must pass through as itself.
+        async with contextlib.aclosing(self._chunks(request)) as chunks:
+            async for delta in chunks:
+                extra = delta.model_extra or {}
+                thought = extra.get("reasoning_content") or extra.get("reasoning")
+                if isinstance(thought, str) and thought:
+                    await reasoning.add(thought)
+                if delta.content:
+                    await reasoning.flush()
+                    content.append(delta.content)
+                    if on_delta is not None:
+                        await on_delta(delta.content)
+                for fragment in delta.tool_calls or ():
+                    await reasoning.flush()
+                    _merge_fragment(calls, fragment)
         await reasoning.flush()
 
         tool_calls = [_finish(calls[i]) for i in sorted(calls)]
@@ -154,6 +136,36 @@ class OpenAIModel:
         if tool_calls and on_reasoning is not None:
             await on_reasoning("Calling " + ", ".join(c.name for c in tool_calls))
         return ModelReply(content="".join(content), tool_calls=tool_calls)
+
+    async def _chunks(self, request: dict[str, Any]) -> AsyncIterator[ChoiceDelta]:
+        """The deltas of the first choice as they stream; any failure as :class:`ModelError`."""
+        try:
+            stream = await self._client.chat.completions.create(**request)
+            async with stream:
+                async for chunk in stream:
+                    for choice in chunk.choices or ():
+                        # One choice is asked for; a server that sends more is ignored beyond it.
+                        if choice.index in (0, None) and choice.delta is not None:
+                            yield choice.delta
+        except openai.APIStatusError as exc:
+            raise ModelError(self._status_message(exc)) from None
+        except openai.APITimeoutError:
+            raise ModelError(
+                f"the model endpoint {self.endpoint} did not answer within {self.timeout_s:g}s"
+            ) from None
+        except openai.APIConnectionError as exc:
+            cause = type(exc.__cause__).__name__ if exc.__cause__ else "connection error"
+            raise ModelError(
+                f"the model endpoint {self.endpoint} could not be reached ({cause})"
+            ) from None
+        except openai.OpenAIError as exc:
+            raise ModelError(
+                self._redact(f"the model endpoint {self.endpoint} failed: {exc}")
+            ) from None
+        except ValueError as exc:  # a chunk that is not JSON
+            raise ModelError(
+                f"the model endpoint {self.endpoint} sent a malformed stream: {exc}"[:300]
+            ) from None
 
     def _status_message(self, exc: openai.APIStatusError) -> str:
         detail = ""
@@ -210,10 +222,13 @@ def _merge_fragment(calls: dict[int, _PartialCall], fragment: Any) -> None:
     """
     index = fragment.index
     if index is None:
-        index = next(
-            (i for i, c in calls.items() if fragment.id and c.id == fragment.id),
-            max(calls, default=-1) + (0 if calls and not fragment.id else 1),
-        )
+        known = [i for i, c in calls.items() if fragment.id and c.id == fragment.id]
+        if known:
+            index = known[0]
+        elif fragment.id or not calls:
+            index = len(calls)  # a new call
+        else:
+            index = max(calls)  # a continuation of the latest call
     call = calls.setdefault(index, _PartialCall())
     if fragment.id and not call.id:
         call.id = fragment.id
@@ -238,7 +253,9 @@ def _finish(call: _PartialCall) -> ToolCall:
         except orjson.JSONDecodeError:
             parsed = None
         arguments = parsed if isinstance(parsed, dict) else {"_raw": call.arguments}
-    return ToolCall(id=call.id or "call_" + secrets.token_hex(8), name=call.name, arguments=arguments)
+    return ToolCall(
+        id=call.id or "call_" + secrets.token_hex(8), name=call.name, arguments=arguments
+    )
 
 
 def _redact_url(url: str) -> str:
