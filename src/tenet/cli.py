@@ -20,7 +20,9 @@ from .events import is_terminal
 from .registry import AgentRegistry
 from .settings import Settings
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="tenet: isolated multi-user agents.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="tenet: isolated multi-user agents."
+)
 users_app = typer.Typer(no_args_is_help=True, help="Manage users.")
 db_app = typer.Typer(no_args_is_help=True, help="Manage the database.")
 app.add_typer(users_app, name="users")
@@ -84,8 +86,12 @@ def format_event(event: dict[str, Any]) -> str:
 def run(
     agent: Annotated[str, typer.Argument(help="The agent to run.")],
     input: Annotated[str, typer.Argument(help="The input to give it.")],
-    user: Annotated[str, typer.Option("--user", "-u", help="Run as this user (made if new).")] = "demo",
-    app_spec: Annotated[str | None, typer.Option("--app", help="module:registry to load agents from.")] = None,
+    user: Annotated[
+        str, typer.Option("--user", "-u", help="Run as this user (made if new).")
+    ] = "demo",
+    app_spec: Annotated[
+        str | None, typer.Option("--app", help="module:registry to load agents from.")
+    ] = None,
 ) -> None:
     """Run one agent in-process on the configured store, printing each event live."""
     settings = Settings()
@@ -94,7 +100,9 @@ def run(
     raise typer.Exit(code)
 
 
-async def _run(settings: Settings, registry: AgentRegistry, agent: str, input: str, user: str) -> int:
+async def _run(
+    settings: Settings, registry: AgentRegistry, agent: str, input: str, user: str
+) -> int:
     from .bus.follow import follow
     from .errors import TenetError
     from .service import Service
@@ -226,6 +234,87 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
 
     asyncio.run(go())
     console.print("database is up to date")
+
+
+@app.command()
+def audit(
+    url: Annotated[
+        str | None, typer.Option(help="Audit this live server (default: an in-process one).")
+    ] = None,
+    admin_token: Annotated[
+        str | None, typer.Option(help="Admin token of the live server (TENET_ADMIN_TOKEN).")
+    ] = None,
+    users: Annotated[int, typer.Option(min=2, help="Canary users.")] = 20,
+    runs: Annotated[
+        int, typer.Option(min=1, help="Benchmark runs per user (besides the fixed ones).")
+    ] = 2,
+    fairness_limit: Annotated[float, typer.Option(help="Slowest user / median allowed.")] = 3.0,
+    json_file: Annotated[
+        str | None, typer.Option("--json", help="Write the report as JSON here.")
+    ] = None,
+) -> None:
+    """Prove isolation: canary users, every channel checked. Exits 1 on any violation."""
+    report = asyncio.run(_audit(url, admin_token, users, runs, fairness_limit))
+    from rich.table import Table
+
+    table = Table(
+        title=f"isolation audit: {report.users} users, {report.runs} runs, {report.events} events"
+    )
+    table.add_column("check")
+    table.add_column("checked", justify="right")
+    table.add_column("violations", justify="right")
+    for name, check in report.checks.items():
+        mark = "[green]0[/]" if check.ok else f"[red]{len(check.violations)}[/]"
+        table.add_row(name, str(check.checked), mark)
+    console.print(table)
+    console.print(
+        f"fairness: slowest user {report.fairness_ratio:.2f}x the median; {report.seconds:.1f}s"
+    )
+    for name, check in report.checks.items():
+        for violation in check.violations[:10]:
+            console.print(f"[red]{name}[/]: {escape(violation)}")
+    if json_file:
+        with open(json_file, "wb") as fh:
+            fh.write(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2))
+    raise typer.Exit(0 if report.ok else 1)
+
+
+async def _audit(
+    url: str | None, admin_token: str | None, users: int, runs: int, limit: float
+) -> Any:
+    import contextlib
+    import secrets
+    import tempfile
+
+    from rich.progress import Progress
+
+    from .audit import IsolationAudit
+
+    async with contextlib.AsyncExitStack() as stack:
+        if url is None:
+            from .testing import running_server
+
+            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="tenet-audit-"))
+            admin_token = secrets.token_urlsafe(24)
+            settings = Settings(
+                database_url=f"sqlite+aiosqlite:///{folder}/audit.db", admin_token=admin_token
+            )
+            server = await stack.enter_async_context(running_server(settings))
+            url = server.url
+        admin_token = admin_token or Settings().admin_token
+        if not admin_token:
+            raise typer.BadParameter("--admin-token (or TENET_ADMIN_TOKEN) is needed with --url")
+        progress = stack.enter_context(Progress(console=err, transient=True))
+        task = progress.add_task("auditing", total=IsolationAudit.step_count(users))
+        auditor = IsolationAudit(
+            url,
+            admin_token,
+            users=users,
+            runs=runs,
+            fairness_limit=limit,
+            progress=lambda stage, n: progress.update(task, advance=n, description=stage),
+        )
+        return await auditor.run()
 
 
 def main() -> None:
