@@ -120,6 +120,8 @@ class EventWriter:
 
     async def _store_events(self, events: list[Event]) -> None:
         async with self._store.write() as session:
+            # Marked: the one session that writes rows of many users (each stamped from its run).
+            session.info["role"] = "event-writer"
             unknown = {e.thread_id for e in events if e.thread_id not in self._last_seq}
             if unknown:
                 self._last_seq.update(await self._store.max_seqs(session, unknown))
