@@ -127,6 +127,10 @@ class Engine:
         tasks = [h.task for h in self._runs.values() if h.task is not None]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        # A task cancelled before its first step never runs its cleanup, and queued
+        # runs never start: release their waiters (the store keeps them for next start).
+        for handle in list(self._runs.values()):
+            self._forget(handle)
 
     @property
     def accepting(self) -> bool:

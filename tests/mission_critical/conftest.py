@@ -2,100 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import secrets
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-import orjson
 import pytest
-from tenet.testing import running_server
-from websockets.asyncio.client import ClientConnection, connect
+from mc_support import Deployment
 
 from tenet import Settings
-from tenet.audit.checks import is_terminal
 from tenet.registry import AgentRegistry
-
-
-@dataclass
-class User:
-    """One user of the system under test, with everything its socket received."""
-
-    name: str
-    user_id: str
-    token: str
-    url: str
-    frames: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-    @property
-    def events(self) -> list[dict[str, Any]]:
-        return [f for f in self.frames if "seq" in f]
-
-    async def socket(self) -> ClientConnection:
-        ws = await connect(
-            "ws" + self.url[4:] + "/v1/ws", additional_headers=self.headers, max_size=2**24
-        )
-        ready = await self.recv(ws)
-        assert ready["type"] == "ready" and ready["user_id"] == self.user_id
-        return ws
-
-    async def recv(self, ws: ClientConnection, timeout: float = 60) -> dict[str, Any]:
-        frame = orjson.loads(await asyncio.wait_for(ws.recv(), timeout))
-        self.frames.append(frame)
-        return frame
-
-    async def run(
-        self, ws: ClientConnection, agent: str, input: str, thread_id: str | None = None
-    ) -> str:
-        """Send a run frame and read until its terminal event; returns the run id."""
-        frame: dict[str, Any] = {"type": "run", "agent": agent, "input": input}
-        if thread_id:
-            frame["thread_id"] = thread_id
-        await ws.send(orjson.dumps(frame).decode())
-        run_id = None
-        while True:
-            f = await self.recv(ws)
-            assert f.get("type") != "error", f
-            if f.get("type") == "run_accepted":
-                run_id = f["run_id"]
-            elif run_id and f.get("run_id") == run_id and is_terminal(f):
-                return run_id
-
-    async def stored(self, thread_id: str) -> list[dict[str, Any]]:
-        async with httpx.AsyncClient(base_url=self.url, headers=self.headers) as http:
-            r = await http.get(
-                f"/v1/threads/{thread_id}/events", params={"after": 0, "limit": 10000}
-            )
-            assert r.status_code == 200, r.text
-            return r.json()
-
-
-@dataclass
-class Deployment:
-    server: Any
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    @property
-    def service(self) -> Any:
-        return self.server.service
-
-    async def users(self, n: int, prefix: str = "u") -> list[User]:
-        tag = secrets.token_hex(3)
-
-        async def one(i: int) -> User:
-            user_id, token = await self.server.create_user(f"{prefix}-{tag}-{i}")
-            return User(f"{prefix}{i}", user_id, token, self.url)
-
-        return list(await asyncio.gather(*(one(i) for i in range(n))))
+from tenet.testing import running_server
 
 
 @pytest.fixture
@@ -103,7 +20,6 @@ def deploy(
     database_url: str,
 ) -> Callable[..., Any]:
     """``async with deploy(registry=..., **settings) as d:`` a real server on a fresh database."""
-    import contextlib
 
     @contextlib.asynccontextmanager
     async def start(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from .conftest import User
+from mc_support import User
 
 
 async def test_each_user_has_a_distinct_session_and_sees_only_own_events(deploy) -> None:

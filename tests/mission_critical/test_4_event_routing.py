@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
-from .conftest import User
+from mc_support import User
 
 
 async def test_every_event_delivered_exactly_once_to_its_owner_only(deploy) -> None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 
-from tenet.audit.checks import thread_violations
+from mc_support import User
 
-from .conftest import User
+from tenet.audit.checks import thread_violations
 
 
 async def test_ids_stay_straight_under_delegation_reuse_and_interleaving(deploy) -> None:

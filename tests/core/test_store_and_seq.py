@@ -1,0 +1,196 @@
+"""The store: gap-free per-thread seq, the unique (thread_id, seq), owner scoping, batching.
+
+Every test here runs on SQLite, and again on Postgres when TENET_TEST_POSTGRES_URL is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from core_support import new_thread, new_user, run_to_end, thread_events
+from protocol_checks import assert_run_well_formed, assert_seq_gap_free, split_runs
+from sqlalchemy import insert
+from sqlalchemy.exc import IntegrityError
+
+from tenet import Service, Settings
+from tenet.bus import MemoryBus
+from tenet.context import RunContext
+from tenet.errors import NotFound
+from tenet.events import make_event, utc_now
+from tenet.ids import new_id
+from tenet.store.db import Store
+from tenet.store.migrate import upgrade
+from tenet.store.tables import EventRow
+from tenet.store.writer import EventWriter
+
+
+@pytest.fixture
+async def svc(database_url: str):
+    async with Service(Settings(database_url=database_url)) as s:
+        yield s
+
+
+async def test_seq_is_gap_free_across_runs_of_one_thread(svc: Service) -> None:
+    user = await new_user(svc)
+    thread = await new_thread(svc, user)
+    inputs = ["what is 6 * 7?", "remember that x is 1", "go", "what time is it?", "hello"]
+    agents = ["assistant", "assistant", "benchmark", "assistant", "researcher"]
+    runs = [
+        await svc.engine.submit(user, thread, a, i) for a, i in zip(agents, inputs, strict=True)
+    ]
+    for run in runs:
+        await asyncio.wait_for(svc.engine.wait(run.id), 20)
+    events = await thread_events(svc, user, thread)
+    assert_seq_gap_free(events)
+    assert await svc.store.last_seq(user, thread) == len(events)
+    grouped = split_runs(events)
+    assert list(grouped) == [r.id for r in runs]
+    for run_events in grouped.values():
+        assert_run_well_formed(run_events)
+    # a paged read resumes exactly after the given seq
+    tail = await svc.store.list_events(user, thread, after=10, limit=5)
+    assert len(tail) == 5 and all('"seq":' in b for b in tail)
+    assert [e["seq"] for e in events[10:15]] == [11, 12, 13, 14, 15]
+
+
+async def test_seq_is_gap_free_per_thread_under_concurrency(svc: Service) -> None:
+    user = await new_user(svc)
+    threads = [await new_thread(svc, user) for _ in range(4)]
+    runs = [
+        await svc.engine.submit(user, t, "benchmark", "events=12")
+        for _ in range(3)
+        for t in threads
+    ]
+    await asyncio.wait_for(asyncio.gather(*(svc.engine.wait(r.id) for r in runs)), 30)
+    for t in threads:
+        events = await thread_events(svc, user, t)
+        assert len(events) == 36
+        assert_seq_gap_free(events)
+
+
+async def test_store_rejects_a_duplicate_thread_seq(svc: Service) -> None:
+    user = await new_user(svc)
+    thread = await new_thread(svc, user)
+
+    def row(seq: int) -> dict:
+        return {
+            "id": new_id("evt"),
+            "user_id": user,
+            "thread_id": thread,
+            "run_id": new_id("run"),
+            "seq": seq,
+            "type": "agent_started",
+            "created_at": utc_now(),
+            "body": "{}",
+        }
+
+    async with svc.store.write() as s:
+        await s.execute(insert(EventRow), [row(1), row(2)])
+    with pytest.raises(IntegrityError):
+        async with svc.store.write() as s:
+            await s.execute(insert(EventRow), [row(2)])
+    # the same seq in another thread is fine
+    other = await new_thread(svc, user)
+    async with svc.store.write() as s:
+        await s.execute(insert(EventRow), [{**row(1), "thread_id": other}])
+
+
+async def test_foreign_rows_are_not_found(svc: Service) -> None:
+    alice = await new_user(svc, "alice")
+    bob = await new_user(svc, "bob")
+    thread = await new_thread(svc, alice)
+    run, _ = await run_to_end(svc, alice, thread, "assistant", "remember that alice-secret-77")
+    assert run.status == "completed"
+
+    with pytest.raises(NotFound):
+        await svc.store.get_thread(bob, thread)
+    with pytest.raises(NotFound):
+        await svc.store.get_run(bob, run.id)
+    with pytest.raises(NotFound):
+        await svc.store.list_events(bob, thread)
+    with pytest.raises(NotFound):
+        await svc.store.list_messages(bob, thread)
+    with pytest.raises(NotFound):
+        await svc.store.create_run(bob, thread, "assistant", "hi")
+    with pytest.raises(NotFound):
+        await svc.store.delete_thread(bob, thread)
+    with pytest.raises(NotFound):
+        await svc.engine.submit(bob, thread, "assistant", "hi")
+    with pytest.raises(NotFound):
+        await svc.engine.cancel(bob, run.id)
+    # a missing id answers exactly the same way
+    with pytest.raises(NotFound):
+        await svc.store.get_thread(bob, new_id("thr"))
+    assert await svc.store.list_threads(bob) == []
+    assert await svc.store.last_seq(bob, thread) == 0
+    # the owner filter holds even where the caller skips the ownership check
+    assert await svc.store.list_events(bob, thread, check_owner=False) == []
+    assert await svc.store.list_notes(bob, query="alice-secret-77") == []
+    # writes by the wrong owner change nothing
+    await svc.store.update_run(bob, run.id, status="running")
+    await svc.store.finish_run(bob, run.id, status="failed")
+    assert (await svc.store.get_run(alice, run.id)).status == "completed"
+    assert [t.id for t in await svc.store.list_threads(alice)] == [thread]
+    assert len(await svc.store.list_messages(alice, thread)) == 2
+    assert await svc.store.list_notes(alice, query="alice-secret-77")
+
+
+async def test_writer_batches_events_of_concurrent_runs(svc: Service) -> None:
+    users = [await new_user(svc) for _ in range(4)]
+    threads = [(u, await new_thread(svc, u)) for u in users for _ in range(5)]
+    before_batches, before_events = svc.writer.batches, svc.writer.events_written
+    runs = [await svc.engine.submit(u, t, "benchmark", "go") for u, t in threads]
+    await asyncio.wait_for(asyncio.gather(*(svc.engine.wait(r.id) for r in runs)), 30)
+    events = svc.writer.events_written - before_events
+    batches = svc.writer.batches - before_batches
+    assert events == 25 * len(runs)
+    assert batches < events / 2, f"{batches} batches for {events} events: not batching"
+
+
+async def test_a_failing_thread_does_not_fail_others_in_the_same_batch(database_url: str) -> None:
+    store = Store(database_url)
+    try:
+        await upgrade(store.engine)
+        bus = MemoryBus()
+        user, _ = await store.create_user("writer-user")
+        good = (await store.create_thread(user.id)).id
+        gone = (await store.create_thread(user.id)).id
+        await store.delete_thread(user.id, gone)
+        sub = bus.subscribe(good)
+        bad_sub = bus.subscribe(gone)
+
+        def ctx(thread_id: str) -> RunContext:
+            return RunContext(
+                user_id=user.id,
+                thread_id=thread_id,
+                run_id=new_id("run"),
+                execution_id=new_id("exe"),
+                agent_name="x",
+            )
+
+        good_ctx, bad_ctx = ctx(good), ctx(gone)
+        writer = EventWriter(store, bus)
+        events = []
+        for i in range(6):
+            c = good_ctx if i % 2 == 0 else bad_ctx
+            events.append(make_event(c, "agent_thinking", {"reasoning": str(i), "step": i}))
+        # queued before the writer runs, so they are offered as one batch
+        tasks = [asyncio.create_task(writer.write(e)) for e in events]
+        await asyncio.sleep(0)
+        writer.start()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        await writer.close()
+
+        for i, r in enumerate(results):
+            if i % 2 == 0:
+                assert not isinstance(r, BaseException), r
+            else:
+                assert isinstance(r, Exception), "an event of a deleted thread must fail"
+        assert [r.seq for r in results[::2]] == [1, 2, 3]
+        stored = await store.list_events(user.id, good)
+        assert len(stored) == 3
+        assert [sub.get_nowait().seq for _ in range(3)] == [1, 2, 3]
+        assert bad_sub.get_nowait() is None, "a failed event must never be published"
+    finally:
+        await store.close()
