@@ -63,6 +63,18 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
 
 
 @pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    """A fresh Postgres database (skips when TENET_TEST_POSTGRES_URL is unset)."""
+    if not POSTGRES_URL:
+        pytest.skip("set TENET_TEST_POSTGRES_URL to run the Postgres tests")
+    url, drop = await _fresh_postgres_database()
+    try:
+        yield url
+    finally:
+        await drop()
+
+
+@pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path / 'tenet.db'}"
 

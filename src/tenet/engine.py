@@ -16,7 +16,7 @@ import logging
 import os
 import socket
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .context import RunContext, current_context
@@ -88,27 +88,45 @@ class Engine:
     # Lifecycle --------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Settle what a previous process left: fail its running runs, requeue its queued ones."""
+        """Settle what a previous process left, then start scheduling."""
+        await self._recover()
+        self._pump()
+
+    async def _recover(self) -> None:
+        """One process owns the store: fail its dead predecessor's running runs, requeue the queued."""
         for run in await self.store.admin_runs_with_status(["running", "cancelling"]):
-            ctx = _bare_context(run.user_id, run.thread_id, run.id, run.agent)
-            if run.status == "cancelling":
-                await self.writer.write(
-                    make_event(ctx, RUN_CANCELLED, {"status": "cancelled", "reason": "interrupted"})
-                )
-                await self.store.finish_run(run.user_id, run.id, status="cancelled")
-            else:
-                error = {
-                    "code": "interrupted",
-                    "message": "the server stopped while the run was running",
-                }
-                await self.writer.write(
-                    make_event(ctx, AGENT_ERROR, {"status": "failed", "error": error, "depth": 0})
-                )
-                await self.store.finish_run(run.user_id, run.id, status="failed", error=error)
-            self.finished["cancelled" if run.status == "cancelling" else "failed"] += 1
+            await self.settle(run.user_id, run.thread_id, run.id, run.agent, interrupted=run.status)
         for run in await self.store.admin_runs_with_status(["queued"]):
             self._enqueue(run, self.sessions.get(run.user_id))
-        self._pump()
+
+    async def settle(
+        self, user_id: str, thread_id: str, run_id: str, agent: str, *, interrupted: str
+    ) -> None:
+        """End a run that is not executing here with its terminal event and status.
+
+        ``interrupted`` is the status it was found in: a run being cancelled ends
+        with ``run_cancelled``, a running one with ``agent_error`` code ``interrupted``.
+        """
+        ctx = _bare_context(user_id, thread_id, run_id, agent)
+        root = await self.store.admin_root_execution(run_id)
+        if root is not None:  # the run's own agent had started: its end carries its execution
+            ctx = replace(ctx, execution_id=root)
+        if interrupted == "cancelling":
+            await self.writer.write(
+                make_event(ctx, RUN_CANCELLED, {"status": "cancelled", "reason": "interrupted"})
+            )
+            await self.store.finish_run(user_id, run_id, status="cancelled")
+            self.finished["cancelled"] += 1
+        else:
+            error = {
+                "code": "interrupted",
+                "message": "the server stopped while the run was running",
+            }
+            await self.writer.write(
+                make_event(ctx, AGENT_ERROR, {"status": "failed", "error": error, "depth": 0})
+            )
+            await self.store.finish_run(user_id, run_id, status="failed", error=error)
+            self.finished["failed"] += 1
 
     async def close(self, *, grace_s: float = 0.0) -> None:
         """Stop: refuse new runs, let running ones finish for ``grace_s``, cancel the rest.
@@ -120,10 +138,7 @@ class Engine:
         if running and grace_s > 0:
             await asyncio.wait([h.task for h in running if h.task], timeout=grace_s)
         for handle in list(self._runs.values()):
-            if handle.task is not None and handle.state == "running":
-                handle.cancel_reason = "shutdown"
-                handle.state = "cancelling"
-                handle.task.cancel()
+            self._cancel_task(handle, "shutdown")
         tasks = [h.task for h in self._runs.values() if h.task is not None]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -160,7 +175,7 @@ class Engine:
             raise Unavailable("the server is shutting down")
         self.check_request(agent, input)
         session = self.sessions.get(user_id)
-        if session.queued >= self.settings.user_max_queued:
+        if await self._queue_full(user_id, session):
             raise RateLimited(
                 f"too many queued runs (at most {self.settings.user_max_queued} per user)",
                 retry_after=1.0,
@@ -172,9 +187,16 @@ class Engine:
             session.queued -= 1
             raise
         session.queued -= 1
+        self._accepted(run, session)
+        return run
+
+    async def _queue_full(self, user_id: str, session: UserSession) -> bool:
+        return session.queued >= self.settings.user_max_queued
+
+    def _accepted(self, run: Run, session: UserSession) -> None:
+        """A run was stored as queued: schedule it."""
         self._enqueue(run, session)
         self._pump()
-        return run
 
     async def cancel(self, user_id: str, run_id: str, *, reason: str = "user") -> Run:
         """Cancel a queued or running run of ``user_id``; a finished run is returned as is."""
@@ -199,11 +221,18 @@ class Engine:
                 self._forget(handle)
                 self._drop_lane_if_idle(handle.thread_id)
         elif handle.state == "running" and handle.task is not None:
-            handle.state = "cancelling"
-            handle.cancel_reason = reason
+            self._cancel_task(handle, reason)
             await self.store.update_run(user_id, run_id, status="cancelling")
-            handle.task.cancel()
         return await self.store.get_run(user_id, run_id)
+
+    def _cancel_task(self, handle: RunHandle, reason: str) -> bool:
+        """Stop a run executing here; its task writes ``run_cancelled``. False if too late."""
+        if handle.state != "running" or handle.task is None:
+            return False
+        handle.state = "cancelling"
+        handle.cancel_reason = reason
+        handle.task.cancel()
+        return True
 
     async def wait(self, run_id: str) -> None:
         """Return once the run has finished (at once if it is not in memory)."""

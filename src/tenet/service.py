@@ -43,9 +43,9 @@ def build_model(settings: Settings) -> ChatModel:
 
 def build_bus(settings: Settings) -> Bus:
     if settings.redis_url:
-        from .bus.redis import RedisBus  # type: ignore[import-not-found]
+        from .bus.redis import RedisBus
 
-        return RedisBus(settings.redis_url, queue_size=settings.ws_queue)  # type: ignore[no-any-return]
+        return RedisBus(settings.redis_url, queue_size=settings.ws_queue)
     return MemoryBus(queue_size=settings.ws_queue)
 
 
@@ -69,7 +69,14 @@ class Service:
         self.bus: Bus = build_bus(self.settings)
         self.writer = EventWriter(self.store, self.bus, batch_max=self.settings.event_batch_max)
         self.sessions = UserSessions(idle_s=self.settings.session_idle_s)
-        self.engine = Engine(
+        if self.settings.cluster and self.settings.is_sqlite:
+            raise ValueError("cluster mode (TENET_REDIS_URL) needs Postgres as TENET_DATABASE_URL")
+        engine_class = Engine
+        if self.settings.cluster:
+            from .cluster import ClusterEngine
+
+            engine_class = ClusterEngine
+        self.engine = engine_class(
             settings=self.settings,
             store=self.store,
             writer=self.writer,

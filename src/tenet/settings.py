@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     max_input_chars: int = Field(32_000, ge=1)
     agent_max_steps: int = Field(16, ge=1)
 
+    # Cluster mode
+    heartbeat_s: float = Field(2.0, gt=0)
+    dead_after_beats: float = Field(5.0, ge=2)
+    run_max_attempts: int = Field(1, ge=1)
+    cluster_poll_s: float = Field(1.0, gt=0)
+
     # Event writing
     event_batch_max: int = Field(512, ge=1)
 
@@ -68,3 +74,8 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def cluster(self) -> bool:
+        """Many processes share the store and Redis; requires Postgres."""
+        return self.redis_url is not None

@@ -63,12 +63,16 @@ class User:
                 return run_id
 
     async def stored(self, thread_id: str) -> list[dict[str, Any]]:
+        """Every stored event of the thread, page by page."""
+        events: list[dict[str, Any]] = []
         async with httpx.AsyncClient(base_url=self.url, headers=self.headers) as http:
-            r = await http.get(
-                f"/v1/threads/{thread_id}/events", params={"after": 0, "limit": 10000}
-            )
-            assert r.status_code == 200, r.text
-            return r.json()
+            while True:
+                after = events[-1]["seq"] if events else 0
+                r = await http.get(f"/v1/threads/{thread_id}/events", params={"after": after})
+                assert r.status_code == 200, r.text
+                events.extend(r.json())
+                if len(r.json()) < 1000:
+                    return events
 
 
 @dataclass

@@ -212,7 +212,13 @@ class IsolationAudit:
                     frame["thread_id"] = thread_id
                 frame["user_id"] = other.user_id  # smuggled identity: must be ignored
                 await ws.send(orjson.dumps(frame).decode())
-                run_id = await self._until_terminal(ws, c)
+                try:
+                    run_id = await self._until_terminal(ws, c)
+                except TimeoutError:
+                    self.checks["sequence"].violations.append(
+                        f"{c.name}: a {agent} run did not end within {self.timeout_s:g}s"
+                    )
+                    break
                 c.runs.append(run_id)
             self._progress("runs", 1)
         c.seconds = time.perf_counter() - started
@@ -226,7 +232,7 @@ class IsolationAudit:
         return frame
 
     async def _until_terminal(self, ws: ClientConnection, c: Canary) -> str:
-        run_id = None
+        run_id: str | None = None
         while True:
             frame = await self._recv(ws, c)
             if frame.get("type") == "run_accepted":
@@ -258,11 +264,7 @@ class IsolationAudit:
                 live_by_thread.setdefault(f["thread_id"], []).append(f)
         seq = self.checks["sequence"]
         for tid in c.threads:
-            r = await self.http.get(
-                f"/v1/threads/{tid}/events", params={"after": 0, "limit": 10000}, headers=h
-            )
-            c.raw.append(r.text)
-            stored = r.json() if r.status_code == 200 else []
+            stored = await self._stored_events(c, tid)
             seq.checked += 1
             seq.violations.extend(f"{c.name}: {v}" for v in seq_violations(stored))
             live = live_by_thread.get(tid, [])
@@ -287,6 +289,27 @@ class IsolationAudit:
         if c.secret not in c.recall_answer:
             state.violations.append(f"{c.name}: recall did not return the user's own note")
         self._progress("reads", 1)
+
+    async def _stored_events(self, c: Canary, thread_id: str) -> list[dict[str, Any]]:
+        """Every stored event of the thread, page by page (the server caps a page)."""
+        events: list[dict[str, Any]] = []
+        while True:
+            after = events[-1]["seq"] if events else 0
+            r = await self.http.get(
+                f"/v1/threads/{thread_id}/events",
+                params={"after": after, "limit": 1000},
+                headers=self._auth(c),
+            )
+            c.raw.append(r.text)
+            if r.status_code != 200:
+                self.checks["sequence"].violations.append(
+                    f"{c.name}: reading the events of {thread_id} answered {r.status_code}"
+                )
+                return events
+            page = r.json()
+            events.extend(page)
+            if len(page) < 1000:
+                return events
 
     async def _read_sse(self, c: Canary, thread_id: str, count: int) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
@@ -337,11 +360,9 @@ class IsolationAudit:
         for method, template, body in calls:
             answers = []
             for ids in (foreign, random_ids):
-                r = await self.http.request(
-                    method, template.format(**ids), json=body, headers=self._auth(c)
-                )
-                answers.append((r.status_code, r.content))
-                c.raw.append(r.text)
+                answer = await self._bounded_request(c, method, template.format(**ids), body)
+                answers.append(answer)
+                c.raw.append(answer[1].decode(errors="replace"))
             probes.checked += 1
             if answers[0] != answers[1] or answers[0][0] != 404:
                 probes.violations.append(
@@ -380,6 +401,22 @@ class IsolationAudit:
                 f"{c.name}: probing {other.name}'s thread changed it ({r.status_code})"
             )
         self._progress("probes", 1)
+
+    async def _bounded_request(
+        self, c: Canary, method: str, path: str, body: Any
+    ) -> tuple[int, bytes]:
+        """Status and (up to 64 KiB of) body; never waits on an endless stream."""
+        content = b""
+        async with self.http.stream(method, path, json=body, headers=self._auth(c)) as r:
+            try:
+                async with asyncio.timeout(2.0):
+                    async for chunk in r.aiter_bytes():
+                        content += chunk
+                        if len(content) > 65536:
+                            break
+            except TimeoutError:
+                pass  # a stream that answered 200 on a foreign id: its status says enough
+            return r.status_code, content
 
     async def _check_guard(self) -> None:
         guard = self.checks["guard"]

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from ..events import Event
 
@@ -62,6 +63,13 @@ class Subscription:
             self._items.append(event)
         self._wake()
 
+    def force_resume(self) -> None:
+        """Live delivery may have missed events: make the reader resume from the store."""
+        if not self._closed and not self.overflowed:
+            self.overflowed = True
+            self._items.clear()
+            self._wake()
+
     def get_nowait(self) -> Event | None:
         if self.overflowed:
             raise SubscriptionOverflow()
@@ -104,6 +112,10 @@ class Bus(Protocol):
     ) -> Subscription: ...
 
     def unsubscribe(self, thread_id: str, subscription: Subscription) -> None: ...
+
+    def signal(self, name: str, payload: str) -> None: ...
+
+    def on_signal(self, name: str, handler: Callable[[str], Any]) -> None: ...
 
     async def start(self) -> None: ...
 

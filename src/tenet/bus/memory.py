@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from ..events import Event
 from .base import Subscription
 
@@ -12,6 +15,7 @@ class MemoryBus:
     def __init__(self, *, queue_size: int = 1000) -> None:
         self._subs: dict[str, set[Subscription]] = {}
         self._queue_size = queue_size
+        self._handlers: dict[str, list[Callable[[str], Any]]] = {}
         self.published = 0
 
     async def start(self) -> None:
@@ -42,6 +46,19 @@ class MemoryBus:
             subs.discard(subscription)
             if not subs:
                 del self._subs[thread_id]
+
+    def resume_all(self) -> None:
+        """Make every subscriber resume from the store (live delivery may have missed events)."""
+        for sub in {s for subs in self._subs.values() for s in subs}:
+            sub.force_resume()
+
+    def signal(self, name: str, payload: str) -> None:
+        """Tell this process ``payload`` on ``name`` (one process: no one else to tell)."""
+        for handler in self._handlers.get(name, ()):
+            handler(payload)
+
+    def on_signal(self, name: str, handler: Callable[[str], Any]) -> None:
+        self._handlers.setdefault(name, []).append(handler)
 
     @property
     def subscribed_threads(self) -> int:

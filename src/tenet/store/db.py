@@ -21,7 +21,8 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, event, func, select, update
+import orjson
+from sqlalchemy import delete, event, func, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -29,6 +30,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import aliased
 
 from ..errors import Conflict, Invalid, NotFound
 from ..events import utc_now
@@ -352,6 +354,175 @@ class Store:
         async with self.read() as s:
             q = select(Run).where(Run.status.in_(list(statuses))).order_by(Run.created_at, Run.id)
             return (await s.execute(q)).scalars().all()
+
+    # Cluster: claiming, heartbeats, dead workers (Postgres) ---------------------------------
+
+    async def count_queued(self, user_id: str) -> int:
+        async with self.read() as s:
+            value = await s.scalar(
+                select(func.count())
+                .select_from(Run)
+                .where(Run.user_id == user_id, Run.status == "queued")
+            )
+        return int(value or 0)
+
+    async def claim_runs(self, worker_id: str, limit: int, user_max: int) -> list[Run] | None:
+        """Claim up to ``limit`` runnable runs for ``worker_id`` (Postgres only).
+
+        Runnable: queued, first of its thread's queued runs, no run of its thread
+        running, its user under ``user_max`` running runs cluster-wide. Rows are
+        taken with ``FOR UPDATE SKIP LOCKED``; one transaction-scoped advisory lock
+        serializes the claimers, so per-user counts cannot race between processes.
+        Returns None when another process is claiming at this moment.
+        """
+        if limit <= 0:
+            return []
+        active = ("running", "cancelling")
+        busy = aliased(Run)
+        earlier = aliased(Run)
+        async with self.write() as s:
+            got = await s.scalar(text("SELECT pg_try_advisory_xact_lock(7312001)"))
+            if not got:
+                return None
+            candidates = (
+                (
+                    await s.execute(
+                        select(Run)
+                        .where(
+                            Run.status == "queued",
+                            ~select(busy.id)
+                            .where(busy.thread_id == Run.thread_id, busy.status.in_(active))
+                            .exists(),
+                            ~select(earlier.id)
+                            .where(
+                                earlier.thread_id == Run.thread_id,
+                                earlier.status == "queued",
+                                tuple_(earlier.created_at, earlier.id)
+                                < tuple_(Run.created_at, Run.id),
+                            )
+                            .exists(),
+                        )
+                        .order_by(Run.created_at, Run.id)
+                        .limit(limit * 8)
+                        .with_for_update(skip_locked=True, of=Run)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            if not candidates:
+                return []
+            users = {r.user_id for r in candidates}
+            running = dict(
+                (
+                    await s.execute(
+                        select(Run.user_id, func.count())
+                        .where(Run.user_id.in_(users), Run.status.in_(active))
+                        .group_by(Run.user_id)
+                    )
+                ).all()
+            )
+            # Users take turns: each user's first runnable run before anyone's second.
+            rank: dict[str, int] = {}
+            ordered = []
+            for run in candidates:
+                rank[run.user_id] = rank.get(run.user_id, 0) + 1
+                ordered.append((rank[run.user_id], run.created_at, run.id, run))
+            chosen: list[Run] = []
+            for _, _, _, run in sorted(ordered, key=lambda t: t[:3]):
+                if len(chosen) >= limit:
+                    break
+                if running.get(run.user_id, 0) >= user_max:
+                    continue
+                running[run.user_id] = running.get(run.user_id, 0) + 1
+                chosen.append(run)
+            now = utc_now()
+            for run in chosen:
+                run.status = "running"
+                run.worker_id = worker_id
+                run.heartbeat_at = now
+                run.started_at = now
+                run.attempts = (run.attempts or 0) + 1
+        return chosen
+
+    async def heartbeat(self, worker_id: str) -> int:
+        """Tell the cluster this worker is alive; returns how many runs it holds."""
+        async with self.write() as s:
+            result = await s.execute(
+                update(Run)
+                .where(Run.worker_id == worker_id, Run.status.in_(("running", "cancelling")))
+                .values(heartbeat_at=utc_now())
+            )
+        return int(result.rowcount or 0)
+
+    async def admin_claim_settlement(self, user_id: str, run_id: str, worker_id: str) -> bool:
+        """Take a queued run out of the queue to settle it (cancel); False if it is no longer queued."""
+        async with self.write() as s:
+            result = await s.execute(
+                update(Run)
+                .where(Run.id == run_id, Run.user_id == user_id, Run.status == "queued")
+                .values(status="cancelling", worker_id=worker_id, heartbeat_at=utc_now())
+            )
+        return bool(result.rowcount)
+
+    async def admin_dead_runs(self, older_than: datetime) -> Sequence[Run]:
+        """Running or cancelling runs whose worker stopped heartbeating (sweeper only)."""
+        async with self.write() as s:
+            q = (
+                select(Run)
+                .where(
+                    Run.status.in_(("running", "cancelling")),
+                    (Run.heartbeat_at < older_than) | (Run.heartbeat_at.is_(None)),
+                )
+                .order_by(Run.created_at)
+                .limit(100)
+                .with_for_update(skip_locked=True)
+            )
+            return (await s.execute(q)).scalars().all()
+
+    async def admin_requeue(self, run_id: str, worker_id: str | None) -> bool:
+        """Put a dead worker's run back in the queue (only if that worker still holds it)."""
+        async with self.write() as s:
+            result = await s.execute(
+                update(Run)
+                .where(Run.id == run_id, Run.worker_id == worker_id, Run.status == "running")
+                .values(status="queued", worker_id=None, heartbeat_at=None, started_at=None)
+            )
+        return bool(result.rowcount)
+
+    async def admin_take_over(self, run_id: str, dead_worker: str | None, worker_id: str) -> bool:
+        """Become the settler of a dead worker's run (so only one sweeper writes its end)."""
+        async with self.write() as s:
+            result = await s.execute(
+                update(Run)
+                .where(
+                    Run.id == run_id,
+                    (Run.worker_id == dead_worker) if dead_worker else Run.worker_id.is_(None),
+                    Run.status.in_(("running", "cancelling")),
+                )
+                .values(worker_id=worker_id, heartbeat_at=utc_now())
+            )
+        return bool(result.rowcount)
+
+    async def admin_root_execution(self, run_id: str) -> str | None:
+        """The execution id of a run's own agent (from its first event), if it started."""
+        async with self.read() as s:
+            body = await s.scalar(
+                select(EventRow.body)
+                .where(EventRow.run_id == run_id, EventRow.type == "agent_started")
+                .order_by(EventRow.seq)
+                .limit(1)
+            )
+        if body is None:
+            return None
+        value = orjson.loads(body).get("execution_id")
+        return value if is_valid(value, "exe") else None
+
+    async def run_has_events(self, run_id: str) -> bool:
+        async with self.read() as s:
+            return (
+                await s.scalar(select(EventRow.id).where(EventRow.run_id == run_id).limit(1))
+            ) is not None
 
     # Events -----------------------------------------------------------------------------------
 

@@ -10,7 +10,9 @@ a process, a thread's numbering needs no lock; the store's unique
 ``(thread_id, seq)`` turns any mistake into an error rather than a duplicate.
 
 A batch that fails (a deleted thread, a constraint) is retried thread by
-thread, so one user's bad event never fails another user's.
+thread, so one user's bad event never fails another user's; a thread's events
+are retried with a fresh ``seq`` so that a stale cache (another process wrote to
+the thread since) costs a retry, never a duplicate.
 """
 
 from __future__ import annotations
@@ -62,6 +64,10 @@ class EventWriter:
             await self._task
             self._task = None
 
+    @property
+    def bus(self) -> Bus:
+        return self._bus
+
     def forget(self, thread_id: str) -> None:
         """Drop the cached last ``seq`` of a thread (another process may write to it next)."""
         self._last_seq.pop(thread_id, None)
@@ -90,23 +96,28 @@ class EventWriter:
             except Exception:  # pragma: no cover - _write_batch settles every future itself
                 log.exception("event writer failed a batch")
 
-    async def _write_batch(self, batch: list[tuple[Event, asyncio.Future[Event]]]) -> None:
+    async def _write_batch(
+        self, batch: list[tuple[Event, asyncio.Future[Event]]], retries: int = 2
+    ) -> None:
         try:
             await self._store_events([e for e, _ in batch])
         except Exception as exc:
-            if len({e.thread_id for e, _ in batch}) == 1:
-                for event, future in batch:
-                    self.forget(event.thread_id)
-                    if not future.done():
-                        future.set_exception(exc)
-                return
-            # Isolate the failure: retry each thread's events on their own.
+            for event, _ in batch:
+                self.forget(event.thread_id)  # the cached seq may be stale (another writer)
             by_thread: dict[str, list[tuple[Event, asyncio.Future[Event]]]] = {}
             for item in batch:
-                self.forget(item[0].thread_id)
                 by_thread.setdefault(item[0].thread_id, []).append(item)
-            for items in by_thread.values():
-                await self._write_batch(items)
+            if len(by_thread) > 1:
+                # Isolate the failure: retry each thread's events on their own.
+                for items in by_thread.values():
+                    await self._write_batch(items, retries)
+            elif retries > 0:
+                await self._write_batch(batch, retries - 1)
+            else:
+                log.warning("could not store %d events of one thread: %s", len(batch), exc)
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
             return
         self.batches += 1
         self.events_written += len(batch)
