@@ -317,6 +317,71 @@ async def _audit(
         return await auditor.run()
 
 
+@app.command()
+def bench(
+    users: Annotated[str, typer.Option(help="Comma-separated numbers of concurrent users.")] = (
+        "1,10,100,1000"
+    ),
+    runs: Annotated[int, typer.Option(min=1, help="Runs per user in each phase.")] = 10,
+    latency_ms: Annotated[
+        float, typer.Option(min=0, help="Model latency of the benchmark agent (ms, twice a run).")
+    ] = 0.0,
+    events: Annotated[int, typer.Option(min=5, help="Events per run.")] = 25,
+    targets: Annotated[
+        str, typer.Option(help="Servers to measure: tenet, floor (no agent, no store), naive.")
+    ] = "tenet,floor,naive",
+    latency_check_ms: Annotated[
+        float, typer.Option(help="Latency of the 1 vs max(U) users check (0 skips it).")
+    ] = 100.0,
+    latency_check_runs: Annotated[int, typer.Option(min=1)] = 3,
+    idle: Annotated[int, typer.Option(min=0, help="Idle sockets for RSS per user (0 skips).")] = (
+        10_000
+    ),
+    churn: Annotated[
+        int, typer.Option(min=0, help="Users that come, run and go, for RSS drift (0 skips).")
+    ] = 10_000,
+    churn_wave: Annotated[int, typer.Option(min=1, help="Churn users at a time.")] = 1000,
+    workers: Annotated[int, typer.Option(min=1, help="Load-driver processes.")] = 1,
+    deadline_s: Annotated[
+        float, typer.Option(help="Start no run later than this into a phase.")
+    ] = 60.0,
+    max_runs: Annotated[
+        int, typer.Option(help="TENET_MAX_RUNS for started servers (0: max(256, U)).")
+    ] = 0,
+    compression: Annotated[
+        bool, typer.Option(help="Offer permessage-deflate, as browsers do.")
+    ] = True,
+    url: Annotated[str | None, typer.Option(help="Measure this running server instead.")] = None,
+    admin_token: Annotated[str | None, typer.Option(help="Admin token of --url.")] = None,
+    json_file: Annotated[str | None, typer.Option("--json", help="Write the report here.")] = None,
+    plot_file: Annotated[str | None, typer.Option("--plot", help="Write a PNG plot here.")] = None,
+) -> None:
+    """Measure throughput, latency, CPU and memory against the floor and a naive design."""
+    from .bench import BenchConfig
+    from .bench.report import main as bench_main
+
+    config = BenchConfig(
+        users=[int(u) for u in users.split(",") if u.strip()],
+        runs=runs,
+        latency_ms=latency_ms,
+        events=events,
+        targets=[t.strip() for t in targets.split(",") if t.strip()],
+        latency_check_ms=latency_check_ms,
+        latency_check_runs=latency_check_runs,
+        idle=idle,
+        churn=churn,
+        churn_wave=churn_wave,
+        workers=workers,
+        phase_deadline_s=deadline_s,
+        max_runs=max_runs,
+        compression=compression,
+        url=url,
+        admin_token=admin_token or (Settings().admin_token if url else None),
+    )
+    command = "tenet bench " + " ".join(sys.argv[2:])
+    bench_main(config, console=console, json_file=json_file, plot_file=plot_file, command=command)
+
+
 def main() -> None:
     app(prog_name="tenet")
 

@@ -83,5 +83,5 @@ class Concurrency:
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
-        while not predicate():  # noqa: ASYNC110 - polling engine state, which has no event
+        while not predicate():
             await asyncio.sleep(0.005)

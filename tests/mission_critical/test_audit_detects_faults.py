@@ -29,9 +29,7 @@ def database_url(tmp_path: Path) -> str:  # these tests need one database only
 
 async def audit(deploy, **settings: Any):
     async with deploy(**settings) as d:
-        return await IsolationAudit(
-            d.url, d.server.admin_token, users=4, runs=1, timeout_s=5
-        ).run()
+        return await IsolationAudit(d.url, d.server.admin_token, users=4, runs=1, timeout_s=5).run()
 
 
 async def test_a_clean_server_passes(deploy) -> None:

@@ -335,7 +335,6 @@ class Store:
             run.output = output
             run.error = error
             run.finished_at = now
-            run.worker_id = None
             if output is not None:
                 s.add(
                     Message(

@@ -1,0 +1,207 @@
+"""Servers under test, each in a process of its own, measured through ``/proc``.
+
+The server runs in a separate process so that its CPU time and memory can be
+read apart from the load driver's: ``/proc/PID/stat`` gives user + system CPU
+seconds (every thread of the process, SQLite's included), ``/proc/PID/status``
+gives the resident set (``VmRSS``) and its high-water mark (``VmHWM``). Reading
+``/proc`` needs no dependency and costs microseconds, so it can be sampled
+while the load runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+#: What ``--app`` serves for each kind of server (None: tenet's default agents).
+KINDS = ("tenet", "floor", "naive")
+NAIVE_APP = "tenet.bench.naive:registry"
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def raise_file_limit() -> int:
+    """Raise this process's open-file soft limit to its hard limit (children inherit it).
+
+    10,000 idle sockets need 10,000 descriptors on each side; the system's limits
+    are left alone, only this process tree's soft limit moves.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process, all its threads included."""
+    with open(f"/proc/{pid}/stat", "rb") as fh:
+        raw = fh.read()
+    # The command name (field 2) may hold spaces; fields after the last ')' are fixed.
+    fields = raw[raw.rindex(b")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size now (``/proc/PID/statm``: the cheapest read)."""
+    with open(f"/proc/{pid}/statm", "rb") as fh:
+        return int(fh.read().split()[1]) * _PAGE
+
+
+def status_kib(pid: int, key: str) -> int:
+    """A ``kB`` line of ``/proc/PID/status`` (``VmRSS``, ``VmHWM``)."""
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise KeyError(key)
+
+
+@dataclass
+class RssSampler:
+    """Samples a process's RSS on a thread while a phase runs, to get the phase's peak."""
+
+    pid: int
+    interval_s: float = 0.05
+    peak: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> RssSampler:
+        self.peak = rss_bytes(self.pid)
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        with contextlib.suppress(OSError):
+            self.peak = max(self.peak, rss_bytes(self.pid))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.peak = max(self.peak, rss_bytes(self.pid))
+            except OSError:
+                return
+
+
+class ServerProcess:
+    """``tenet serve`` (or the floor app) on a fresh SQLite file, in a child process."""
+
+    def __init__(
+        self,
+        kind: str,
+        *,
+        admin_token: str,
+        env: dict[str, str] | None = None,
+        workdir: Path | None = None,
+    ) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"unknown server kind {kind!r}")
+        self.kind = kind
+        self.admin_token = admin_token
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}/v1/ws"
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix=f"tenet-bench-{kind}-")
+            workdir = Path(self._tmp.name)
+        self.workdir = workdir
+        self.env = {
+            **os.environ,
+            "TENET_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'bench.db'}",
+            "TENET_ADMIN_TOKEN": admin_token,
+            "TENET_LOG_LEVEL": "WARNING",
+            "TENET_HOST": "127.0.0.1",
+            **(env or {}),
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def command(self) -> list[str]:
+        if self.kind == "floor":
+            return [sys.executable, "-m", "tenet.bench.floor", "--port", str(self.port)]
+        cmd = [sys.executable, "-m", "tenet.cli", "serve", "--port", str(self.port)]
+        if self.kind == "naive":
+            cmd += ["--app", NAIVE_APP]
+        return cmd
+
+    def start(self, timeout_s: float = 60.0) -> ServerProcess:
+        self._log = open(self.workdir / "server.log", "wb")
+        self.proc = subprocess.Popen(
+            self.command(), env=self.env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.kind} server exited at start:\n{self.log_tail()}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1.0).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{self.kind} server did not answer within {timeout_s:g}s")
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = (self.workdir / "server.log").read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def rss_bytes(self) -> int:
+        return rss_bytes(self.pid)
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()

@@ -1,0 +1,83 @@
+"""Who is calling: a user (by bearer token) or the admin (by the admin token).
+
+Identity comes from the credential only. A token is looked up by its hash; the
+caller gets the user id and the hash of the token used, so that revoking
+"the token I am using" can also close that token's open sockets. The admin token
+is compared in constant time and is not a user: it opens user management and
+``/metrics``, nothing else.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from ..errors import Unauthorized
+from ..store.db import Store
+from .state import ServerState
+
+MISSING = "missing or malformed bearer token"
+BAD_TOKEN = "invalid token"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """An authenticated user, as resolved from the credential of one request or socket."""
+
+    user_id: str
+    name: str
+    token_hash: str
+
+
+def bearer(value: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, or None."""
+    if not value:
+        return None
+    scheme, _, token = value.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return token
+
+
+async def caller_for_token(store: Store, token: str | None) -> Caller | None:
+    if not token:
+        return None
+    found = await store.user_for_token(token)
+    if found is None:
+        return None
+    user, digest = found
+    return Caller(user_id=user.id, name=user.name, token_hash=digest)
+
+
+def is_admin(state: ServerState, token: str | None) -> bool:
+    expected = state.settings.admin_token
+    if not expected or not token:
+        return False
+    return hmac.compare_digest(token.encode(), expected.encode())
+
+
+def server_state(request: Request) -> ServerState:
+    state: ServerState = request.app.state.tenet
+    return state
+
+
+async def current_caller(request: Request) -> Caller:
+    """FastAPI dependency: the user making this request, or 401."""
+    token = bearer(request.headers.get("authorization"))
+    if token is None:
+        raise Unauthorized(MISSING)
+    caller = await caller_for_token(server_state(request).service.store, token)
+    if caller is None:
+        raise Unauthorized(BAD_TOKEN)
+    request.state.caller = caller
+    return caller
+
+
+async def require_admin(request: Request) -> None:
+    """FastAPI dependency: the admin token, or 401."""
+    token = bearer(request.headers.get("authorization"))
+    if not is_admin(server_state(request), token):
+        raise Unauthorized(MISSING if token is None else BAD_TOKEN)

@@ -1,0 +1,178 @@
+"""The one error body of the protocol, for every failure an HTTP request can meet.
+
+``{"error": {"code", "message"}}`` with the status that matches the code, whether
+the failure is a :class:`~tenet.errors.TenetError` raised by the core, a request
+FastAPI could not validate, a route that does not exist, a body that is too large
+or a bug. A bug answers a fixed message: a 500 never shows a stack trace, an
+exception text or another user's data.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..errors import NotFound, RateLimited, TenetError
+
+log = logging.getLogger("tenet.server")
+
+#: The one 404 body: a foreign id and a missing one answer these exact bytes.
+NOT_FOUND_MESSAGE = NotFound().message
+INTERNAL_MESSAGE = "internal error"
+
+_CODE_OF_STATUS = {
+    401: "unauthorized",
+    404: "not_found",
+    405: "not_found",
+    409: "conflict",
+    413: "too_large",
+    422: "invalid",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+
+def error_body(code: str, message: str) -> bytes:
+    return orjson.dumps({"error": {"code": code, "message": message}})
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(
+        error_body(code, message),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def tenet_error_response(exc: TenetError) -> Response:
+    headers: dict[str, str] = {}
+    if isinstance(exc, RateLimited) and exc.retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    status = exc.status if exc.status in _CODE_OF_STATUS or exc.status == 500 else 500
+    code = exc.code if status != 500 else "internal"
+    message = exc.message if status != 500 else INTERNAL_MESSAGE
+    return error_response(status, code, message, headers)
+
+
+async def _on_tenet_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, TenetError)
+    if exc.status >= 500 and exc.status != 503:
+        log.error("request failed: %s", exc.code)
+    return tenet_error_response(exc)
+
+
+async def _on_validation_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    return error_response(422, "invalid", _describe(exc.errors()))
+
+
+async def _on_http_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    status = exc.status_code
+    code = _CODE_OF_STATUS.get(status)
+    if code is None:
+        # Any other status FastAPI or Starlette raises is a request we cannot serve as sent.
+        status, code = 422, "invalid"
+    message = NOT_FOUND_MESSAGE if status == 404 else _http_message(status, exc.detail)
+    return error_response(status, code, message, dict(exc.headers or {}))
+
+
+def _http_message(status: int, detail: Any) -> str:
+    if status == 405:
+        return "method not allowed"
+    return detail if isinstance(detail, str) else "request not accepted"
+
+
+def _describe(errors: Any) -> str:
+    """A short, safe description of what was wrong with a request (no echo of its values)."""
+    parts = []
+    for err in list(errors)[:5]:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(TenetError, _on_tenet_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+
+
+class GuardMiddleware:
+    """Outermost HTTP layer: caps request bodies (413) and turns any bug into a bare 500.
+
+    The body is read here, up to ``max_body_bytes``, before any route sees it, so a
+    route never has to care about size and a chunked upload cannot slip past a
+    Content-Length check. A bug is logged with its traceback and answered with the
+    generic 500 body; the traceback goes to the log only.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > self.max_body_bytes
+                except ValueError:
+                    too_big = False
+                if too_big:
+                    await self._too_large(scope, receive, send)
+                    return
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_body_bytes:
+                await self._too_large(scope, receive, send)
+                return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, replay, tracking_send)
+        except Exception:
+            log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                raise
+            await error_response(500, "internal", INTERNAL_MESSAGE)(scope, replay, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = f"the request body is larger than {self.max_body_bytes} bytes"
+        await error_response(413, "too_large", message)(scope, receive, send)

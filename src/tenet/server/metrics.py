@@ -1,0 +1,70 @@
+"""Prometheus metrics of one app, in the app's own ``CollectorRegistry``.
+
+Counters that the server itself increments (queue overflows, isolation
+violations) are ordinary prometheus counters. Everything else (open
+connections, runs by status, events published, live user sessions) is read
+from the live objects at scrape time, so there is nothing to keep in step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from ..service import Service
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class _LiveCollector(Collector):
+    def __init__(self, service: Service, open_connections: Callable[[], int]) -> None:
+        self._service = service
+        self._open = open_connections
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "tenet_connections_open", "Open WebSocket and SSE connections.", value=self._open()
+        )
+        runs = GaugeMetricFamily(
+            "tenet_runs",
+            "Runs in memory by status (queued, running, cancelling) and finished runs "
+            "since start by terminal status.",
+            labels=["status"],
+        )
+        for status, count in sorted(self._service.engine.counts().items()):
+            runs.add_metric([status], count)
+        yield runs
+        yield CounterMetricFamily(
+            "tenet_events_published",
+            "Events stored and published by this process.",
+            value=self._service.writer.events_written,
+        )
+        yield GaugeMetricFamily(
+            "tenet_user_sessions", "Live per-user sessions.", value=len(self._service.sessions)
+        )
+
+
+class Metrics:
+    """The app's registry, its counters, and the text exposition."""
+
+    def __init__(self, service: Service, open_connections: Callable[[], int]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.queue_overflows = Counter(
+            "tenet_queue_overflows",
+            "Connections closed because their send queue overflowed (4008).",
+            registry=self.registry,
+        )
+        self.isolation_violations = Counter(
+            "tenet_isolation_violations",
+            "Event frames of another user stopped by the isolation guard; should stay 0.",
+            registry=self.registry,
+        )
+        self.registry.register(_LiveCollector(service, open_connections))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

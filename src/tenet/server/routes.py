@@ -1,0 +1,217 @@
+"""The HTTP resources of PROTOCOL.md.
+
+Every handler takes the caller from the credential and passes the caller's user
+id to the store, which filters by it; a foreign id is therefore "not found",
+answered with the same bytes as a missing one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from starlette.responses import Response
+
+from ..errors import NotFound, TooLarge, Unavailable
+from .auth import Caller, current_caller, require_admin, server_state
+from .live import TOKEN_REVOKED
+from .metrics import CONTENT_TYPE
+from .state import ServerState
+from .wire import events_response, json_response, message_json, run_json, thread_json
+
+log = logging.getLogger("tenet.server")
+
+#: The largest ``metadata`` object a thread or run may carry, serialized.
+MAX_METADATA_BYTES = 16 * 1024
+#: How long deleting a thread waits for its running run to write its last event.
+DELETE_WAIT_S = 10.0
+
+router = APIRouter()
+CallerDep = Annotated[Caller, Depends(current_caller)]
+StateDep = Annotated[ServerState, Depends(server_state)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class UserCreate(_Body):
+    name: StrictStr = Field(min_length=1, max_length=200)
+
+
+class ThreadCreate(_Body):
+    metadata: dict[str, Any] | None = None
+
+
+class RunCreate(_Body):
+    agent: StrictStr
+    input: StrictStr
+    metadata: dict[str, Any] | None = None
+
+
+def check_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
+    if not metadata:
+        return {}
+    if len(orjson.dumps(metadata)) > MAX_METADATA_BYTES:
+        raise TooLarge(f"metadata is larger than {MAX_METADATA_BYTES} bytes")
+    return metadata
+
+
+# Identity ---------------------------------------------------------------------------------------
+
+
+@router.post("/v1/users", status_code=201, dependencies=[Depends(require_admin)])
+async def create_user(body: UserCreate, state: StateDep) -> Response:
+    user, token = await state.service.store.create_user(body.name)
+    return json_response({"user_id": user.id, "name": user.name, "token": token}, 201)
+
+
+@router.post("/v1/tokens", status_code=201)
+async def create_token(caller: CallerDep, state: StateDep) -> Response:
+    token = await state.service.store.create_token(
+        caller.user_id, limit=state.settings.max_tokens_per_user
+    )
+    return json_response({"token": token}, 201)
+
+
+@router.delete("/v1/tokens/current", status_code=204)
+async def revoke_current_token(caller: CallerDep, state: StateDep) -> Response:
+    await state.service.store.revoke_token(caller.user_id, caller.token_hash)
+    closed = state.live.revoke(caller.token_hash)
+    signal = getattr(state.service.bus, "signal", None)
+    if signal is not None:  # the token's sockets on other processes
+        signal(TOKEN_REVOKED, caller.token_hash)
+    log.info(
+        "token revoked; %d open connection(s) closed", closed, extra={"user_id": caller.user_id}
+    )
+    return Response(status_code=204)
+
+
+@router.get("/v1/me")
+async def me(caller: CallerDep) -> Response:
+    return json_response({"user_id": caller.user_id, "name": caller.name})
+
+
+# Agents -----------------------------------------------------------------------------------------
+
+
+@router.get("/v1/agents")
+async def list_agents(_caller: CallerDep, state: StateDep) -> Response:
+    return json_response(state.service.registry.specs())
+
+
+# Threads ----------------------------------------------------------------------------------------
+
+
+@router.post("/v1/threads", status_code=201)
+async def create_thread(
+    caller: CallerDep, state: StateDep, body: ThreadCreate | None = None
+) -> Response:
+    metadata = check_metadata(body.metadata if body else None)
+    thread = await state.service.store.create_thread(
+        caller.user_id, metadata, limit=state.settings.max_threads_per_user
+    )
+    return json_response(thread_json(thread), 201)
+
+
+@router.get("/v1/threads")
+async def list_threads(
+    caller: CallerDep,
+    state: StateDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    before: Annotated[str | None, Query(max_length=100)] = None,
+) -> Response:
+    threads = await state.service.store.list_threads(caller.user_id, limit=limit, before=before)
+    return json_response([thread_json(t) for t in threads])
+
+
+@router.get("/v1/threads/{thread_id}")
+async def get_thread(thread_id: str, caller: CallerDep, state: StateDep) -> Response:
+    return json_response(
+        thread_json(await state.service.store.get_thread(caller.user_id, thread_id))
+    )
+
+
+@router.delete("/v1/threads/{thread_id}", status_code=204)
+async def delete_thread(thread_id: str, caller: CallerDep, state: StateDep) -> Response:
+    service = state.service
+    await service.store.get_thread(caller.user_id, thread_id)
+    # Cancel first and wait for each run's last event, so no event is written after the delete.
+    for run_id in reversed(service.engine.queued_or_running(caller.user_id, thread_id)):
+        try:
+            await service.engine.cancel(caller.user_id, run_id, reason="thread_deleted")
+        except NotFound:
+            continue
+        async with asyncio.timeout(DELETE_WAIT_S):
+            await service.engine.wait(run_id)
+    await service.store.delete_thread(caller.user_id, thread_id)
+    service.writer.forget(thread_id)
+    return Response(status_code=204)
+
+
+@router.get("/v1/threads/{thread_id}/messages")
+async def list_messages(thread_id: str, caller: CallerDep, state: StateDep) -> Response:
+    messages = await state.service.store.list_messages(caller.user_id, thread_id)
+    return json_response([message_json(m) for m in messages])
+
+
+@router.get("/v1/threads/{thread_id}/events")
+async def list_events(
+    thread_id: str,
+    caller: CallerDep,
+    state: StateDep,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+) -> Response:
+    bodies = await state.service.store.list_events(
+        caller.user_id, thread_id, after=after, limit=limit
+    )
+    return events_response(bodies)
+
+
+# Runs -------------------------------------------------------------------------------------------
+
+
+@router.post("/v1/threads/{thread_id}/runs", status_code=202)
+async def create_run(
+    thread_id: str, body: RunCreate, caller: CallerDep, state: StateDep
+) -> Response:
+    service = state.service
+    await service.store.get_thread(caller.user_id, thread_id)
+    run = await service.engine.submit(
+        caller.user_id, thread_id, body.agent, body.input, check_metadata(body.metadata)
+    )
+    return json_response(run_json(run), 202)
+
+
+@router.get("/v1/runs/{run_id}")
+async def get_run(run_id: str, caller: CallerDep, state: StateDep) -> Response:
+    return json_response(run_json(await state.service.store.get_run(caller.user_id, run_id)))
+
+
+@router.post("/v1/runs/{run_id}/cancel", status_code=202)
+async def cancel_run(run_id: str, caller: CallerDep, state: StateDep) -> Response:
+    run = await state.service.engine.cancel(caller.user_id, run_id)
+    return json_response(run_json(run), 202)
+
+
+# Operations -------------------------------------------------------------------------------------
+
+
+@router.get("/healthz")
+async def healthz(request: Request) -> Response:
+    try:
+        await asyncio.wait_for(server_state(request).service.store.ping(), timeout=5.0)
+    except Exception as exc:
+        log.warning("health check failed: %s", type(exc).__name__)
+        raise Unavailable("the store is unreachable") from None
+    return json_response({"status": "ok"})
+
+
+@router.get("/metrics", dependencies=[Depends(require_admin)])
+async def metrics(state: StateDep) -> Response:
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE)

@@ -1,0 +1,136 @@
+"""``GET /v1/threads/{id}/stream``: a thread's events as Server-Sent Events.
+
+Each event is sent as ``id: <seq>``, ``event: <type>`` and ``data: <the stored
+JSON>``, replayed from the store after ``after`` (or after the ``Last-Event-ID``
+a reconnecting browser sends, which wins), then live through
+:func:`tenet.bus.follow.follow`, gap-free and without duplicates. A comment line
+is sent every ``TENET_WS_PING_S`` so proxies keep the stream open. The stream is
+registered like a socket, so revoking its token or shutting down ends it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from starlette.responses import StreamingResponse
+
+from ..bus.follow import follow
+from .auth import Caller, current_caller, server_state
+from .state import ServerState
+
+log = logging.getLogger("tenet.server.sse")
+
+router = APIRouter()
+_STOP = object()
+
+
+class SseStream:
+    """One open stream: its user and token (for revocation) and a way to end it."""
+
+    def __init__(self, caller: Caller) -> None:
+        self.user_id = caller.user_id
+        self.token_hash = caller.token_hash
+        self.queue: asyncio.Queue[object] = asyncio.Queue(maxsize=1)
+        self._stopped = asyncio.Event()
+        self._closed = asyncio.Event()
+        self.close_code: int | None = None
+
+    def request_close(self, code: int) -> None:
+        self.close_code = code
+        self._stopped.set()
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    async def next(self, timeout: float) -> object:
+        """The next event body, None on a keep-alive tick, or ``_STOP``."""
+        if self._stopped.is_set():
+            return _STOP
+        getter = asyncio.ensure_future(self.queue.get())
+        stopper = asyncio.ensure_future(self._stopped.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {getter, stopper}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            stopper.cancel()
+            if not getter.done():
+                getter.cancel()
+        if stopper in done or self._stopped.is_set():
+            return _STOP
+        if getter in done:
+            return getter.result()
+        return None
+
+
+def format_sse(body: str) -> bytes:
+    """One SSE message for a stored event: ``id`` (seq), ``event`` (type), ``data`` (JSON)."""
+    data = orjson.loads(body)
+    return f"id: {data['seq']}\nevent: {data['type']}\ndata: {body}\n\n".encode()
+
+
+def _last_event_id(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        seq = int(value.strip())
+    except ValueError:
+        return None
+    return seq if seq >= 0 else None
+
+
+@router.get("/v1/threads/{thread_id}/stream")
+async def stream(
+    thread_id: str,
+    request: Request,
+    caller: Annotated[Caller, Depends(current_caller)],
+    after: Annotated[int, Query(ge=0)] = 0,
+) -> StreamingResponse:
+    state: ServerState = server_state(request)
+    store = state.service.store
+    await store.get_thread(caller.user_id, thread_id)  # 404 before the stream starts
+    resume = _last_event_id(request.headers.get("last-event-id"))
+    start = resume if resume is not None else after
+    conn = SseStream(caller)
+    state.live.add(conn)
+
+    async def pump() -> None:
+        async for body in follow(store, state.service.bus, caller.user_id, thread_id, after=start):
+            await conn.queue.put(body)
+
+    async def body() -> AsyncIterator[bytes]:
+        task = asyncio.create_task(pump(), name=f"sse {thread_id}")
+        try:
+            yield b": stream open\n\n"
+            while True:
+                if task.done() and conn.queue.empty():
+                    if not task.cancelled() and task.exception() is not None:
+                        log.error("SSE follow failed", exc_info=task.exception())
+                    return
+                item = await conn.next(state.settings.ws_ping_s)
+                if item is _STOP:
+                    return
+                if item is None:
+                    yield b": ping\n\n"
+                    continue
+                assert isinstance(item, str)
+                if state.guard.allows(caller.user_id, item, channel="sse"):
+                    yield format_sse(item)
+        finally:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            state.live.remove(conn)
+            conn._closed.set()
+
+    return StreamingResponse(
+        body(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

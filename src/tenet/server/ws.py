@@ -1,0 +1,452 @@
+"""``GET /v1/ws``: one socket per client, many threads over it.
+
+Each connection has:
+
+* one bounded send queue (``TENET_WS_QUEUE`` frames), drained by one writer
+  task, which is the only code that writes to the socket; control frames and
+  events share it, so what is queued is sent in that order;
+* one bus :class:`~tenet.bus.Subscription` shared by all the threads it is
+  subscribed to, read by one pump task that runs each event through the
+  thread's :class:`~tenet.bus.follow.ThreadCursor` (dedupe and gap backfill)
+  and the isolation guard, then queues it;
+* one delivery lock, held while the pump handles an event and while a client
+  frame changes subscriptions, so a replay, a ``run_accepted`` or an
+  ``unsubscribed`` is never interleaved with a live event of the same thread.
+
+A client too slow to read overflows its queue (or its subscription) and only its
+own socket is closed, with 4008; it reconnects and resubscribes with ``after``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, WebSocket
+from starlette.websockets import WebSocketDisconnect
+
+from ..bus import Subscription, SubscriptionClosed, SubscriptionOverflow
+from ..bus.follow import ThreadCursor
+from ..errors import Invalid, NotFound, TenetError
+from ..events import Event
+from ..ids import new_id
+from .auth import Caller, bearer, caller_for_token
+from .routes import check_metadata
+from .state import ServerState
+
+log = logging.getLogger("tenet.server.ws")
+
+router = APIRouter()
+
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_TOO_SLOW = 4008
+CLOSE_TOO_MANY = 4429
+#: How long a close frame may wait for a client that does not read before the socket is dropped.
+CLOSE_TIMEOUT_S = 5.0
+
+
+class Connection:
+    """One authenticated socket; see the module docstring."""
+
+    def __init__(self, ws: WebSocket, state: ServerState, caller: Caller) -> None:
+        self.ws = ws
+        self.state = state
+        self.user_id = caller.user_id
+        self.token_hash = caller.token_hash
+        self.connection_id = new_id("con")
+        settings = state.settings
+        self._capacity = settings.ws_queue
+        self._max_frame = settings.ws_max_frame_bytes
+        self._queue: deque[str] = deque()
+        self._has_frames = asyncio.Event()
+        self._has_room = asyncio.Event()
+        self._has_room.set()
+        self.sub = Subscription(settings.ws_queue)
+        self._cursors: dict[str, ThreadCursor] = {}
+        self._lock = asyncio.Lock()
+        self.close_code: int | None = None
+        self._closed = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None
+
+    # Lifecycle --------------------------------------------------------------------------------
+
+    async def serve(self, *, ready_ref: str | None = None) -> None:
+        """Run the connection until the client leaves or the server closes it."""
+        self._writer = asyncio.create_task(
+            self._write_loop(), name=f"ws-writer {self.connection_id}"
+        )
+        pump = asyncio.create_task(self._pump_loop(), name=f"ws-pump {self.connection_id}")
+        self._reader = asyncio.create_task(
+            self._read_loop(), name=f"ws-reader {self.connection_id}"
+        )
+        self._answer(
+            ready_ref,
+            {"type": "ready", "user_id": self.user_id, "connection_id": self.connection_id},
+        )
+        try:
+            await asyncio.wait({self._reader})
+        finally:
+            self._reader.cancel()
+            self._detach_all()
+            pump.cancel()
+            if self._closer is not None:
+                with contextlib.suppress(BaseException):
+                    await self._closer
+            elif self._writer is not None:
+                self._writer.cancel()
+            for task in (pump, self._writer):
+                if task is not None:
+                    with contextlib.suppress(BaseException):
+                        await task
+            self._closed.set()
+
+    def request_close(self, code: int) -> None:
+        """Close with ``code``, dropping whatever is still queued; safe to call from anywhere."""
+        if self.close_code is not None:
+            return
+        self.close_code = code
+        self._queue.clear()
+        self._has_room.set()
+        self.sub.close()
+        self._closer = asyncio.create_task(self._close(code), name=f"ws-close {self.connection_id}")
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    async def _close(self, code: int) -> None:
+        writer = self._writer
+        if writer is not None and writer is not asyncio.current_task():
+            writer.cancel()
+            with contextlib.suppress(BaseException):
+                await writer
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await self.ws.close(code)
+        except Exception:
+            pass
+        finally:
+            if self._reader is not None:
+                self._reader.cancel()
+
+    def _detach_all(self) -> None:
+        for thread_id in list(self._cursors):
+            self.state.service.bus.unsubscribe(thread_id, self.sub)
+        self._cursors.clear()
+        self.sub.close()
+
+    # Sending ----------------------------------------------------------------------------------
+
+    def _push(self, frame: str) -> bool:
+        if self.close_code is not None:
+            return False
+        if len(self._queue) >= self._capacity:
+            self._overflowed("send queue")
+            return False
+        self._queue.append(frame)
+        if len(self._queue) >= self._capacity:
+            self._has_room.clear()
+        self._has_frames.set()
+        return True
+
+    def send_control(self, frame: dict[str, Any]) -> bool:
+        """Queue a control frame (ready, run_accepted, error, pong, ...)."""
+        return self._push(orjson.dumps(frame).decode())
+
+    def send_event(self, body: str) -> bool:
+        """Queue one stored event, if the isolation guard lets it through; the last check."""
+        if not self.state.guard.allows(self.user_id, body, channel="websocket"):
+            return False
+        return self._push(body)
+
+    async def _send_event_when_room(self, body: str) -> bool:
+        """Like :meth:`send_event`, but waits for room: a replay is paced by the client."""
+        while len(self._queue) >= self._capacity and self.close_code is None:
+            await self._has_room.wait()
+        return self.send_event(body)
+
+    def _overflowed(self, where: str) -> None:
+        self.state.metrics.queue_overflows.inc()
+        log.warning(
+            "client too slow (%s overflowed); closing with 4008",
+            where,
+            extra={"user_id": self.user_id},
+        )
+        self.request_close(CLOSE_TOO_SLOW)
+
+    async def _write_loop(self) -> None:
+        try:
+            while True:
+                while not self._queue:
+                    self._has_frames.clear()
+                    await self._has_frames.wait()
+                frame = self._queue.popleft()
+                if len(self._queue) < self._capacity:
+                    self._has_room.set()
+                await self.ws.send_text(frame)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            if self._reader is not None:
+                self._reader.cancel()
+
+    # Live events --------------------------------------------------------------------------------
+
+    async def _pump_loop(self) -> None:
+        while True:
+            try:
+                event = await self.sub.get()
+            except SubscriptionOverflow:
+                self._overflowed("subscription")
+                return
+            except SubscriptionClosed:
+                return
+            async with self._lock:
+                if not await self._deliver(event):
+                    return
+
+    async def _deliver(self, event: Event) -> bool:
+        cursor = self._cursors.get(event.thread_id)
+        if cursor is None:
+            return True  # unsubscribed meanwhile
+        try:
+            bodies = await cursor.accept(event)
+        except Exception:
+            log.exception(
+                "backfill failed; closing so the client resumes with after",
+                extra={"user_id": self.user_id, "thread_id": event.thread_id},
+            )
+            self.request_close(CLOSE_TOO_SLOW)
+            return False
+        for body in bodies:
+            if self.close_code is not None:
+                return False
+            self.send_event(body)
+        return self.close_code is None
+
+    # Reading ----------------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        while True:
+            message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            if text is None and message.get("bytes") is not None:
+                try:
+                    text = message["bytes"].decode()
+                except UnicodeDecodeError:
+                    self._error(None, "invalid", "frames must be UTF-8 JSON")
+                    continue
+            if text is None:
+                continue
+            await self._handle(text)
+
+    async def _handle(self, text: str) -> None:
+        if len(text.encode()) > self._max_frame:
+            self._error(None, "too_large", f"frames are limited to {self._max_frame} bytes")
+            return
+        try:
+            frame = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            self._error(None, "invalid", "the frame is not JSON")
+            return
+        if not isinstance(frame, dict):
+            self._error(None, "invalid", "the frame is not a JSON object")
+            return
+        ref = frame.get("ref")
+        ref = ref if isinstance(ref, str) else None
+        kind = frame.get("type")
+        handler = _HANDLERS.get(kind) if isinstance(kind, str) else None
+        if handler is None:
+            self._error(ref, "invalid", f"unknown frame type {str(kind)[:50]!r}")
+            return
+        try:
+            await handler(self, frame, ref)
+        except TenetError as exc:
+            self._error(ref, exc.code, exc.message)
+        except Exception:
+            log.exception("a %s frame failed", kind, extra={"user_id": self.user_id})
+            self._error(ref, "internal", "internal error")
+
+    def _answer(self, ref: str | None, frame: dict[str, Any]) -> None:
+        if ref is not None:
+            frame["ref"] = ref
+        self.send_control(frame)
+
+    def _error(self, ref: str | None, code: str, message: str) -> None:
+        self._answer(ref, {"type": "error", "code": code, "message": message})
+
+    # Frames -------------------------------------------------------------------------------------
+
+    async def on_ping(self, _frame: dict[str, Any], ref: str | None) -> None:
+        self._answer(ref, {"type": "pong"})
+
+    async def on_auth(self, _frame: dict[str, Any], _ref: str | None) -> None:
+        raise Invalid("already authenticated")
+
+    async def on_subscribe(self, frame: dict[str, Any], ref: str | None) -> None:
+        thread_id = _field(frame, "thread_id")
+        after = frame.get("after", 0)
+        if after is None:
+            after = 0
+        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+            raise Invalid("after must be a non-negative integer")
+        store = self.state.service.store
+        await store.get_thread(self.user_id, thread_id)
+        bus = self.state.service.bus
+        async with self._lock:
+            bus.subscribe(thread_id, after, into=self.sub)  # live first, so nothing falls between
+            cursor = self._cursors[thread_id] = ThreadCursor(store, self.user_id, thread_id, after)
+            last_seq = await store.last_seq(self.user_id, thread_id)
+            self._answer(ref, {"type": "subscribed", "thread_id": thread_id, "last_seq": last_seq})
+            async for body in cursor.replay():
+                if not await self._send_event_when_room(body):
+                    return
+
+    async def on_unsubscribe(self, frame: dict[str, Any], ref: str | None) -> None:
+        thread_id = _field(frame, "thread_id")
+        if thread_id not in self._cursors:
+            await self.state.service.store.get_thread(self.user_id, thread_id)
+        async with self._lock:
+            self.state.service.bus.unsubscribe(thread_id, self.sub)
+            self._cursors.pop(thread_id, None)
+            self._answer(ref, {"type": "unsubscribed", "thread_id": thread_id})
+
+    async def on_run(self, frame: dict[str, Any], ref: str | None) -> None:
+        agent = _field(frame, "agent", kind="name")
+        if "input" not in frame:
+            raise Invalid("missing field 'input'")
+        service = self.state.service
+        service.engine.check_request(agent, frame["input"])
+        metadata = frame.get("metadata")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise Invalid("metadata must be an object")
+        metadata = check_metadata(metadata)
+        thread_id = frame.get("thread_id")
+        store = service.store
+        if thread_id is not None:
+            if not isinstance(thread_id, str):
+                raise NotFound()
+            await store.get_thread(self.user_id, thread_id)
+        else:
+            thread = await store.create_thread(
+                self.user_id, limit=self.state.settings.max_threads_per_user
+            )
+            thread_id = thread.id
+        bus = service.bus
+        async with self._lock:
+            # Attach before the run can start; the cursor is made once its id is known, still
+            # under the lock, so the pump cannot hand it an event before run_accepted is queued.
+            fresh = thread_id not in self._cursors
+            if fresh:
+                bus.subscribe(thread_id, 0, into=self.sub)
+            try:
+                run = await service.engine.submit(
+                    self.user_id, thread_id, agent, frame["input"], metadata
+                )
+            except BaseException:
+                if fresh:
+                    bus.unsubscribe(thread_id, self.sub)
+                raise
+            if fresh:
+                self._cursors[thread_id] = ThreadCursor(
+                    store, self.user_id, thread_id, None, run_id=run.id
+                )
+            self._answer(ref, {"type": "run_accepted", "run_id": run.id, "thread_id": thread_id})
+
+    async def on_cancel(self, frame: dict[str, Any], ref: str | None) -> None:
+        run_id = _field(frame, "run_id")
+        async with self._lock:
+            # Under the lock, so cancel_accepted is queued before the run's run_cancelled.
+            await self.state.service.engine.cancel(self.user_id, run_id)
+            self._answer(ref, {"type": "cancel_accepted", "run_id": run_id})
+
+
+def _field(frame: dict[str, Any], name: str, *, kind: str = "id") -> str:
+    if name not in frame or frame[name] is None:
+        raise Invalid(f"missing field {name!r}")
+    value = frame[name]
+    if not isinstance(value, str):
+        if kind == "id":
+            raise NotFound()
+        raise Invalid(f"{name} must be a string")
+    return value
+
+
+_HANDLERS = {
+    "ping": Connection.on_ping,
+    "auth": Connection.on_auth,
+    "subscribe": Connection.on_subscribe,
+    "unsubscribe": Connection.on_unsubscribe,
+    "run": Connection.on_run,
+    "cancel": Connection.on_cancel,
+}
+
+
+async def _authenticate(ws: WebSocket, state: ServerState) -> tuple[Caller | None, str | None]:
+    """The caller, from the Authorization header or else a first ``auth`` frame in time.
+
+    Also returns the ``ref`` of the ``auth`` frame, which ``ready`` (its answer) echoes.
+    """
+    header = ws.headers.get("authorization")
+    if header is not None:
+        return await caller_for_token(state.service.store, bearer(header)), None
+    try:
+        async with asyncio.timeout(state.settings.ws_auth_timeout_s):
+            message = await ws.receive()
+    except TimeoutError:
+        return None, None
+    if message["type"] != "websocket.receive":
+        return None, None
+    raw = message.get("text")
+    if raw is None:
+        raw = (message.get("bytes") or b"").decode(errors="replace")
+    if len(raw) > state.settings.ws_max_frame_bytes:
+        return None, None
+    try:
+        frame = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None, None
+    if not isinstance(frame, dict) or frame.get("type") != "auth":
+        return None, None
+    token = frame.get("token")
+    ref = frame.get("ref")
+    caller = await caller_for_token(state.service.store, token if isinstance(token, str) else None)
+    return caller, ref if isinstance(ref, str) else None
+
+
+@router.websocket("/v1/ws")
+async def websocket_endpoint(ws: WebSocket) -> None:
+    state: ServerState = ws.app.state.tenet
+    await ws.accept()  # always first: every client, a browser included, then sees our close code
+    if state.live.shutting_down:
+        await ws.close(CLOSE_GOING_AWAY)
+        return
+    try:
+        caller, ref = await _authenticate(ws, state)
+    except (WebSocketDisconnect, RuntimeError):
+        return
+    if caller is None:
+        with contextlib.suppress(Exception):
+            await ws.close(CLOSE_UNAUTHORIZED)
+        return
+    session = state.service.sessions.get(caller.user_id)
+    if len(session.connections) >= state.settings.ws_max_connections:
+        with contextlib.suppress(Exception):
+            await ws.close(CLOSE_TOO_MANY)
+        return
+    conn = Connection(ws, state, caller)
+    session.connections.add(conn)
+    state.live.add(conn)
+    try:
+        await conn.serve(ready_ref=ref)
+    finally:
+        session.connections.discard(conn)
+        session.touch()
+        state.live.remove(conn)

@@ -1,0 +1,178 @@
+"""Running a real tenet server: in the current event loop (tests) or blocking (the CLI).
+
+:func:`running_server` starts a real ``uvicorn.Server`` on a free loopback port
+inside the running event loop, so tests talk to it over real sockets with real
+HTTP and WebSocket clients. :func:`serve` is what ``tenet serve`` runs.
+
+Both use :class:`TenetServer`, a ``uvicorn.Server`` that closes tenet's sockets
+with 1001 ("going away", as PROTOCOL.md says) before uvicorn's own shutdown
+would close them with 1012.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import socket
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+
+from .registry import AgentRegistry
+from .server import create_app
+from .server.state import ServerState
+from .service import Service
+from .settings import Settings
+
+
+class TenetServer(uvicorn.Server):
+    """uvicorn, but tenet's sockets are closed with 1001 first on shutdown."""
+
+    def __init__(
+        self, config: uvicorn.Config, app: FastAPI, *, handle_signals: bool = True
+    ) -> None:
+        super().__init__(config)
+        self.tenet_app = app
+        self.handle_signals = handle_signals
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        state: ServerState = self.tenet_app.state.tenet
+        await state.live.close_all(1001)
+        await super().shutdown(sockets)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if self.handle_signals:
+            with super().capture_signals():
+                yield
+        else:
+            yield
+
+
+def uvicorn_config(app: FastAPI, settings: Settings, **kwargs: Any) -> uvicorn.Config:
+    """The uvicorn settings tenet needs: protocol-level keep-alive pings, lifespan on."""
+    kwargs.setdefault("log_level", "warning")
+    return uvicorn.Config(
+        app,
+        ws_ping_interval=settings.ws_ping_s,
+        ws_ping_timeout=settings.ws_ping_s,
+        ws_max_size=max(16 * 1024 * 1024, settings.ws_max_frame_bytes * 4),
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+        **kwargs,
+    )
+
+
+@dataclass
+class ServerHandle:
+    """A running server: where it is and what it serves."""
+
+    url: str
+    ws_url: str
+    app: FastAPI
+    service: Service
+    admin_token: str
+
+    async def create_user(self, name: str | None = None) -> tuple[str, str]:
+        """A new user through the admin API; returns ``(user_id, token)``."""
+        name = name or f"user-{secrets.token_hex(4)}"
+        async with httpx.AsyncClient(base_url=self.url) as http:
+            r = await http.post(
+                "/v1/users",
+                json={"name": name},
+                headers={"Authorization": f"Bearer {self.admin_token}"},
+            )
+            r.raise_for_status()
+            body = r.json()
+        return body["user_id"], body["token"]
+
+
+def _free_socket(host: str = "127.0.0.1") -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    sock.listen(512)
+    sock.setblocking(False)
+    return sock
+
+
+@contextlib.asynccontextmanager
+async def running_server(
+    settings: Settings | None = None,
+    registry: AgentRegistry | None = None,
+    *,
+    service: Service | None = None,
+) -> AsyncIterator[ServerHandle]:
+    """A real uvicorn server on a free loopback port, in this event loop, stopped on exit.
+
+    Without settings it uses a fresh SQLite file in a temporary directory; without an
+    admin token in the settings it makes one up (``handle.admin_token``).
+    """
+    with contextlib.ExitStack() as stack:
+        if service is not None:
+            settings = service.settings
+        if settings is None:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="tenet-"))
+            settings = Settings(database_url=f"sqlite+aiosqlite:///{Path(tmp) / 'tenet.db'}")
+        if not settings.admin_token:
+            settings = settings.model_copy(update={"admin_token": secrets.token_urlsafe(24)})
+            if service is not None:
+                service.settings = settings
+        service = service or Service(settings, registry)
+        assert settings.admin_token
+        app = create_app(service)
+        sock = _free_socket()
+        port = sock.getsockname()[1]
+        server = TenetServer(uvicorn_config(app, settings), app, handle_signals=False)
+        task = asyncio.create_task(server.serve(sockets=[sock]), name="tenet-uvicorn")
+        try:
+            while not server.started:
+                if task.done():
+                    task.result()
+                    raise RuntimeError("the server stopped before it started")
+                await asyncio.sleep(0.01)
+            yield ServerHandle(
+                url=f"http://127.0.0.1:{port}",
+                ws_url=f"ws://127.0.0.1:{port}/v1/ws",
+                app=app,
+                service=service,
+                admin_token=settings.admin_token,
+            )
+        finally:
+            server.should_exit = True
+            try:
+                await asyncio.wait_for(asyncio.shield(task), timeout=15)
+            except TimeoutError:
+                server.force_exit = True
+                await task
+            finally:
+                sock.close()
+
+
+def serve(
+    settings: Settings | None = None,
+    registry: AgentRegistry | None = None,
+    host: str | None = None,
+    port: int | None = None,
+) -> None:
+    """Run the server until interrupted (``tenet serve``)."""
+    from .server.logs import configure_logging
+
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+    app = create_app(settings=settings, registry=registry)
+    config = uvicorn_config(
+        app,
+        settings,
+        host=host or settings.host,
+        port=port or settings.port,
+        log_level=settings.log_level.lower(),
+    )
+    TenetServer(config, app).run()

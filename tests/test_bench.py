@@ -1,0 +1,75 @@
+"""``tenet bench`` at a tiny scale: it runs end to end and its report has every field.
+
+No figure is asserted (the machines are shared and noisy); only that each one was
+measured and that the report is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PHASE_FIELDS = {
+    "target", "users", "connected", "runs_per_user", "latency_ms", "events_per_run",
+    "runs_completed", "events_received", "errors", "error_samples", "stopped_early", "wall_s",
+    "runs_per_s", "events_per_s", "time_to_first_event_ms", "event_latency_ms",
+    "run_latency_ms", "fairness", "server_cpu_s", "server_cpu_ms_per_run",
+    "server_rss_before_mib", "server_rss_connected_mib", "server_peak_rss_mib",
+    "rss_per_connected_user_kib", "driver_processes", "driver_cpu_s", "driver_cpu_us_per_event",
+}  # fmt: skip
+
+
+@pytest.mark.timeout(300)
+def test_bench_at_tiny_scale_writes_a_complete_report(tmp_path: Path) -> None:
+    report_file = tmp_path / "bench.json"
+    args = [
+        sys.executable, "-m", "tenet.cli", "bench", "--users", "1,3", "--runs", "2",
+        "--latency-check-ms", "10", "--latency-check-runs", "1", "--idle", "6",
+        "--churn", "4", "--churn-wave", "2", "--json", str(report_file),
+    ]  # fmt: skip
+    plot_file = tmp_path / "bench.png"
+    try:
+        import matplotlib  # noqa: F401
+
+        args += ["--plot", str(plot_file)]
+    except ImportError:
+        plot_file = None  # type: ignore[assignment]
+    result = subprocess.run(
+        args,
+        cwd=tmp_path,
+        env={**os.environ, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads(report_file.read_text())
+
+    assert {"command", "machine", "config", "phases", "comparison", "latency_check"} <= set(report)
+    assert report["machine"]["nproc"] >= 1 and report["machine"]["python"]
+    kinds = {(p["target"], p["users"]) for p in report["phases"]}
+    assert kinds == {(k, u) for k in ("tenet", "floor", "naive") for u in (1, 3)}
+    for phase in report["phases"] + report["latency_check"]["phases"]:
+        assert PHASE_FIELDS <= set(phase), PHASE_FIELDS - set(phase)
+        assert phase["errors"] == 0, phase["error_samples"]
+        assert phase["runs_completed"] == phase["users"] * phase["runs_per_user"]
+        assert phase["events_received"] == phase["runs_completed"] * 25
+        for key in ("p50", "p95", "p99"):
+            assert phase["event_latency_ms"][key] is not None
+        assert phase["time_to_first_event_ms"]["p50"] is not None
+        assert phase["server_cpu_s"] is not None and phase["server_peak_rss_mib"] > 0
+    for row in report["comparison"]:
+        assert row["fraction_of_floor"] > 0 and row["multiple_of_naive"] > 0
+    assert report["latency_check"]["ratio"] > 0
+    assert {i["target"] for i in report["idle"]} == {"tenet", "floor"}
+    assert all(i["connected"] == 6 for i in report["idle"])
+    assert report["churn"]["users"] == 4 and report["churn"]["runs"] == 4
+    assert {t["target"] for t in report["targets"]}
+    if plot_file is not None:
+        assert plot_file.stat().st_size > 0
