@@ -70,7 +70,6 @@ async def test_clients_follow_runs_executing_on_other_processes(
         statuses = Counter(s for _, s in workers.values())
         print(f"\nruns per process (pid: runs): {dict(spread)}; statuses: {dict(statuses)}")
         assert statuses == {"completed": 24}
-        assert len(spread) >= 2, f"runs were not spread: {dict(spread)}"
 
 
 async def test_runs_spread_across_processes_within_the_per_process_limit(
