@@ -34,6 +34,8 @@ def build_model(settings: Settings) -> ChatModel:
             base_url=settings.model_base_url,
             api_key=settings.model_api_key,
             model=settings.model_name,
+            timeout_s=settings.model_timeout_s,
+            max_retries=settings.model_max_retries,
         )
     return ScriptedModel(
         latency_s=settings.scripted_latency_ms / 1000,
@@ -84,6 +86,7 @@ class Service:
             sessions=self.sessions,
             model=model or build_model(self.settings),
         )
+        self._owns_model = model is None
         self.started = False
 
     async def start(self) -> Service:
@@ -106,6 +109,9 @@ class Service:
         await self.sessions.close()
         await self.bus.close()
         await self.store.close()
+        aclose = getattr(self.engine.model, "aclose", None)
+        if self._owns_model and aclose is not None:
+            await aclose()
 
     async def __aenter__(self) -> Service:
         return await self.start()

@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     model_base_url: str | None = None
     model_api_key: str | None = None
     model_name: str = "gpt-4o-mini"
+    model_timeout_s: float = Field(120.0, gt=0)
+    model_max_retries: int = Field(2, ge=0)
     scripted_latency_ms: float = Field(0.0, ge=0)
     scripted_token_latency_ms: float = Field(0.0, ge=0)
 
