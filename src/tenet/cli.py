@@ -176,20 +176,9 @@ def _with(settings: Settings, **values: Any) -> Settings:
 
 
 def _serve(settings: Settings, registry: AgentRegistry) -> None:
-    import uvicorn
+    from .testing import serve as serve_forever
 
-    from .server import create_app
-
-    uvicorn.run(
-        create_app(settings=settings, registry=registry),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
-        ws_ping_interval=settings.ws_ping_s,
-        ws_ping_timeout=settings.ws_ping_s,
-        ws_max_size=settings.ws_max_frame_bytes * 2,
-        timeout_graceful_shutdown=30,
-    )
+    serve_forever(settings, registry, host=settings.host, port=settings.port)
 
 
 @users_app.command("add")
