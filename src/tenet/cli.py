@@ -344,8 +344,19 @@ def bench(
     admin_token: Annotated[str | None, typer.Option(help="Admin token of --url.")] = None,
     json_file: Annotated[str | None, typer.Option("--json", help="Write the report here.")] = None,
     plot_file: Annotated[str | None, typer.Option("--plot", help="Write a PNG plot here.")] = None,
+    soak: Annotated[
+        float,
+        typer.Option(
+            min=0, help="Instead: soak for MINUTES (mixed faulty workload, must lose nothing)."
+        ),
+    ] = 0.0,
+    soak_users: Annotated[int, typer.Option(min=1, help="Simulated users of --soak.")] = 20,
+    soak_seed: Annotated[int, typer.Option(help="Random seed of --soak.")] = 1,
 ) -> None:
     """Measure throughput, latency, CPU and memory against the floor and a naive design."""
+    if soak > 0:
+        _soak(soak, soak_users, soak_seed, url, admin_token, json_file)
+        return
     from .bench import BenchConfig
     from .bench.report import main as bench_main
 
@@ -369,6 +380,50 @@ def bench(
     )
     command = "tenet bench " + " ".join(sys.argv[2:])
     bench_main(config, console=console, json_file=json_file, plot_file=plot_file, command=command)
+
+
+def _soak(
+    minutes: float,
+    users: int,
+    seed: int,
+    url: str | None,
+    admin_token: str | None,
+    json_file: str | None,
+) -> None:
+    from rich.table import Table
+
+    from .bench.soak import SoakConfig, report_failed, run_soak
+
+    config = SoakConfig(
+        minutes=minutes,
+        users=users,
+        seed=seed,
+        url=url,
+        admin_token=admin_token or (Settings().admin_token if url else None),
+    )
+    err.print(f"soaking for {minutes:g} min with {users} users...")
+    report = run_soak(config)
+    table = Table(title=f"soak: {report['minutes']:g} min, {report['users']} users")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key, value in report.items():
+        if key in ("outcomes", "errors", "server_log_tail"):
+            continue
+        table.add_row(key, str(value))
+    console.print(table)
+    for title in ("outcomes", "errors"):
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(report[title].items())) or "none"
+        console.print(f"{title}: {escape(counts)}")
+    if json_file:
+        with open(json_file, "wb") as fh:
+            fh.write(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    failed = report_failed(report)
+    if failed and report.get("server_log_tail"):
+        err.print(escape(report["server_log_tail"]))
+    console.print(
+        "[red]FAILED[/]: events lost or duplicated" if failed else "[green]ok[/]: nothing lost"
+    )
+    raise typer.Exit(1 if failed else 0)
 
 
 def main() -> None:

@@ -22,9 +22,11 @@ from typing import Any
 
 import orjson
 
+from .context import RunContext
 from .engine import Engine, RunHandle, _bare_context
 from .errors import NotFound
-from .events import RUN_CANCELLED, make_event, utc_now
+from .events import RUN_CANCELLED, Event, make_event, utc_now
+from .runtime import RunRuntime
 from .sessions import UserSession
 from .store.tables import Run
 
@@ -39,6 +41,10 @@ class ClusterEngine(Engine):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        # Which runs executing here have submitted an event: at shutdown, one that has
+        # not is given back to the queue instead of ending (see ``_cancelled``).
+        self._emitted: set[str] = set()
+        self.writer = _MarkingWriter(self.writer, self._emitted, self._runs)  # type: ignore[assignment]
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.claimed = 0
@@ -57,14 +63,40 @@ class ClusterEngine(Engine):
         self._wake.set()
 
     async def close(self, *, grace_s: float = 0.0) -> None:
+        # Claim nothing more, but keep heartbeating while running runs finish or stop,
+        # so that no other process takes them over meanwhile.
         self._closing = True
+        await asyncio.sleep(0)  # runs claimed just now start, so their cancel is handled
+        await super().close(grace_s=grace_s)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
-        await super().close(grace_s=grace_s)
+
+    async def _execute(self, handle: RunHandle, session: UserSession) -> None:
+        try:
+            await super()._execute(handle, session)
+        finally:
+            self._emitted.discard(handle.run_id)
+
+    async def _cancelled(self, ctx: RunContext, runtime: RunRuntime, reason: str) -> None:
+        """At shutdown, a run that has emitted nothing goes back to the queue for another process.
+
+        A run that has emitted events cannot be restarted (its ``agent_started`` is
+        out); it ends with ``run_cancelled`` reason ``shutdown``.
+        """
+        if (
+            reason == "shutdown"
+            and self._closing
+            and ctx.run_id not in self._emitted
+            and await self.store.admin_requeue(ctx.run_id, self.worker_id)
+        ):
+            log.warning("released run %s to the queue at shutdown", ctx.run_id)
+            self.writer.bus.signal(WAKE, ctx.run_id)  # type: ignore[attr-defined]
+            return
+        await super()._cancelled(ctx, runtime, reason)
 
     async def _recover(self) -> None:  # pragma: no cover - the sweeper does this in a cluster
         return None
@@ -194,3 +226,28 @@ class ClusterEngine(Engine):
                     )
                 handled += 1
         return handled
+
+
+class _MarkingWriter:
+    """The event writer, noting which runs have submitted an event (everything else passes)."""
+
+    def __init__(self, writer: Any, emitted: set[str], executing: dict[str, Any]) -> None:
+        self._writer = writer
+        self._emitted = emitted
+        self._executing = executing
+
+    def _mark(self, event: Event) -> None:
+        if event.run_id in self._executing:
+            self._emitted.add(event.run_id)
+
+    def submit(self, event: Event) -> Any:
+        self._mark(event)
+        return self._writer.submit(event)
+
+    async def write(self, event: Event) -> Event:
+        self._mark(event)
+        result: Event = await self._writer.write(event)
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._writer, name)

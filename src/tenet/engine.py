@@ -12,16 +12,20 @@ cancel) ends that run alone with exactly one terminal event.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import orjson
+
 from .context import RunContext, current_context
-from .errors import Invalid, RateLimited, TooLarge, Unavailable
-from .events import AGENT_ERROR, RUN_CANCELLED, make_event, utc_now
+from .errors import Invalid, NotFound, RateLimited, TooLarge, Unavailable
+from .events import AGENT_ERROR, RUN_CANCELLED, is_terminal, make_event, utc_now
 from .ids import new_id
 from .models.base import ChatModel
 from .registry import AgentRegistry
@@ -84,6 +88,9 @@ class Engine:
         self._running_total = 0
         self._closing = False
         self.finished: dict[str, int] = {"completed": 0, "failed": 0, "cancelled": 0}
+        # Runs whose end could not be stored (the store was unreachable), settled once it is back.
+        self._unsettled: dict[str, RunHandle] = {}
+        self._settler: asyncio.Task[None] | None = None
 
     # Lifecycle --------------------------------------------------------------------------------
 
@@ -146,10 +153,35 @@ class Engine:
         # runs never start: release their waiters (the store keeps them for next start).
         for handle in list(self._runs.values()):
             self._forget(handle)
+        if self._settler is not None:
+            self._settler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._settler
+            self._settler = None
 
     @property
     def accepting(self) -> bool:
         return not self._closing
+
+    def stop_accepting(self) -> None:
+        """Refuse new runs (``Unavailable``) and start no queued one; running runs go on."""
+        self._closing = True
+
+    async def drain(self, grace_s: float, *, abort: Callable[[], bool] | None = None) -> None:
+        """Graceful shutdown: refuse new runs, let running ones finish for ``grace_s``, then close.
+
+        ``abort`` is polled while waiting (a second Ctrl-C cuts the grace short).
+        """
+        self.stop_accepting()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        while (
+            any(h.task is not None and not h.task.done() for h in self._runs.values())
+            and loop.time() < deadline
+            and not (abort is not None and abort())
+        ):
+            await asyncio.sleep(0.05)
+        await self.close(grace_s=0)
 
     # Accepting and cancelling -----------------------------------------------------------------
 
@@ -344,6 +376,7 @@ class Engine:
             await self._run_to_end(handle, ctx, runtime)
         except Exception:
             log.exception("run %s could not be finished cleanly", handle.run_id)
+            self._settle_later(handle)
         finally:
             current_context.reset(token)
             session.running -= 1
@@ -377,6 +410,7 @@ class Engine:
                 raise Invalid(f"agent {handle.agent!r} is not available")
             async with asyncio.timeout(self.settings.run_timeout_s):
                 output = await runtime.execute(ctx, agent, handle.input)
+                await runtime.flush()
         except TimeoutError:
             handle.state = "finishing"
             if not runtime.completing:
@@ -397,18 +431,90 @@ class Engine:
             await self._fail(ctx, runtime, error_of(exc))
             return
         handle.state = "finishing"
+        await runtime.flush()
         await self.store.finish_run(ctx.user_id, ctx.run_id, status="completed", output=output)
         self.finished["completed"] += 1
 
     async def _fail(self, ctx: RunContext, runtime: RunRuntime, error: dict[str, str]) -> None:
         await runtime.emit(ctx, AGENT_ERROR, {"status": "failed", "error": error, "depth": 0})
+        await runtime.flush()
         await self.store.finish_run(ctx.user_id, ctx.run_id, status="failed", error=error)
         self.finished["failed"] += 1
 
     async def _cancelled(self, ctx: RunContext, runtime: RunRuntime, reason: str) -> None:
         await runtime.emit(ctx, RUN_CANCELLED, {"status": "cancelled", "reason": reason})
+        await runtime.flush()
         await self.store.finish_run(ctx.user_id, ctx.run_id, status="cancelled")
         self.finished["cancelled"] += 1
+
+    # Store outages ----------------------------------------------------------------------------
+
+    def _settle_later(self, handle: RunHandle) -> None:
+        """A run's end could not be stored: settle it in the background once the store is back."""
+        self._unsettled[handle.run_id] = handle
+        if self._settler is None or self._settler.done():
+            self._settler = asyncio.create_task(self._settle_loop(), name="tenet-settler")
+
+    async def _settle_loop(self) -> None:
+        delay = 0.2
+        while self._unsettled:
+            await asyncio.sleep(delay)
+            for run_id, handle in list(self._unsettled.items()):
+                try:
+                    await self._settle_unfinished(handle)
+                except NotFound:
+                    pass  # deleted meanwhile: nothing left to settle
+                except Exception as exc:
+                    log.warning("settling run %s failed (%s); will retry", run_id, exc)
+                    delay = min(delay * 2, 5.0)
+                    break
+                self._unsettled.pop(run_id, None)
+            else:
+                delay = 0.2
+
+    async def _settle_unfinished(self, handle: RunHandle) -> None:
+        """Give a run that stopped without a stored end its one terminal event and status.
+
+        If its terminal event was stored before the outage, only the status is fixed
+        from it; otherwise it ends with ``agent_error`` code ``interrupted``
+        (``run_cancelled`` if it was being cancelled).
+        """
+        run = await self.store.get_run(handle.user_id, handle.run_id)
+        if run.status in ("completed", "failed", "cancelled"):
+            return
+        terminal = await self._stored_terminal(handle)
+        if terminal is None:
+            await self.settle(
+                handle.user_id,
+                handle.thread_id,
+                handle.run_id,
+                handle.agent,
+                interrupted="cancelling" if run.status == "cancelling" else "running",
+            )
+            return
+        status = terminal.get("status", "failed")
+        await self.store.finish_run(
+            handle.user_id,
+            handle.run_id,
+            status=status,
+            output=terminal.get("final_response") if status == "completed" else None,
+            error=terminal.get("error") if status == "failed" else None,
+        )
+        self.finished[status] = self.finished.get(status, 0) + 1
+
+    async def _stored_terminal(self, handle: RunHandle) -> dict[str, Any] | None:
+        after = 0
+        while True:
+            bodies = await self.store.list_events(
+                handle.user_id, handle.thread_id, after=after, limit=1000
+            )
+            for body in bodies:
+                event = orjson.loads(body)
+                if event.get("run_id") == handle.run_id and is_terminal(event):
+                    return dict(event)
+            if len(bodies) < 1000:
+                return None
+            after = int(orjson.loads(bodies[-1])["seq"])
 
 
 def _bare_context(user_id: str, thread_id: str, run_id: str, agent: str) -> RunContext:

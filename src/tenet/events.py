@@ -9,6 +9,7 @@ sends those same bytes.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -122,6 +123,8 @@ def make_event(ctx: RunContext, type: str, fields: dict[str, Any]) -> Event:
 
 class EventSink(Protocol):
     """Where emitted events go: the writer that numbers, stores, then publishes them."""
+
+    def submit(self, event: Event) -> asyncio.Future[Event]: ...
 
     async def write(self, event: Event) -> Event: ...
 

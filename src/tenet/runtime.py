@@ -36,6 +36,11 @@ if TYPE_CHECKING:
     from .store.db import Store
 
 
+#: A run waits for its events' commit at least this often (and before its end). It bounds
+#: the burst one thread can publish at once: keep TENET_WS_QUEUE well above it.
+FLUSH_EVERY = 16
+
+
 def error_of(exc: BaseException) -> dict[str, str]:
     """The ``{"code", "message"}`` an exception is reported as."""
     code = getattr(exc, "code", None)
@@ -69,16 +74,33 @@ class RunRuntime:
         self.tool_timeout = tool_timeout
         self.max_steps = max_steps
         self._steps: dict[str, int] = {}
-        self.last_event: Event | None = None
+        self._unflushed: list[asyncio.Future[Event]] = []
         #: Set once the run's own agent_completed is being written: from then on a
         #: cancel or timeout cannot end the run a second time.
         self.completing = False
         self.output: str | None = None
 
-    async def emit(self, ctx: RunContext, type: str, fields: dict[str, Any]) -> Event:
-        event = await self.sink.write(make_event(ctx, type, fields))
-        self.last_event = event
-        return event
+    async def emit(self, ctx: RunContext, type: str, fields: dict[str, Any]) -> None:
+        """Submit one event; it is stored, then published, in order.
+
+        The run does not wait for each event's commit: it waits every
+        ``FLUSH_EVERY`` events and before the run's status changes (:meth:`flush`),
+        so one run's events share transactions and a slow disk costs the run one
+        wait, not one per event.
+        """
+        self._unflushed.append(self.sink.submit(make_event(ctx, type, fields)))
+        if len(self._unflushed) >= FLUSH_EVERY:
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Wait until every event submitted so far is stored; raises if one could not be."""
+        pending, self._unflushed = self._unflushed, []
+        if not pending:
+            return
+        results = await asyncio.shield(asyncio.gather(*pending, return_exceptions=True))
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def think(self, ctx: RunContext, reasoning: str) -> None:
         step = self._steps.get(ctx.execution_id, 0) + 1
@@ -110,7 +132,7 @@ class RunRuntime:
                 error={"code": "cancelled", "message": "the run was stopped"},
                 duration_ms=_ms(started),
             )
-            await asyncio.shield(self.emit(ctx, TOOL_COMPLETED, fields))
+            await self.emit(ctx, TOOL_COMPLETED, fields)
             raise
         fields.update(ok=True, results=result, duration_ms=_ms(started))
         await self.emit(ctx, TOOL_COMPLETED, fields)
@@ -140,7 +162,7 @@ class RunRuntime:
         except asyncio.CancelledError:
             if ctx.depth > 0:
                 error = {"code": "cancelled", "message": "the run was stopped"}
-                await asyncio.shield(self._child_error(ctx, error))
+                await self._child_error(ctx, error)
             raise
         except Exception as exc:
             if ctx.depth == 0:

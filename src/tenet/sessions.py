@@ -32,6 +32,9 @@ class UserSession:
     connections: set[Any] = field(default_factory=set)
     state: dict[str, Any] = field(default_factory=dict)
     last_active: float = field(default_factory=time.monotonic)
+    #: The user's request-rate token bucket (see :meth:`take`): tokens left, last refill.
+    bucket: float | None = None
+    bucket_at: float = 0.0
 
     @property
     def idle(self) -> bool:
@@ -39,6 +42,27 @@ class UserSession:
 
     def touch(self) -> None:
         self.last_active = time.monotonic()
+
+    def take(self, rate: float, burst: int, now: float | None = None) -> float | None:
+        """Spend one request from the user's token bucket.
+
+        Returns None when the request may go on, or the seconds until one token is
+        back when the bucket is empty. The bucket holds ``burst`` tokens and refills
+        at ``rate`` per second; ``rate`` 0 means no limit. It lives in the session,
+        so it goes when the session is evicted (a returning user starts full).
+        """
+        if rate <= 0:
+            return None
+        now = time.monotonic() if now is None else now
+        if self.bucket is None:
+            self.bucket = float(burst)
+        else:
+            self.bucket = min(float(burst), self.bucket + (now - self.bucket_at) * rate)
+        self.bucket_at = now
+        if self.bucket >= 1.0:
+            self.bucket -= 1.0
+            return None
+        return (1.0 - self.bucket) / rate
 
 
 class UserSessions:

@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     port: int = 8000
     admin_token: str | None = None
     public_url: str | None = None
+    #: On SIGTERM/SIGINT, how long running runs may go on before they are stopped.
+    shutdown_grace_s: float = Field(10.0, ge=0)
+    #: Comma-separated origins allowed to call the API from a browser (CORS); unset: none.
+    cors_origins: str | None = None
 
     # Engine limits
     user_max_runs: int = Field(4, ge=1)
@@ -56,6 +60,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(256 * 1024, ge=256)
     max_threads_per_user: int = Field(10_000, ge=1)
     max_tokens_per_user: int = Field(100, ge=1)
+    #: Requests (HTTP calls and WebSocket frames) per second per user, and the burst
+    #: allowed above it (a token bucket per user); 0 turns the limit off.
+    user_rate: float = Field(50.0, ge=0)
+    user_burst: int = Field(200, ge=1)
 
     # Models
     model: Literal["scripted", "openai"] = "scripted"
@@ -76,6 +84,10 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in (self.cors_origins or "").split(",") if o.strip()]
 
     @property
     def cluster(self) -> bool:

@@ -36,14 +36,32 @@ class TenetServer(uvicorn.Server):
     """uvicorn, but tenet's sockets are closed with 1001 first on shutdown."""
 
     def __init__(
-        self, config: uvicorn.Config, app: FastAPI, *, handle_signals: bool = True
+        self,
+        config: uvicorn.Config,
+        app: FastAPI,
+        *,
+        handle_signals: bool = True,
+        grace_s: float = 0.0,
     ) -> None:
         super().__init__(config)
         self.tenet_app = app
         self.handle_signals = handle_signals
+        self.grace_s = grace_s
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Drain, then close: see "Graceful shutdown" in ``docs/deploy.md``.
+
+        While the listener is still open, new runs are refused (503 / error frame
+        ``unavailable``, ``/healthz`` 503) and running runs get ``grace_s`` to
+        finish; then the engine stops the rest (embedded: ``run_cancelled`` reason
+        ``shutdown``; cluster: back to the queue if they emitted nothing yet), every
+        socket gets what was queued for it and is closed with 1001, and uvicorn
+        stops. The writer flushes when the service closes (lifespan end).
+        """
         state: ServerState = self.tenet_app.state.tenet
+        if state.owns_service and state.service.started:
+            await state.service.engine.drain(self.grace_s, abort=lambda: self.force_exit)
+            await asyncio.sleep(0.1)  # let sockets pick up the last published events
         await state.live.close_all(1001)
         await super().shutdown(sockets)
 
@@ -175,4 +193,4 @@ def serve(
         port=port or settings.port,
         log_level=settings.log_level.lower(),
     )
-    TenetServer(config, app).run()
+    TenetServer(config, app, grace_s=settings.shutdown_grace_s).run()

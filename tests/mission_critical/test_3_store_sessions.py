@@ -14,6 +14,8 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.orm import ORMExecuteState, Session
 
+from tenet.store.sqlite_direct import DirectSqlite
+
 
 def _user_ids(values: Any) -> set[str]:
     found: set[str] = set()
@@ -48,8 +50,20 @@ async def test_no_store_session_touches_two_users(deploy) -> None:
         for obj in session.new | session.dirty:
             ids |= _user_ids(getattr(obj, "user_id", None))
 
+    # The embedded store's hot path runs whole transactions on its SQLite thread:
+    # each transaction is one "session" here, attributed by the ids it was given.
+    original_transaction = DirectSqlite._transaction
+
+    def tracked_transaction(self: DirectSqlite, fn: Any, args: tuple[Any, ...], write: bool) -> Any:
+        info: dict[str, Any] = {"tracked": _user_ids(list(args))}
+        if fn.__name__ == "transaction":  # the event writer's batch
+            info["role"] = "event-writer"
+        seen.append(info)
+        return original_transaction(self, fn, args, write)
+
     event.listen(Session, "do_orm_execute", on_execute)
     event.listen(Session, "before_flush", on_flush)
+    DirectSqlite._transaction = tracked_transaction  # type: ignore[method-assign]
     try:
         async with deploy() as d:
             users = await d.users(8)
@@ -65,6 +79,7 @@ async def test_no_store_session_touches_two_users(deploy) -> None:
 
             await asyncio.gather(*(work(u) for u in users))
     finally:
+        DirectSqlite._transaction = original_transaction  # type: ignore[method-assign]
         event.remove(Session, "do_orm_execute", on_execute)
         event.remove(Session, "before_flush", on_flush)
 

@@ -18,6 +18,7 @@ from tenet.audit import IsolationAudit
 from tenet.bus.memory import MemoryBus
 from tenet.errors import NotFound, TenetError
 from tenet.events import Event
+from tenet.store import sqlite_direct
 from tenet.store.db import Store
 from tenet.store.tables import Thread
 
@@ -86,18 +87,21 @@ async def test_a_query_without_owner_filter_is_caught(
 
 
 async def test_a_skipped_seq_is_caught(deploy, monkeypatch: pytest.MonkeyPatch) -> None:
-    original = Store.max_seqs
     skipped: list[str] = []
 
-    async def skipping(self: Store, session: Any, thread_ids: Any) -> dict[str, int]:
-        found = await original(self, session, thread_ids)
+    def skip_first(found: dict[str, int]) -> dict[str, int]:
         if not skipped and found:
             first = next(iter(found))
             skipped.append(first)
             found[first] += 1
         return found
 
-    monkeypatch.setattr(Store, "max_seqs", skipping)
+    original = sqlite_direct.max_seqs  # the embedded store's writer numbers events from this
+
+    def skipping(conn: Any, thread_ids: list[str]) -> dict[str, int]:
+        return skip_first(original(conn, thread_ids))
+
+    monkeypatch.setattr(sqlite_direct, "max_seqs", skipping)
     report = await audit(deploy)
     assert skipped
     assert not report.checks["sequence"].ok

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from ..registry import AgentRegistry
 from ..service import Service
@@ -67,6 +68,16 @@ def create_app(
     app.state.tenet = state
     install_error_handlers(app)
     app.add_middleware(GuardMiddleware, max_body_bytes=service.settings.max_body_bytes)
+    origins = service.settings.cors_origin_list
+    if origins:  # off unless TENET_CORS_ORIGINS names origins; outermost, so errors carry it too
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+            allow_credentials=False,
+            max_age=600,
+        )
     app.include_router(routes.router)
     app.include_router(sse.router)
     app.include_router(ws.router)

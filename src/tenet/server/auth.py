@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from ..errors import Unauthorized
+from ..errors import RateLimited, Unauthorized
 from ..store.db import Store
 from .state import ServerState
 
@@ -72,8 +72,17 @@ async def current_caller(request: Request) -> Caller:
     caller = await caller_for_token(server_state(request).service.store, token)
     if caller is None:
         raise Unauthorized(BAD_TOKEN)
+    check_rate(server_state(request), caller.user_id)
     request.state.caller = caller
     return caller
+
+
+def check_rate(state: ServerState, user_id: str) -> None:
+    """Spend one of the user's requests (``TENET_USER_RATE``/``TENET_USER_BURST``), or 429."""
+    settings = state.settings
+    wait = state.service.sessions.get(user_id).take(settings.user_rate, settings.user_burst)
+    if wait is not None:
+        raise RateLimited("too many requests; slow down", retry_after=wait)
 
 
 async def require_admin(request: Request) -> None:

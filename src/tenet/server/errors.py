@@ -20,13 +20,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import NotFound, RateLimited, TenetError
+from ..errors import NotFound, RateLimited, TenetError, Unavailable
 
 log = logging.getLogger("tenet.server")
 
 #: The one 404 body: a foreign id and a missing one answer these exact bytes.
 NOT_FOUND_MESSAGE = NotFound().message
 INTERNAL_MESSAGE = "internal error"
+STORE_DOWN_MESSAGE = "the store is unreachable; try again shortly"
 
 _CODE_OF_STATUS = {
     401: "unauthorized",
@@ -105,6 +106,58 @@ def _describe(errors: Any) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def _outage_types() -> tuple[type[BaseException], ...]:
+    import sqlite3
+
+    from sqlalchemy import exc as sa
+
+    types: list[type[BaseException]] = [
+        OSError,  # refused, reset, unreachable, DNS: every socket-level failure
+        sa.OperationalError,
+        sa.InterfaceError,
+        sa.DisconnectionError,
+        sa.TimeoutError,  # the pool had no connection to give in time
+        sqlite3.OperationalError,  # locked, unreadable file
+    ]
+    try:
+        import asyncpg
+    except ImportError:  # pragma: no cover - the postgres extra is not installed
+        pass
+    else:
+        types += [
+            asyncpg.PostgresConnectionError,
+            asyncpg.InterfaceError,
+            asyncpg.exceptions.CannotConnectNowError,
+            asyncpg.exceptions.TooManyConnectionsError,
+            asyncpg.exceptions.AdminShutdownError,
+        ]
+    return tuple(types)
+
+
+#: Exception types that mean "the store is unreachable" (immutable, built once at import).
+_OUTAGE_TYPES = _outage_types()
+
+
+def is_store_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) means the store is unreachable, not a bug.
+
+    Such failures answer 503 ``unavailable``: the request may succeed once the
+    database is back, and the server goes on serving meanwhile.
+    """
+    from sqlalchemy.exc import DBAPIError
+
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 8:
+        if isinstance(current, Unavailable | _OUTAGE_TYPES):
+            return True
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return True
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return False
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(TenetError, _on_tenet_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
@@ -167,7 +220,18 @@ class GuardMiddleware:
 
         try:
             await self.app(scope, replay, tracking_send)
-        except Exception:
+        except Exception as exc:
+            if is_store_outage(exc):
+                log.warning(
+                    "store unreachable in %s %s: %s",
+                    scope.get("method"),
+                    scope.get("path"),
+                    type(exc).__name__,
+                )
+                if started:
+                    return
+                await error_response(503, "unavailable", STORE_DOWN_MESSAGE)(scope, replay, send)
+                return
             log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
             if started:
                 raise

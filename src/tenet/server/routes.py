@@ -204,8 +204,11 @@ async def cancel_run(run_id: str, caller: CallerDep, state: StateDep) -> Respons
 
 @router.get("/healthz")
 async def healthz(request: Request) -> Response:
+    service = server_state(request).service
+    if not service.engine.accepting:  # draining: load balancers should send work elsewhere
+        raise Unavailable("the server is shutting down")
     try:
-        await asyncio.wait_for(server_state(request).service.store.ping(), timeout=5.0)
+        await asyncio.wait_for(service.store.ping(), timeout=5.0)
     except Exception as exc:
         log.warning("health check failed: %s", type(exc).__name__)
         raise Unavailable("the store is unreachable") from None

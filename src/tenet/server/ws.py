@@ -31,10 +31,11 @@ from starlette.websockets import WebSocketDisconnect
 
 from ..bus import Subscription, SubscriptionClosed, SubscriptionOverflow
 from ..bus.follow import ThreadCursor
-from ..errors import Invalid, NotFound, TenetError
+from ..errors import Invalid, NotFound, TenetError, Unavailable
 from ..events import Event
 from ..ids import new_id
 from .auth import Caller, bearer, caller_for_token
+from .errors import STORE_DOWN_MESSAGE, is_store_outage
 from .routes import check_metadata
 from .state import ServerState
 
@@ -47,8 +48,12 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_TOO_SLOW = 4008
 CLOSE_TOO_MANY = 4429
+#: The store could not be reached to authenticate: try again later (RFC 6455 1013).
+CLOSE_TRY_AGAIN_LATER = 1013
 #: How long a close frame may wait for a client that does not read before the socket is dropped.
 CLOSE_TIMEOUT_S = 5.0
+#: At shutdown, how long a socket may take to send what is queued before its 1001.
+FLUSH_TIMEOUT_S = 2.0
 
 
 class Connection:
@@ -113,16 +118,27 @@ class Connection:
         if self.close_code is not None:
             return
         self.close_code = code
-        self._queue.clear()
+        # Shutdown (1001) first sends what is queued, so a client sees its runs' last events;
+        # any other close drops it (a client too slow or no longer allowed).
+        flush = code == CLOSE_GOING_AWAY
+        if not flush:
+            self._queue.clear()
         self._has_room.set()
         self.sub.close()
-        self._closer = asyncio.create_task(self._close(code), name=f"ws-close {self.connection_id}")
+        self._closer = asyncio.create_task(
+            self._close(code, flush=flush), name=f"ws-close {self.connection_id}"
+        )
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
 
-    async def _close(self, code: int) -> None:
+    async def _close(self, code: int, *, flush: bool = False) -> None:
         writer = self._writer
+        if flush and writer is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FLUSH_TIMEOUT_S):
+                    while self._queue and not writer.done():
+                        await asyncio.sleep(0.01)
         if writer is not None and writer is not asyncio.current_task():
             writer.cancel()
             with contextlib.suppress(BaseException):
@@ -248,6 +264,13 @@ class Connection:
             await self._handle(text)
 
     async def _handle(self, text: str) -> None:
+        settings = self.state.settings
+        wait = self.state.service.sessions.get(self.user_id).take(
+            settings.user_rate, settings.user_burst
+        )
+        if wait is not None:  # every frame counts against the user's request rate
+            self._error(None, "rate_limited", f"too many requests; retry in {wait:.2f}s")
+            return
         if len(text.encode()) > self._max_frame:
             self._error(None, "too_large", f"frames are limited to {self._max_frame} bytes")
             return
@@ -270,7 +293,11 @@ class Connection:
             await handler(self, frame, ref)
         except TenetError as exc:
             self._error(ref, exc.code, exc.message)
-        except Exception:
+        except Exception as exc:
+            if is_store_outage(exc):
+                log.warning("store unreachable for a %s frame: %s", kind, type(exc).__name__)
+                self._error(ref, "unavailable", STORE_DOWN_MESSAGE)
+                return
             log.exception("a %s frame failed", kind, extra={"user_id": self.user_id})
             self._error(ref, "internal", "internal error")
 
@@ -323,6 +350,8 @@ class Connection:
         if "input" not in frame:
             raise Invalid("missing field 'input'")
         service = self.state.service
+        if not service.engine.accepting:
+            raise Unavailable("the server is shutting down")
         service.engine.check_request(agent, frame["input"])
         metadata = frame.get("metadata")
         if metadata is not None and not isinstance(metadata, dict):
@@ -431,6 +460,13 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     try:
         caller, ref = await _authenticate(ws, state)
     except (WebSocketDisconnect, RuntimeError):
+        return
+    except Exception as exc:
+        outage = is_store_outage(exc)
+        if not outage:
+            log.exception("authenticating a socket failed")
+        with contextlib.suppress(Exception):
+            await ws.close(CLOSE_TRY_AGAIN_LATER if outage else 1011)
         return
     if caller is None:
         with contextlib.suppress(Exception):

@@ -17,12 +17,13 @@ import asyncio
 import contextlib
 import hashlib
 import secrets
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from sqlalchemy import delete, event, func, select, text, tuple_, update
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -35,7 +36,11 @@ from sqlalchemy.orm import aliased
 from ..errors import Conflict, Invalid, NotFound
 from ..events import utc_now
 from ..ids import is_valid, new_id
+from . import sqlite_direct as direct
+from .sqlite_direct import DirectSqlite
 from .tables import EventRow, Message, Note, Run, Thread, Token, User
+
+T = TypeVar("T")
 
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 
@@ -65,9 +70,20 @@ class Store:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        database = make_url(url).database if self.is_sqlite else None
+        #: The hot path on SQLite: plain sqlite3 on one thread (see sqlite_direct).
+        self.direct = DirectSqlite(database) if database and database != ":memory:" else None
 
     async def close(self) -> None:
+        if self.direct is not None:
+            await self.direct.close()
         await self.engine.dispose()
+
+    async def direct_write(self, fn: Callable[..., T], *args: Any) -> T:
+        """One write transaction on the SQLite thread, serialized with the ORM's writes."""
+        assert self.direct is not None and self._write_lock is not None
+        async with self._write_lock:
+            return await self.direct.write(fn, *args)
 
     # Sessions -------------------------------------------------------------------------------
 
@@ -188,6 +204,16 @@ class Store:
     async def get_thread(self, user_id: str, thread_id: str) -> Thread:
         if not is_valid(thread_id, "thr"):
             raise NotFound()
+        if self.direct is not None:
+            found = await self.direct.read(direct.thread_owned, user_id, thread_id)
+            if found is None:
+                raise NotFound()
+            return Thread(
+                id=found[0],
+                user_id=found[1],
+                meta=direct.from_db_json(found[2]) or {},
+                created_at=direct.from_db_time(found[3]),
+            )
         async with self.read() as s:
             row = (
                 await s.execute(
@@ -272,6 +298,15 @@ class Store:
             created_at=now,
             attempts=0,
         )
+        message_id = new_id("msg")
+        if self.direct is not None:
+            row = {
+                c: getattr(run, c)
+                for c in ("id", "user_id", "thread_id", "agent", "input", "meta", "created_at")
+            }
+            if not await self.direct_write(direct.insert_run, row, message_id):
+                raise NotFound()
+            return run
         async with self.write() as s:
             owned = await s.scalar(
                 select(Thread.id).where(Thread.id == thread_id, Thread.user_id == user_id)
@@ -281,7 +316,7 @@ class Store:
             s.add(run)
             s.add(
                 Message(
-                    id=new_id("msg"),
+                    id=message_id,
                     user_id=user_id,
                     thread_id=thread_id,
                     run_id=run.id,
@@ -295,6 +330,11 @@ class Store:
     async def get_run(self, user_id: str, run_id: str) -> Run:
         if not is_valid(run_id, "run"):
             raise NotFound()
+        if self.direct is not None:
+            found = await self.direct.read(direct.select_run, user_id, run_id)
+            if found is None:
+                raise NotFound()
+            return Run(**found)
         async with self.read() as s:
             row = (
                 await s.execute(select(Run).where(Run.id == run_id, Run.user_id == user_id))
@@ -305,6 +345,9 @@ class Store:
 
     async def update_run(self, user_id: str, run_id: str, **values: Any) -> None:
         """Set run fields; a finished run keeps its terminal status."""
+        if self.direct is not None:
+            await self.direct_write(direct.update_run, user_id, run_id, values)
+            return
         async with self.write() as s:
             await s.execute(
                 update(Run)
@@ -325,6 +368,11 @@ class Store:
     ) -> None:
         """Terminal status, output and the assistant's message, in one transaction."""
         now = utc_now()
+        if self.direct is not None:
+            await self.direct_write(
+                direct.finish_run, user_id, run_id, status, output, error, now, new_id("msg")
+            )
+            return
         async with self.write() as s:
             run = (
                 await s.execute(select(Run).where(Run.id == run_id, Run.user_id == user_id))
@@ -537,6 +585,8 @@ class Store:
         """Stored event bodies (JSON text) of the thread with ``seq > after``, ascending."""
         if check_owner:
             await self.get_thread(user_id, thread_id)
+        if self.direct is not None:
+            return await self.direct.read(direct.select_events, user_id, thread_id, after, limit)
         async with self.read() as s:
             q = (
                 select(EventRow.body)

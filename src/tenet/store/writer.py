@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections import OrderedDict
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import orjson
 from sqlalchemy import insert
 
 from ..events import Event
+from . import sqlite_direct
 from .db import Store
 from .tables import EventRow
 
@@ -72,14 +75,23 @@ class EventWriter:
         """Drop the cached last ``seq`` of a thread (another process may write to it next)."""
         self._last_seq.pop(thread_id, None)
 
-    async def write(self, event: Event) -> Event:
-        """Queue one event; returns once it is stored and published, with its ``seq``."""
+    def submit(self, event: Event) -> asyncio.Future[Event]:
+        """Queue one event without waiting; the future resolves once it is stored and published.
+
+        Events are written in the order they were submitted, so a run may submit
+        many and wait once (see :meth:`RunRuntime.flush`): that is what lets one
+        run's events share a transaction.
+        """
         if self._closed and self._task is None:
             raise RuntimeError("event writer is closed")
         future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
         self._pending.append((event, future))
         self._wakeup.set()
-        return await asyncio.shield(future)
+        return future
+
+    async def write(self, event: Event) -> Event:
+        """Queue one event; returns once it is stored and published, with its ``seq``."""
+        return await asyncio.shield(self.submit(event))
 
     async def _loop(self) -> None:
         while True:
@@ -129,34 +141,67 @@ class EventWriter:
             if not future.done():
                 future.set_result(event)
 
+    def _number(self, events: list[Event], known: dict[str, int]) -> dict[str, int]:
+        """Give each event the next ``seq`` of its thread and its one serialized form."""
+        assigned: dict[str, int] = {}
+        for event in events:
+            seq = assigned.get(event.thread_id)
+            if seq is None:
+                seq = self._last_seq.get(event.thread_id, known.get(event.thread_id, 0))
+            seq += 1
+            assigned[event.thread_id] = seq
+            event.seq = seq
+            event.data["seq"] = seq
+            event.json = orjson.dumps(event.data).decode()
+        return assigned
+
     async def _store_events(self, events: list[Event]) -> None:
-        async with self._store.write() as session:
-            # Marked: the one session that writes rows of many users (each stamped from its run).
-            session.info["role"] = "event-writer"
-            unknown = {e.thread_id for e in events if e.thread_id not in self._last_seq}
-            if unknown:
-                self._last_seq.update(await self._store.max_seqs(session, unknown))
-            assigned: dict[str, int] = {}
-            rows = []
-            for event in events:
-                seq = assigned.get(event.thread_id, self._last_seq[event.thread_id]) + 1
-                assigned[event.thread_id] = seq
-                event.seq = seq
-                event.data["seq"] = seq
-                event.json = orjson.dumps(event.data).decode()
-                rows.append(
-                    {
-                        "id": event.data["event_id"],
-                        "user_id": event.user_id,
-                        "thread_id": event.thread_id,
-                        "run_id": event.run_id,
-                        "seq": seq,
-                        "type": event.data["type"],
-                        "created_at": _created(event),
-                        "body": event.json,
-                    }
+        unknown = list({e.thread_id for e in events if e.thread_id not in self._last_seq})
+        direct_db = self._store.direct
+        if direct_db is not None:
+
+            def transaction(conn: sqlite3.Connection) -> dict[str, int]:
+                known = sqlite_direct.max_seqs(conn, unknown) if unknown else {}
+                assigned = self._number(events, known)
+                sqlite_direct.insert_events(
+                    conn,
+                    [
+                        (
+                            e.data["event_id"],
+                            e.user_id,
+                            e.thread_id,
+                            e.run_id,
+                            e.seq,
+                            e.data["type"],
+                            sqlite_direct.to_db_time(_created(e)),
+                            e.json,
+                        )
+                        for e in events
+                    ],
                 )
-            await session.execute(insert(EventRow), rows)
+                return assigned
+
+            assigned = await self._store.direct_write(transaction)
+        else:
+            async with self._store.write() as session:
+                # Marked: the one session that writes rows of many users (each from its run).
+                session.info["role"] = "event-writer"
+                known = await self._store.max_seqs(session, unknown) if unknown else {}
+                assigned = self._number(events, known)
+                rows = [
+                    {
+                        "id": e.data["event_id"],
+                        "user_id": e.user_id,
+                        "thread_id": e.thread_id,
+                        "run_id": e.run_id,
+                        "seq": e.seq,
+                        "type": e.data["type"],
+                        "created_at": _created(e),
+                        "body": e.json,
+                    }
+                    for e in events
+                ]
+                await session.execute(insert(EventRow), rows)
         for thread_id, seq in assigned.items():
             self._last_seq[thread_id] = seq
             self._last_seq.move_to_end(thread_id)
@@ -164,7 +209,5 @@ class EventWriter:
             self._last_seq.popitem(last=False)
 
 
-def _created(event: Event):  # type: ignore[no-untyped-def]
-    from datetime import UTC, datetime
-
+def _created(event: Event) -> datetime:
     return datetime.fromtimestamp(event.created, UTC)

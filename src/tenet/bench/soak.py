@@ -1,0 +1,478 @@
+"""``tenet bench --soak MINUTES``: a long mixed workload that must lose nothing.
+
+One ``tenet serve`` process (SQLite, in a temporary folder) serves the example
+agents plus a ``flaky`` agent whose runs succeed, call a tool that fails, call a
+tool that times out, raise, or outlive the run timeout. Simulated users, each on
+its own WebSocket, do random things until the time is up: start runs on new and
+old threads, cancel them, drop the connection mid-run and come back with
+``subscribe`` + ``after``, and read slowly enough to overflow their queue (4008)
+and resume. Every user records what it received per thread.
+
+At the end every user's received events are compared with the stored ones,
+thread by thread: an event stored and never received is *lost*, one received
+twice is *duplicated*, one received out of order (a gap in ``seq``) is a *gap*,
+one whose bytes differ from the stored ones is *mismatched*. All must be 0. The
+server's resident memory is sampled every second; its slope (least-squares fit
+over the run, first minute excluded when there is more) shows a leak. Errors are
+counted by kind: close codes, error frames, and how runs ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import secrets
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+
+from ..agents import Agent
+from ..context import RunContext
+from ..registry import AgentRegistry
+from ..tools import ToolFailed, tool
+from .procs import ServerProcess, raise_file_limit, rss_bytes
+
+SOAK_APP = "tenet.bench.soak:registry"
+TERMINAL = frozenset({"run_cancelled", "agent_completed", "agent_error"})
+
+#: Server settings of the soak: short timeouts so that timeouts happen, a small
+#: socket queue so that slow readers overflow it.
+SERVER_ENV = {
+    "TENET_RUN_TIMEOUT_S": "3",
+    "TENET_TOOL_TIMEOUT_S": "0.5",
+    "TENET_WS_QUEUE": "64",
+    "TENET_USER_MAX_RUNS": "2",
+    "TENET_SESSION_IDLE_S": "5",
+}
+
+
+# The server side: a flaky agent ----------------------------------------------------------------
+
+
+@tool
+async def fail(reason: str) -> str:
+    """Always fails (a tool that breaks)."""
+    raise ToolFailed("tool_broke", f"failed on purpose: {reason}")
+
+
+@tool
+async def stall(seconds: float) -> str:
+    """Sleeps (longer than the tool timeout of the soak)."""
+    await asyncio.sleep(seconds)
+    return "woke up"
+
+
+class FlakyAgent(Agent):
+    """``mode=ok|tool_fail|tool_timeout|raise|timeout events=N`` in the input."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            name="flaky",
+            description="Succeeds, fails, times out: for the soak.",
+            tools=[fail, stall],
+        )
+
+    async def run(self, ctx: RunContext, input: str) -> str:
+        opts = dict(part.partition("=")[::2] for part in input.split())
+        mode = opts.get("mode", "ok")
+        events = min(max(int(opts.get("events", "10") or 10), 1), 2000)
+        await ctx.think(f"mode {mode}")
+        if mode == "tool_fail":
+            with contextlib.suppress(ToolFailed):
+                await ctx.call_tool("fail", reason="soak")
+        elif mode == "tool_timeout":
+            with contextlib.suppress(ToolFailed):
+                await ctx.call_tool("stall", seconds=5.0)
+        for i in range(events):
+            await ctx.say(f"t{i} ")
+            if i % 20 == 19:
+                await asyncio.sleep(0.01)
+        if mode == "raise":
+            raise RuntimeError("the flaky agent broke")
+        if mode == "timeout":
+            await asyncio.sleep(60)
+        return f"{mode} done"
+
+
+def _registry() -> AgentRegistry:
+    from ..examples import default_registry
+
+    return AgentRegistry([*default_registry(), FlakyAgent()])
+
+
+def __getattr__(name: str) -> AgentRegistry:
+    # Built on access (``--app tenet.bench.soak:registry``): no state at import.
+    if name == "registry":
+        return _registry()
+    raise AttributeError(name)
+
+
+# The client side ---------------------------------------------------------------------------------
+
+
+@dataclass
+class ThreadLog:
+    """What one user received of one thread."""
+
+    received: dict[int, str] = field(default_factory=dict)
+    last_seq: int = 0
+
+
+@dataclass
+class SoakTotals:
+    errors: Counter[str] = field(default_factory=Counter)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    runs_started: int = 0
+    reconnects: int = 0
+    duplicated: int = 0
+    gaps: int = 0
+
+
+@dataclass
+class SoakConfig:
+    minutes: float = 1.0
+    users: int = 20
+    seed: int = 1
+    url: str | None = None
+    admin_token: str | None = None
+
+
+class SoakUser:
+    """One simulated user: one socket at a time, many threads, random behaviour."""
+
+    def __init__(self, ws_url: str, token: str, rng: random.Random, totals: SoakTotals) -> None:
+        self.ws_url = ws_url
+        self.token = token
+        self.rng = rng
+        self.totals = totals
+        self.threads: dict[str, ThreadLog] = {}
+        self.open_runs: set[str] = set()
+        self.ws: Any = None
+        self.reader: asyncio.Task[None] | None = None
+        self.paused = asyncio.Event()
+        self.paused.set()
+        self.accepted: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def connect(self) -> None:
+        from websockets.asyncio.client import connect
+
+        for attempt in range(50):
+            try:
+                self.ws = await connect(
+                    self.ws_url,
+                    additional_headers={"Authorization": f"Bearer {self.token}"},
+                    max_size=16 * 1024 * 1024,
+                    open_timeout=30,
+                    close_timeout=2,
+                )
+                ready = orjson.loads(await asyncio.wait_for(self.ws.recv(), 30))
+                if ready.get("type") != "ready":
+                    raise RuntimeError(f"expected ready, got {ready}")
+                break
+            except Exception as exc:
+                self.totals.errors[f"connect:{type(exc).__name__}"] += 1
+                await asyncio.sleep(0.2 * (attempt + 1))
+        else:
+            raise RuntimeError("could not connect")
+        self.paused.set()
+        self.reader = asyncio.create_task(self._read(self.ws))
+        # Resume every thread where this user left it: no gap, no duplicate.
+        for thread_id, log in self.threads.items():
+            await self.ws.send(
+                orjson.dumps(
+                    {"type": "subscribe", "thread_id": thread_id, "after": log.last_seq}
+                ).decode()
+            )
+
+    async def disconnect(self) -> None:
+        ws, reader = self.ws, self.reader
+        self.ws = self.reader = None
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(), 3)
+        if reader is not None:
+            reader.cancel()
+            with contextlib.suppress(BaseException):
+                await reader
+
+    async def _read(self, ws: Any) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            async for raw in ws:
+                await self.paused.wait()
+                frame = orjson.loads(raw)
+                self._on_frame(frame, raw if isinstance(raw, str) else raw.decode())
+        except ConnectionClosed as exc:
+            code = exc.rcvd.code if exc.rcvd else None
+            if code not in (None, 1000):
+                self.totals.errors[f"close:{code}"] += 1
+        if self.ws is ws:  # the server closed it (4008 or else): come back and resume
+            self.ws = None
+
+    def _on_frame(self, frame: dict[str, Any], raw: str) -> None:
+        kind = frame.get("type")
+        if kind == "run_accepted":
+            self.threads.setdefault(frame["thread_id"], ThreadLog())
+            self.accepted.put_nowait(frame)
+            return
+        if kind == "error":
+            self.totals.errors[f"error_frame:{frame.get('code')}"] += 1
+            if frame.get("ref") == "run":
+                self.accepted.put_nowait(frame)
+            return
+        if "seq" not in frame or "thread_id" not in frame:
+            return
+        log = self.threads.setdefault(frame["thread_id"], ThreadLog())
+        seq = frame["seq"]
+        if seq in log.received:
+            self.totals.duplicated += 1
+        elif seq != log.last_seq + 1:
+            self.totals.gaps += 1
+        log.received.setdefault(seq, raw)
+        log.last_seq = max(log.last_seq, seq)
+        if kind in TERMINAL and (kind == "run_cancelled" or frame.get("depth") == 0):
+            self.open_runs.discard(frame["run_id"])
+            outcome = kind
+            if kind == "agent_error":
+                outcome = f"agent_error:{frame['error']['code']}"
+            elif kind == "run_cancelled":
+                outcome = f"run_cancelled:{frame.get('reason')}"
+            self.totals.outcomes[outcome] += 1
+
+    async def send(self, frame: dict[str, Any]) -> bool:
+        if self.ws is None:
+            await self.connect()
+        try:
+            await self.ws.send(orjson.dumps(frame).decode())
+            return True
+        except Exception:
+            self.ws = None
+            return False
+
+    async def start_run(self) -> None:
+        r = self.rng.random()
+        if r < 0.45:
+            frame: dict[str, Any] = {
+                "agent": "benchmark",
+                "input": f"latency_ms={self.rng.choice([0, 20, 100])} "
+                f"events={self.rng.randint(5, 60)}",
+            }
+        elif r < 0.55:
+            frame = {"agent": "assistant", "input": "what is 6 * 7? remember that"}
+        else:
+            mode = self.rng.choice(["ok", "tool_fail", "tool_timeout", "raise", "timeout"])
+            frame = {"agent": "flaky", "input": f"mode={mode} events={self.rng.randint(5, 200)}"}
+        frame.update(type="run", ref="run")
+        if self.threads and self.rng.random() < 0.5:
+            frame["thread_id"] = self.rng.choice(list(self.threads))
+        while not self.accepted.empty():
+            self.accepted.get_nowait()
+        if not await self.send(frame):
+            return
+        try:
+            answer = await asyncio.wait_for(self.accepted.get(), 10)
+        except TimeoutError:
+            self.totals.errors["run_not_answered"] += 1
+            return
+        if answer.get("type") == "run_accepted":
+            self.totals.runs_started += 1
+            self.open_runs.add(answer["run_id"])
+
+    async def step(self) -> None:
+        r = self.rng.random()
+        if r < 0.5 or not self.open_runs:
+            await self.start_run()
+        elif r < 0.62:
+            await self.send({"type": "cancel", "run_id": self.rng.choice(list(self.open_runs))})
+        elif r < 0.74:  # drop the connection mid-run, come back a moment later
+            self.totals.reconnects += 1
+            await self.disconnect()
+            await asyncio.sleep(self.rng.uniform(0.0, 0.5))
+            await self.connect()
+        elif r < 0.84:  # a slow reader: stop reading for a while
+            self.paused.clear()
+            await asyncio.sleep(self.rng.uniform(0.5, 2.0))
+            self.paused.set()
+        await asyncio.sleep(self.rng.uniform(0.1, 0.6))
+
+    async def finish(self, timeout_s: float) -> None:
+        """Wait for every started run to end, resuming when the server closes the socket."""
+        deadline = time.monotonic() + timeout_s
+        self.paused.set()
+        while self.open_runs and time.monotonic() < deadline:
+            if self.ws is None:
+                with contextlib.suppress(Exception):
+                    await self.connect()
+            await asyncio.sleep(0.1)
+        # Catch up with what the server stored last (e.g. a run's end sent just before a close).
+        if self.ws is None:
+            with contextlib.suppress(Exception):
+                await self.connect()
+        await asyncio.sleep(0.5)
+
+
+async def _stored(http: httpx.AsyncClient, token: str, thread_id: str) -> list[str]:
+    bodies: list[str] = []
+    after = 0
+    while True:
+        r = await http.get(
+            f"/v1/threads/{thread_id}/events",
+            params={"after": after, "limit": 1000},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        r.raise_for_status()
+        page = [orjson.dumps(e).decode() for e in r.json()]
+        bodies += page
+        if len(page) < 1000:
+            return bodies
+        after = orjson.loads(page[-1])["seq"]
+
+
+def _slope_mib_per_min(samples: list[tuple[float, int]]) -> float | None:
+    """Least-squares slope of RSS over time, MiB per minute (first minute dropped if longer)."""
+    if len(samples) > 120:
+        t0 = samples[0][0]
+        samples = [s for s in samples if s[0] - t0 >= 60]
+    if len(samples) < 3:
+        return None
+    n = len(samples)
+    mx = sum(t for t, _ in samples) / n
+    my = sum(v for _, v in samples) / n
+    sxx = sum((t - mx) ** 2 for t, _ in samples)
+    if sxx == 0:
+        return None
+    sxy = sum((t - mx) * (v - my) for t, v in samples)
+    return sxy / sxx * 60 / (1024 * 1024)
+
+
+async def _soak(config: SoakConfig, url: str, ws_url: str, admin: str, pid: int | None) -> dict:
+    rng = random.Random(config.seed)
+    totals = SoakTotals()
+    samples: list[tuple[float, int]] = []
+    started = time.monotonic()
+    stop = asyncio.Event()
+
+    async def sample() -> None:
+        while not stop.is_set():
+            if pid is not None:
+                with contextlib.suppress(OSError):
+                    samples.append((time.monotonic() - started, rss_bytes(pid)))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        tokens = []
+        for i in range(config.users):
+            r = await http.post(
+                "/v1/users",
+                json={"name": f"soak-{i}-{secrets.token_hex(3)}"},
+                headers={"Authorization": f"Bearer {admin}"},
+            )
+            r.raise_for_status()
+            tokens.append(r.json()["token"])
+        users = [SoakUser(ws_url, t, random.Random(rng.random()), totals) for t in tokens]
+        sampler = asyncio.create_task(sample())
+        deadline = started + config.minutes * 60
+
+        async def life(user: SoakUser) -> None:
+            await user.connect()
+            while time.monotonic() < deadline:
+                try:
+                    await user.step()
+                except Exception as exc:
+                    totals.errors[f"client:{type(exc).__name__}"] += 1
+                    user.ws = None
+                    await asyncio.sleep(0.2)
+            await user.finish(60)
+
+        await asyncio.gather(*(life(u) for u in users))
+        stop.set()
+        await sampler
+        # Compare what each user received with what is stored.
+        lost = mismatched = phantom = stored_total = received_total = unfinished = 0
+        for user in users:
+            unfinished += len(user.open_runs)
+            for thread_id, log in user.threads.items():
+                stored = await _stored(http, user.token, thread_id)
+                stored_total += len(stored)
+                received_total += len(log.received)
+                by_seq = {orjson.loads(b)["seq"]: b for b in stored}
+                for seq, body in by_seq.items():
+                    got = log.received.get(seq)
+                    if got is None:
+                        lost += 1
+                    elif orjson.loads(got) != orjson.loads(body):
+                        mismatched += 1
+                phantom += sum(1 for seq in log.received if seq not in by_seq)
+            await user.disconnect()
+    return {
+        "minutes": config.minutes,
+        "users": config.users,
+        "seconds": round(time.monotonic() - started, 1),
+        "runs_started": totals.runs_started,
+        "outcomes": dict(totals.outcomes),
+        "reconnects": totals.reconnects,
+        "events_stored": stored_total,
+        "events_received": received_total,
+        "lost": lost,
+        "duplicated": totals.duplicated,
+        "gaps": totals.gaps,
+        "mismatched": mismatched,
+        "phantom": phantom,
+        "unfinished_runs": unfinished,
+        "errors": dict(totals.errors),
+        "rss_start_mib": round(samples[0][1] / 2**20, 1) if samples else None,
+        "rss_end_mib": round(samples[-1][1] / 2**20, 1) if samples else None,
+        "rss_peak_mib": round(max(v for _, v in samples) / 2**20, 1) if samples else None,
+        "rss_slope_mib_per_min": _round(_slope_mib_per_min(samples)),
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def run_soak(config: SoakConfig) -> dict[str, Any]:
+    """Run the soak (against a fresh ``tenet serve`` unless ``config.url`` is given)."""
+    raise_file_limit()
+    if config.url:
+        assert config.admin_token, "--admin-token is needed with --url"
+        ws_url = config.url.replace("http", "ws", 1).rstrip("/") + "/v1/ws"
+        return asyncio.run(_soak(config, config.url, ws_url, config.admin_token, None))
+    admin = secrets.token_urlsafe(16)
+    server = _SoakServer(admin_token=admin, env=SERVER_ENV)
+    with server:
+        report = asyncio.run(_soak(config, server.url, server.ws_url, admin, server.pid))
+        report["server_log_tail"] = server.log_tail(10) if report_failed(report) else ""
+    return report
+
+
+def report_failed(report: dict[str, Any]) -> bool:
+    keys = ("lost", "duplicated", "gaps", "mismatched", "phantom", "unfinished_runs")
+    return any(report.get(k) for k in keys) or bool(
+        report.get("errors", {}).get("error_frame:internal")
+    )
+
+
+class _SoakServer(ServerProcess):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("tenet", **kwargs)
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "tenet.cli",
+            "serve",
+            "--port",
+            str(self.port),
+            "--app",
+            SOAK_APP,
+        ]
