@@ -63,10 +63,9 @@ def format_time(value: datetime | None) -> str | None:
     """RFC 3339 UTC with milliseconds, as the protocol wants: ``2026-11-29T06:00:00.123Z``."""
     if value is None:
         return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.isoformat(timespec="milliseconds") + "Z"
 
 
 def is_terminal(event: dict[str, Any]) -> bool:

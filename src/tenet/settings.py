@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     ws_max_frame_bytes: int = Field(64 * 1024, ge=256)
     ws_auth_timeout_s: float = Field(10.0, gt=0)
     ws_ping_s: float = Field(20.0, gt=0)
+    #: permessage-deflate costs ~100 KiB of zlib state per socket and a third of the send
+    #: path's CPU, for small JSON frames that compress little: off unless asked for.
+    ws_compression: bool = False
     max_body_bytes: int = Field(256 * 1024, ge=256)
     max_threads_per_user: int = Field(10_000, ge=1)
     max_tokens_per_user: int = Field(100, ge=1)

@@ -164,17 +164,12 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     settings = Settings()
-    # The same uvicorn options as ``tenet serve`` (cli._serve), so only the app differs.
-    uvicorn.run(
-        create_floor_app(),
-        host="127.0.0.1",
-        port=args.port,
-        log_level="warning",
-        ws_ping_interval=settings.ws_ping_s,
-        ws_ping_timeout=settings.ws_ping_s,
-        ws_max_size=settings.ws_max_frame_bytes * 2,
-        timeout_graceful_shutdown=30,
-    )
+    # The same uvicorn options as ``tenet serve`` (testing.uvicorn_config), so only the app differs.
+    from ..testing import uvicorn_config
+
+    app = create_floor_app()
+    config = uvicorn_config(app, settings, host="127.0.0.1", port=args.port, log_level="warning")
+    uvicorn.Server(config).run()
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ def to_db_time(value: datetime | None) -> str | None:
         return None
     if value.tzinfo is not None:
         value = value.astimezone(UTC).replace(tzinfo=None)
-    return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value.isoformat(sep=" ", timespec="microseconds")  # strftime is several times slower
 
 
 def from_db_time(value: str | None) -> datetime | None:
