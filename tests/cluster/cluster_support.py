@@ -17,6 +17,8 @@ from pathlib import Path
 
 import httpx
 
+from tenet.client import Client
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -94,15 +96,8 @@ class Cluster:
     redis: RedisServer
 
     async def user(self, name: str) -> tuple[str, str]:
-        async with httpx.AsyncClient(base_url=self.nodes[0].url) as http:
-            r = await http.post(
-                "/v1/users",
-                json={"name": name},
-                headers={"Authorization": f"Bearer {self.admin_token}"},
-            )
-            r.raise_for_status()
-            body = r.json()
-            return body["user_id"], body["token"]
+        body = await Client.create_user(self.nodes[0].url, self.admin_token, name)
+        return body["user_id"], body["token"]
 
 
 async def wait_healthy(url: str, timeout: float = 30) -> None:

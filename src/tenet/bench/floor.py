@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnect
 
 from ..events import format_time
+from ..examples.benchmark import parse_input
 from ..ids import new_id
 
 _PLACEHOLDER = "2000-01-01T00:00:00.000Z"
@@ -33,17 +34,7 @@ _PLACEHOLDER = "2000-01-01T00:00:00.000Z"
 
 def _parse(input: str) -> tuple[float, int]:
     """``latency_ms`` and ``events`` from a benchmark input, as the agent reads them."""
-    latency_ms, events = 0.0, 25
-    for part in input.split():
-        key, _, value = part.partition("=")
-        try:
-            if key == "latency_ms":
-                latency_ms = min(max(float(value), 0.0), 60_000.0)
-            elif key == "events":
-                events = min(max(int(value), 5), 10_000)
-        except ValueError:
-            pass
-    return latency_ms, events
+    return parse_input(input)
 
 
 def render_run(user_id: str, thread_id: str, input: str, events: int) -> list[str]:

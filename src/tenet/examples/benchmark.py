@@ -16,6 +16,20 @@ from ..context import RunContext
 from ..tools import tool
 
 
+def parse_input(input: str, latency_ms: float = 0.0, events: int = 25) -> tuple[float, int]:
+    """``latency_ms`` and ``events`` as a run's input overrides them (bad values are ignored)."""
+    for part in input.split():
+        key, _, value = part.partition("=")
+        try:
+            if key == "latency_ms":
+                latency_ms = min(max(float(value), 0.0), 60_000.0)
+            elif key == "events":
+                events = min(max(int(value), 5), 10_000)
+        except ValueError:
+            pass
+    return latency_ms, events
+
+
 @tool
 async def echo(value: str) -> str:
     """Return the value unchanged."""
@@ -35,16 +49,7 @@ class BenchmarkAgent(Agent):
         self.events = events
 
     async def run(self, ctx: RunContext, input: str) -> str:
-        latency_ms, events = self.latency_ms, self.events
-        for part in input.split():
-            key, _, value = part.partition("=")
-            try:
-                if key == "latency_ms":
-                    latency_ms = min(max(float(value), 0.0), 60_000.0)
-                elif key == "events":
-                    events = min(max(int(value), 5), 10_000)
-            except ValueError:
-                pass
+        latency_ms, events = parse_input(input, self.latency_ms, self.events)
         if latency_ms:
             await asyncio.sleep(latency_ms / 1000)
         await ctx.think("benchmark step")
