@@ -71,3 +71,16 @@ def test_db_upgrade_migrates_an_empty_database(tmp_path: Path) -> None:
     result = tenet(tmp_path, "db", "upgrade")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "cli.db").exists()
+
+
+def test_audit_against_an_in_process_server_passes_and_writes_json(tmp_path: Path) -> None:
+    import json
+
+    report_file = tmp_path / "audit.json"
+    result = tenet(tmp_path, "audit", "--users", "3", "--runs", "1", "--json", str(report_file))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "routing" in result.stdout and "probes" in result.stdout
+    report = json.loads(report_file.read_text())
+    assert report["ok"] is True and report["users"] == 3
+    assert set(report["checks"]) >= {"routing", "content", "sequence", "probes", "guard"}
+    assert all(c["checked"] > 0 for c in report["checks"].values())
