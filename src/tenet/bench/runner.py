@@ -524,17 +524,21 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     cmp100 = next((c for c in report["comparison"] if c["users"] == 100), None)
     frac = cmp100.get("fraction_of_floor") if cmp100 else None
     add("fraction of the floor, 100 users", ">= 0.5", frac, None if frac is None else frac >= 0.5)
-    cpus = [
-        p["server_cpu_ms_per_run"]
+    measured = [
+        p
         for p in phases
         if p["target"] == "tenet"
         and p["server_cpu_ms_per_run"] is not None
         and p["events_per_run"] == 25
         and p["latency_ms"] == 0
     ]
+    # CPU time has the kernel's 10 ms tick: a phase with a fraction of a second of CPU
+    # (U=1: ten runs) says nothing about 2 ms. Judge the phases that measured enough.
+    precise = [p for p in measured if (p.get("server_cpu_s") or 0) >= 1.0] or measured
+    cpus = [p["server_cpu_ms_per_run"] for p in precise]
     worst = max(cpus) if cpus else None
     add(
-        "server CPU per 25-event run (worst U)",
+        "server CPU per 25-event run (worst U with >= 1 s of CPU)",
         "<= 2 ms (stretch 1 ms)",
         worst,
         None if worst is None else worst <= 2.0,
