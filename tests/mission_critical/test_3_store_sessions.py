@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.orm import ORMExecuteState, Session
 
+from tenet.store.postgres_direct import DirectPostgres
 from tenet.store.sqlite_direct import DirectSqlite
 
 
@@ -61,9 +62,22 @@ async def test_no_store_session_touches_two_users(deploy) -> None:
         seen.append(info)
         return original_transaction(self, fn, args, write)
 
+    # The same on Postgres: each call of the asyncpg pool is one "session".
+    original_pg_transaction = DirectPostgres._transaction
+
+    async def tracked_pg_transaction(
+        self: DirectPostgres, fn: Any, args: tuple[Any, ...], write: bool
+    ) -> Any:
+        info: dict[str, Any] = {"tracked": _user_ids(list(args))}
+        if fn.__name__ == "transaction":  # the event writer's batch
+            info["role"] = "event-writer"
+        seen.append(info)
+        return await original_pg_transaction(self, fn, args, write)
+
     event.listen(Session, "do_orm_execute", on_execute)
     event.listen(Session, "before_flush", on_flush)
     DirectSqlite._transaction = tracked_transaction  # type: ignore[method-assign]
+    DirectPostgres._transaction = tracked_pg_transaction  # type: ignore[method-assign]
     try:
         async with deploy() as d:
             users = await d.users(8)
@@ -80,6 +94,7 @@ async def test_no_store_session_touches_two_users(deploy) -> None:
             await asyncio.gather(*(work(u) for u in users))
     finally:
         DirectSqlite._transaction = original_transaction  # type: ignore[method-assign]
+        DirectPostgres._transaction = original_pg_transaction  # type: ignore[method-assign]
         event.remove(Session, "do_orm_execute", on_execute)
         event.remove(Session, "before_flush", on_flush)
 

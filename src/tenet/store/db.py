@@ -9,6 +9,10 @@ Each call opens its own short session: no session is ever shared between
 requests, let alone between users. On SQLite, writes are serialized by one
 process-wide lock (SQLite allows one writer; waiting on a lock is cheaper and
 more predictable than ``database is locked`` retries).
+
+The hot methods (a run's creation, reads, updates and end, a thread's check, its
+events, the cluster's claim) skip the ORM: on SQLite through ``sqlite_direct``,
+on Postgres (asyncpg) through ``postgres_direct``; the rows are the same.
 """
 
 from __future__ import annotations
@@ -36,7 +40,9 @@ from sqlalchemy.orm import aliased
 from ..errors import Conflict, Invalid, NotFound
 from ..events import utc_now
 from ..ids import is_valid, new_id
+from . import postgres_direct as pg
 from . import sqlite_direct as direct
+from .postgres_direct import DirectPostgres
 from .sqlite_direct import DirectSqlite
 from .tables import EventRow, Message, Note, Run, Thread, Token, User
 
@@ -73,10 +79,14 @@ class Store:
         database = make_url(url).database if self.is_sqlite else None
         #: The hot path on SQLite: plain sqlite3 on one thread (see sqlite_direct).
         self.direct = DirectSqlite(database) if database and database != ":memory:" else None
+        #: The hot path on Postgres: plain asyncpg on a pool of its own (see postgres_direct).
+        self.pg = DirectPostgres(url) if url.startswith("postgresql+asyncpg") else None
 
     async def close(self) -> None:
         if self.direct is not None:
             await self.direct.close()
+        if self.pg is not None:
+            await self.pg.close()
         await self.engine.dispose()
 
     async def direct_write(self, fn: Callable[..., T], *args: Any) -> T:
@@ -214,6 +224,16 @@ class Store:
                 meta=direct.from_db_json(found[2]) or {},
                 created_at=direct.from_db_time(found[3]),
             )
+        if self.pg is not None:
+            found = await self.pg.read(pg.thread_owned, user_id, thread_id)
+            if found is None:
+                raise NotFound()
+            return Thread(
+                id=found[0],
+                user_id=found[1],
+                meta=pg.from_db_json(found[2]) or {},
+                created_at=found[3],
+            )
         async with self.read() as s:
             row = (
                 await s.execute(
@@ -299,12 +319,16 @@ class Store:
             attempts=0,
         )
         message_id = new_id("msg")
-        if self.direct is not None:
+        if self.direct is not None or self.pg is not None:
             row = {
                 c: getattr(run, c)
                 for c in ("id", "user_id", "thread_id", "agent", "input", "meta", "created_at")
             }
-            if not await self.direct_write(direct.insert_run, row, message_id):
+            if self.pg is not None:
+                inserted = await self.pg.write(pg.insert_run, row, message_id)
+            else:
+                inserted = await self.direct_write(direct.insert_run, row, message_id)
+            if not inserted:
                 raise NotFound()
             return run
         async with self.write() as s:
@@ -335,6 +359,11 @@ class Store:
             if found is None:
                 raise NotFound()
             return Run(**found)
+        if self.pg is not None:
+            found = await self.pg.read(pg.select_run, user_id, run_id)
+            if found is None:
+                raise NotFound()
+            return Run(**found)
         async with self.read() as s:
             row = (
                 await s.execute(select(Run).where(Run.id == run_id, Run.user_id == user_id))
@@ -347,6 +376,9 @@ class Store:
         """Set run fields; a finished run keeps its terminal status."""
         if self.direct is not None:
             await self.direct_write(direct.update_run, user_id, run_id, values)
+            return
+        if self.pg is not None:
+            await self.pg.write(pg.update_run, user_id, run_id, values)
             return
         async with self.write() as s:
             await s.execute(
@@ -371,6 +403,11 @@ class Store:
         if self.direct is not None:
             await self.direct_write(
                 direct.finish_run, user_id, run_id, status, output, error, now, new_id("msg")
+            )
+            return
+        if self.pg is not None:
+            await self.pg.write(
+                pg.finish_run, user_id, run_id, status, output, error, now, new_id("msg")
             )
             return
         async with self.write() as s:
@@ -405,6 +442,8 @@ class Store:
     # Cluster: claiming, heartbeats, dead workers (Postgres) ---------------------------------
 
     async def count_queued(self, user_id: str) -> int:
+        if self.pg is not None:
+            return await self.pg.read(pg.count_queued, user_id)
         async with self.read() as s:
             value = await s.scalar(
                 select(func.count())
@@ -420,10 +459,14 @@ class Store:
         running, its user under ``user_max`` running runs cluster-wide. Rows are
         taken with ``FOR UPDATE SKIP LOCKED``; one transaction-scoped advisory lock
         serializes the claimers, so per-user counts cannot race between processes.
-        Returns None when another process is claiming at this moment.
+        Returns None when another process holds the claim: on asyncpg (the direct
+        path) after waiting up to a second for it, otherwise at once.
         """
         if limit <= 0:
             return []
+        if self.pg is not None:
+            rows = await self.pg.write(pg.claim_runs, worker_id, limit, user_max, utc_now())
+            return None if rows is None else [Run(**row) for row in rows]
         active = ("running", "cancelling")
         busy = aliased(Run)
         earlier = aliased(Run)
@@ -587,6 +630,8 @@ class Store:
             await self.get_thread(user_id, thread_id)
         if self.direct is not None:
             return await self.direct.read(direct.select_events, user_id, thread_id, after, limit)
+        if self.pg is not None:
+            return await self.pg.read(pg.select_events, user_id, thread_id, after, limit)
         async with self.read() as s:
             q = (
                 select(EventRow.body)

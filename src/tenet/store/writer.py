@@ -28,11 +28,13 @@ import orjson
 from sqlalchemy import insert
 
 from ..events import Event
-from . import sqlite_direct
+from . import postgres_direct, sqlite_direct
 from .db import Store
 from .tables import EventRow
 
 if TYPE_CHECKING:
+    import asyncpg
+
     from ..bus import Bus
 
 log = logging.getLogger("tenet.writer")
@@ -182,6 +184,33 @@ class EventWriter:
                 return assigned
 
             assigned = await self._store.direct_write(transaction)
+        elif self._store.pg is not None:
+
+            async def transaction(conn: asyncpg.Connection) -> dict[str, int]:
+                # Two statements, no explicit transaction: under READ COMMITTED, as in the ORM's
+                # transaction, the max is read in a snapshot of its own either way; the batch
+                # itself is one INSERT (atomic), and uq_events_thread_seq catches a stale seq.
+                known = await postgres_direct.max_seqs(conn, unknown) if unknown else {}
+                assigned = self._number(events, known)
+                await postgres_direct.insert_events(
+                    conn,
+                    [
+                        (
+                            e.data["event_id"],
+                            e.user_id,
+                            e.thread_id,
+                            e.run_id,
+                            e.seq,
+                            e.data["type"],
+                            _created(e),
+                            e.json,
+                        )
+                        for e in events
+                    ],
+                )
+                return assigned
+
+            assigned = await self._store.pg.write(transaction)
         else:
             async with self._store.write() as session:
                 # Marked: the one session that writes rows of many users (each from its run).
