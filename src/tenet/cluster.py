@@ -25,7 +25,7 @@ import orjson
 from .context import RunContext
 from .engine import Engine, RunHandle, _bare_context
 from .errors import NotFound
-from .events import RUN_CANCELLED, Event, make_event, utc_now
+from .events import RUN_CANCELLED, make_event, utc_now
 from .runtime import RunRuntime
 from .sessions import UserSession
 from .store.tables import Run
@@ -34,6 +34,8 @@ log = logging.getLogger("tenet.cluster")
 
 WAKE = "wake"
 CANCEL = "cancel"
+#: The cancel reason of a run another process took over (never written to the store).
+LOST = "lost"
 
 
 class ClusterEngine(Engine):
@@ -41,11 +43,10 @@ class ClusterEngine(Engine):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        # Which runs executing here have submitted an event: at shutdown, one that has
-        # not is given back to the queue instead of ending (see ``_cancelled``).
-        self._emitted: set[str] = set()
-        self.writer = _MarkingWriter(self.writer, self._emitted, self._runs)  # type: ignore[assignment]
         self._wake = asyncio.Event()
+        # Runs claimed before the last heartbeat: only those can have been lost (a run
+        # claimed a moment ago may not be in the heartbeat's answer yet).
+        self._claimed_before: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self.claimed = 0
 
@@ -75,22 +76,18 @@ class ClusterEngine(Engine):
                 await task
         self._tasks = []
 
-    async def _execute(self, handle: RunHandle, session: UserSession) -> None:
-        try:
-            await super()._execute(handle, session)
-        finally:
-            self._emitted.discard(handle.run_id)
-
     async def _cancelled(self, ctx: RunContext, runtime: RunRuntime, reason: str) -> None:
         """At shutdown, a run that has emitted nothing goes back to the queue for another process.
 
         A run that has emitted events cannot be restarted (its ``agent_started`` is
         out); it ends with ``run_cancelled`` reason ``shutdown``.
         """
+        if reason == LOST:
+            return  # another process owns the run now: it writes its end
         if (
             reason == "shutdown"
             and self._closing
-            and ctx.run_id not in self._emitted
+            and runtime.emitted == 0
             and await self.store.admin_requeue(ctx.run_id, self.worker_id)
         ):
             log.warning("released run %s to the queue at shutdown", ctx.run_id)
@@ -153,7 +150,9 @@ class ClusterEngine(Engine):
                 await asyncio.wait_for(self._wake.wait(), poll)
             self._wake.clear()
             if self._closing:
-                continue
+                # Stop for good (not just skip a turn): on Python 3.11 a cancel that lands as
+                # wait_for's inner wait completes is lost, and close() would wait forever.
+                return
             free = self.settings.max_runs - self._running_total
             if free <= 0:
                 continue
@@ -189,9 +188,33 @@ class ClusterEngine(Engine):
         while True:
             await asyncio.sleep(self.settings.heartbeat_s)
             try:
-                await self.store.heartbeat(self.worker_id)
+                held = await self.store.heartbeat(self.worker_id)
             except Exception as exc:
                 log.warning("heartbeat failed: %s", exc)
+                continue
+            self.drop_lost_runs(held)
+
+    def drop_lost_runs(self, held: set[str]) -> int:
+        """Stop, without a word, the runs this process executes but no longer holds.
+
+        A run is taken from a process only when the cluster presumed it dead (its
+        heartbeats stopped for ``TENET_DEAD_AFTER_BEATS``); if it was merely slow,
+        another process now owns the run, and two executions must not go on at once.
+        The new owner writes the run's events and end; this one writes nothing more.
+        """
+        lost = [
+            h
+            for h in self._runs.values()
+            if h.state == "running"
+            and h.task is not None
+            and h.run_id not in held
+            and h.run_id in self._claimed_before
+        ]
+        for handle in lost:
+            log.error("run %s was taken over by another process; stopping it here", handle.run_id)
+            self._cancel_task(handle, LOST)
+        self._claimed_before = {h.run_id for h in self._runs.values()}
+        return len(lost)
 
     async def _sweep(self) -> None:
         while True:
@@ -226,28 +249,3 @@ class ClusterEngine(Engine):
                     )
                 handled += 1
         return handled
-
-
-class _MarkingWriter:
-    """The event writer, noting which runs have submitted an event (everything else passes)."""
-
-    def __init__(self, writer: Any, emitted: set[str], executing: dict[str, Any]) -> None:
-        self._writer = writer
-        self._emitted = emitted
-        self._executing = executing
-
-    def _mark(self, event: Event) -> None:
-        if event.run_id in self._executing:
-            self._emitted.add(event.run_id)
-
-    def submit(self, event: Event) -> Any:
-        self._mark(event)
-        return self._writer.submit(event)
-
-    async def write(self, event: Event) -> Event:
-        self._mark(event)
-        result: Event = await self._writer.write(event)
-        return result
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._writer, name)

@@ -75,6 +75,8 @@ class RunRuntime:
         self.max_steps = max_steps
         self._steps: dict[str, int] = {}
         self._unflushed: list[asyncio.Future[Event]] = []
+        #: Events this run has submitted (a run that has emitted none may be retried).
+        self.emitted = 0
         #: Set once the run's own agent_completed is being written: from then on a
         #: cancel or timeout cannot end the run a second time.
         self.completing = False
@@ -89,6 +91,7 @@ class RunRuntime:
         wait, not one per event.
         """
         self._unflushed.append(self.sink.submit(make_event(ctx, type, fields)))
+        self.emitted += 1
         if len(self._unflushed) >= FLUSH_EVERY:
             await self.flush()
 

@@ -182,7 +182,7 @@ def serve(
     port: int | None = None,
 ) -> None:
     """Run the server until interrupted (``tenet serve``)."""
-    from .server.logs import configure_logging
+    from .server.logs import configure_logging, redact_library_logs
 
     settings = settings or Settings()
     configure_logging(settings.log_level)
@@ -194,4 +194,5 @@ def serve(
         port=port or settings.port,
         log_level=settings.log_level.lower(),
     )
+    redact_library_logs()  # after uvicorn configured its loggers
     TenetServer(config, app, grace_s=settings.shutdown_grace_s).run()

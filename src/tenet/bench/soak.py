@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import random
 import secrets
+import socket
 import sys
 import time
 from collections import Counter
@@ -40,13 +41,15 @@ from .procs import ServerProcess, raise_file_limit, rss_bytes
 
 SOAK_APP = "tenet.bench.soak:registry"
 TERMINAL = frozenset({"run_cancelled", "agent_completed", "agent_error"})
+#: Threads a user keeps following; older ones whose runs all ended are unsubscribed (their
+#: record is complete) so that a reconnect resubscribes a few threads, not hundreds.
+ACTIVE_THREADS = 6
 
-#: Server settings of the soak: short timeouts so that timeouts happen, a small
-#: socket queue so that slow readers overflow it.
+#: Server settings of the soak: short timeouts so that timeouts happen. Slow
+#: readers overflow the default socket queue with runs of 20,000 events.
 SERVER_ENV = {
     "TENET_RUN_TIMEOUT_S": "3",
     "TENET_TOOL_TIMEOUT_S": "0.5",
-    "TENET_WS_QUEUE": "64",
     "TENET_USER_MAX_RUNS": "2",
     "TENET_SESSION_IDLE_S": "5",
 }
@@ -81,7 +84,7 @@ class FlakyAgent(Agent):
     async def run(self, ctx: RunContext, input: str) -> str:
         opts = dict(part.partition("=")[::2] for part in input.split())
         mode = opts.get("mode", "ok")
-        events = min(max(int(opts.get("events", "10") or 10), 1), 2000)
+        events = min(max(int(opts.get("events", "10") or 10), 1), 20_000)
         await ctx.think(f"mode {mode}")
         if mode == "tool_fail":
             with contextlib.suppress(ToolFailed):
@@ -91,7 +94,7 @@ class FlakyAgent(Agent):
                 await ctx.call_tool("stall", seconds=5.0)
         for i in range(events):
             await ctx.say(f"t{i} ")
-            if i % 20 == 19:
+            if i % 20 == 19 and events < 1000:
                 await asyncio.sleep(0.01)
         if mode == "raise":
             raise RuntimeError("the flaky agent broke")
@@ -153,19 +156,31 @@ class SoakUser:
         self.totals = totals
         self.threads: dict[str, ThreadLog] = {}
         self.open_runs: set[str] = set()
+        self.run_thread: dict[str, str] = {}
+        self.active: list[str] = []
+        self.ended_runs: set[str] = set()
         self.ws: Any = None
         self.reader: asyncio.Task[None] | None = None
         self.paused = asyncio.Event()
         self.paused.set()
         self.accepted: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._later: set[asyncio.Task[None]] = set()
 
     async def connect(self) -> None:
         from websockets.asyncio.client import connect
 
+        host, _, rest = self.ws_url.removeprefix("ws://").partition(":")
+        port = int(rest.split("/", 1)[0])
         for attempt in range(50):
             try:
+                # A small receive buffer, so that a user who stops reading is soon "too slow".
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+                sock.setblocking(False)
+                await asyncio.get_running_loop().sock_connect(sock, (host, port))
                 self.ws = await connect(
                     self.ws_url,
+                    sock=sock,
                     additional_headers={"Authorization": f"Bearer {self.token}"},
                     max_size=16 * 1024 * 1024,
                     open_timeout=30,
@@ -183,12 +198,20 @@ class SoakUser:
         self.paused.set()
         self.reader = asyncio.create_task(self._read(self.ws))
         # Resume every thread where this user left it: no gap, no duplicate.
-        for thread_id, log in self.threads.items():
-            await self.ws.send(
-                orjson.dumps(
-                    {"type": "subscribe", "thread_id": thread_id, "after": log.last_seq}
-                ).decode()
-            )
+        for thread_id in list(self.active):
+            await self._subscribe(self.ws, thread_id)
+
+    async def _subscribe(self, ws: Any, thread_id: str) -> None:
+        log = self.threads[thread_id]
+        frame = {"type": "subscribe", "thread_id": thread_id, "after": log.last_seq}
+        frame["ref"] = "sub:" + thread_id
+        with contextlib.suppress(Exception):
+            await ws.send(orjson.dumps(frame).decode())
+
+    async def _resubscribe_later(self, ws: Any, thread_id: str, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if self.ws is ws:
+            await self._subscribe(ws, thread_id)
 
     async def disconnect(self) -> None:
         ws, reader = self.ws, self.reader
@@ -224,8 +247,13 @@ class SoakUser:
             return
         if kind == "error":
             self.totals.errors[f"error_frame:{frame.get('code')}"] += 1
-            if frame.get("ref") == "run":
+            ref = frame.get("ref") or ""
+            if ref == "run":
                 self.accepted.put_nowait(frame)
+            elif ref.startswith("sub:") and frame.get("code") == "rate_limited":
+                # Over the user's request rate: subscribe again a moment later, as a client must.
+                self._later.add(asyncio.create_task(self._resubscribe_later(self.ws, ref[4:], 0.5)))
+                self._later = {t for t in self._later if not t.done()}
             return
         if "seq" not in frame or "thread_id" not in frame:
             return
@@ -239,6 +267,8 @@ class SoakUser:
         log.last_seq = max(log.last_seq, seq)
         if kind in TERMINAL and (kind == "run_cancelled" or frame.get("depth") == 0):
             self.open_runs.discard(frame["run_id"])
+            self.run_thread.pop(frame["run_id"], None)
+            self.ended_runs.add(frame["run_id"])
             outcome = kind
             if kind == "agent_error":
                 outcome = f"agent_error:{frame['error']['code']}"
@@ -256,10 +286,12 @@ class SoakUser:
             self.ws = None
             return False
 
-    async def start_run(self) -> None:
+    async def start_run(self, *, big: bool = False) -> None:
         r = self.rng.random()
-        if r < 0.45:
-            frame: dict[str, Any] = {
+        if big:
+            frame: dict[str, Any] = {"agent": "flaky", "input": "mode=ok events=20000"}
+        elif r < 0.45:
+            frame = {
                 "agent": "benchmark",
                 "input": f"latency_ms={self.rng.choice([0, 20, 100])} "
                 f"events={self.rng.randint(5, 60)}",
@@ -270,8 +302,8 @@ class SoakUser:
             mode = self.rng.choice(["ok", "tool_fail", "tool_timeout", "raise", "timeout"])
             frame = {"agent": "flaky", "input": f"mode={mode} events={self.rng.randint(5, 200)}"}
         frame.update(type="run", ref="run")
-        if self.threads and self.rng.random() < 0.5:
-            frame["thread_id"] = self.rng.choice(list(self.threads))
+        if self.active and self.rng.random() < 0.5:
+            frame["thread_id"] = self.rng.choice(self.active)
         while not self.accepted.empty():
             self.accepted.get_nowait()
         if not await self.send(frame):
@@ -283,7 +315,24 @@ class SoakUser:
             return
         if answer.get("type") == "run_accepted":
             self.totals.runs_started += 1
-            self.open_runs.add(answer["run_id"])
+            if answer["run_id"] not in self.ended_runs:  # a fast run may have ended already
+                self.open_runs.add(answer["run_id"])
+                self.run_thread[answer["run_id"]] = answer["thread_id"]
+            if answer["thread_id"] not in self.active:
+                self.active.append(answer["thread_id"])
+            await self._retire()
+
+    async def _retire(self) -> None:
+        busy = {self.run_thread[r] for r in self.open_runs if r in self.run_thread}
+        for thread_id in list(self.active):
+            if len(self.active) <= ACTIVE_THREADS:
+                return
+            if thread_id not in busy and self.ws is not None:
+                self.active.remove(thread_id)
+                with contextlib.suppress(Exception):
+                    await self.ws.send(
+                        orjson.dumps({"type": "unsubscribe", "thread_id": thread_id}).decode()
+                    )
 
     async def step(self) -> None:
         r = self.rng.random()
@@ -296,9 +345,12 @@ class SoakUser:
             await self.disconnect()
             await asyncio.sleep(self.rng.uniform(0.0, 0.5))
             await self.connect()
-        elif r < 0.84:  # a slow reader: stop reading for a while
+        elif r < 0.84:  # a slow reader: stop reading for a while, sometimes during a flood
+            big = self.rng.random() < 0.15
+            if big:  # megabytes of events: more than the socket buffers hold
+                await self.start_run(big=True)
             self.paused.clear()
-            await asyncio.sleep(self.rng.uniform(0.5, 2.0))
+            await asyncio.sleep(self.rng.uniform(3.0, 5.0) if big else self.rng.uniform(0.5, 2.0))
             self.paused.set()
         await asyncio.sleep(self.rng.uniform(0.1, 0.6))
 
@@ -327,6 +379,9 @@ async def _stored(http: httpx.AsyncClient, token: str, thread_id: str) -> list[s
             params={"after": after, "limit": 1000},
             headers={"Authorization": f"Bearer {token}"},
         )
+        if r.status_code == 429:  # the user's request rate: wait as told, like any good client
+            await asyncio.sleep(float(r.headers.get("Retry-After", "1")))
+            continue
         r.raise_for_status()
         page = [orjson.dumps(e).decode() for e in r.json()]
         bodies += page

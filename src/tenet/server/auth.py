@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ..errors import RateLimited, Unauthorized
 from ..store.db import Store
@@ -64,7 +66,14 @@ def server_state(request: Request) -> ServerState:
     return state
 
 
-async def current_caller(request: Request) -> Caller:
+#: Declares bearer auth in OpenAPI; the header is read (and checked) below.
+bearer_scheme = HTTPBearer(auto_error=False, description="A user's API token.")
+
+
+async def current_caller(
+    request: Request,
+    _declared: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)] = None,
+) -> Caller:
     """FastAPI dependency: the user making this request, or 401."""
     token = bearer(request.headers.get("authorization"))
     if token is None:
@@ -85,7 +94,10 @@ def check_rate(state: ServerState, user_id: str) -> None:
         raise RateLimited("too many requests; slow down", retry_after=wait)
 
 
-async def require_admin(request: Request) -> None:
+async def require_admin(
+    request: Request,
+    _declared: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)] = None,
+) -> None:
     """FastAPI dependency: the admin token, or 401."""
     token = bearer(request.headers.get("authorization"))
     if not is_admin(server_state(request), token):

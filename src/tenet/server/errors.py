@@ -149,7 +149,7 @@ def is_store_outage(exc: BaseException) -> bool:
     seen = 0
     current: BaseException | None = exc
     while current is not None and seen < 8:
-        if isinstance(current, Unavailable | _OUTAGE_TYPES):
+        if isinstance(current, (Unavailable, *_OUTAGE_TYPES)):
             return True
         if isinstance(current, DBAPIError) and current.connection_invalidated:
             return True

@@ -8,6 +8,7 @@ executes). The filter only annotates records; it never decides anything.
 from __future__ import annotations
 
 import logging
+import re
 
 from ..context import current_context
 
@@ -37,3 +38,40 @@ def configure_logging(level: str = "INFO") -> None:
         logger.addHandler(handler)
     logger.setLevel(level.upper())
     logger.propagate = False
+
+
+class RedactTokens(logging.Filter):
+    """Masks credentials in a record's text: ``Bearer <anything>`` and tenet tokens (``tnt_...``).
+
+    Tokens are never logged by tenet itself; this guards what libraries log at
+    DEBUG (uvicorn's WebSocket layer prints request headers and frames).
+    """
+
+    _PATTERNS = (
+        (re.compile(r"(?i)(bearer\s+)[^\s'\",}]+"), r"\1[redacted]"),
+        (re.compile(r"tnt_[A-Za-z0-9_\-]{4,}"), "tnt_[redacted]"),
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except Exception:  # a malformed record is left to the handler to report
+            return True
+        redacted = text
+        for pattern, replacement in self._PATTERNS:
+            redacted = pattern.sub(replacement, redacted)
+        if redacted != text:
+            record.msg, record.args = redacted, None
+        return True
+
+
+def redact_library_logs() -> None:
+    """Put :class:`RedactTokens` on the loggers and handlers that may see credentials."""
+    redact = RedactTokens()
+    for name in ("", "tenet", "uvicorn", "uvicorn.error", "uvicorn.access", "websockets"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactTokens) for f in logger.filters):
+            logger.addFilter(redact)
+        for handler in logger.handlers:
+            if not any(isinstance(f, RedactTokens) for f in handler.filters):
+                handler.addFilter(redact)

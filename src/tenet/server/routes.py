@@ -30,7 +30,35 @@ MAX_METADATA_BYTES = 16 * 1024
 #: How long deleting a thread waits for its running run to write its last event.
 DELETE_WAIT_S = 10.0
 
-router = APIRouter()
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """The one error body of the protocol."""
+
+    error: ErrorDetail
+
+
+#: Every route may answer these, with :class:`ErrorBody` (documented so clients and
+#: schema checkers know them).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in {
+        401: "missing or bad credentials",
+        404: "not found (or not the caller's)",
+        405: "method not allowed",
+        413: "body or input too large",
+        422: "invalid request",
+        429: "rate limited (see Retry-After)",
+        500: "internal error (no details)",
+        503: "unavailable: shutting down or the store is unreachable",
+    }.items()
+}
+
+router = APIRouter(responses=ERROR_RESPONSES)
 CallerDep = Annotated[Caller, Depends(current_caller)]
 StateDep = Annotated[ServerState, Depends(server_state)]
 

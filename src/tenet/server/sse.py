@@ -22,11 +22,12 @@ from starlette.responses import StreamingResponse
 
 from ..bus.follow import follow
 from .auth import Caller, current_caller, server_state
+from .routes import ERROR_RESPONSES
 from .state import ServerState
 
 log = logging.getLogger("tenet.server.sse")
 
-router = APIRouter()
+router = APIRouter(responses=ERROR_RESPONSES)
 _STOP = object()
 
 

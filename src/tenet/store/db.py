@@ -535,15 +535,16 @@ class Store:
                 run.attempts = (run.attempts or 0) + 1
         return chosen
 
-    async def heartbeat(self, worker_id: str) -> int:
-        """Tell the cluster this worker is alive; returns how many runs it holds."""
+    async def heartbeat(self, worker_id: str) -> set[str]:
+        """Tell the cluster this worker is alive; returns the ids of the runs it still holds."""
         async with self.write() as s:
             result = await s.execute(
                 update(Run)
                 .where(Run.worker_id == worker_id, Run.status.in_(("running", "cancelling")))
                 .values(heartbeat_at=utc_now())
+                .returning(Run.id)
             )
-        return int(result.rowcount or 0)
+            return set(result.scalars().all())
 
     async def admin_claim_settlement(self, user_id: str, run_id: str, worker_id: str) -> bool:
         """Take a queued run out of the queue to settle it (cancel); False if it is no longer queued."""

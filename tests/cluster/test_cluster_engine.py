@@ -1,0 +1,55 @@
+"""The cluster engine in-process: a run taken over by another process stops here, silently."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import orjson
+import pytest
+from sqlalchemy import update
+
+from tenet import Agent, AgentRegistry, RunContext, Service, Settings
+from tenet.store.tables import Run
+
+
+class Slow(Agent):
+    async def run(self, ctx: RunContext, input: str) -> str:
+        await ctx.think("working for a long time")
+        await asyncio.sleep(60)
+        return "done"
+
+
+async def test_a_run_taken_over_by_another_process_stops_here_without_writing(
+    postgres_url: str,
+) -> None:
+    redis_url = os.environ.get("TENET_TEST_REDIS_URL")
+    if not redis_url:
+        pytest.skip("set TENET_TEST_REDIS_URL to run the cluster tests")
+    settings = Settings(database_url=postgres_url, redis_url=redis_url, heartbeat_s=0.1)
+    async with Service(settings, AgentRegistry([Slow(name="slow")])) as service:
+        user, _ = await service.store.create_user("slowpoke")
+        thread = await service.store.create_thread(user.id)
+        run = await service.engine.submit(user.id, thread.id, "slow", "x")
+        for _ in range(100):
+            if run.id in service.engine._runs and service.engine._runs[run.id].state == "running":
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.3)  # a heartbeat or two while it still holds the run
+        assert run.id in service.engine._runs
+
+        # The cluster presumed this process dead and another one claimed the run.
+        async with service.store.write() as s:
+            await s.execute(update(Run).where(Run.id == run.id).values(worker_id="another:1:x"))
+        for _ in range(100):
+            if run.id not in service.engine._runs:
+                break
+            await asyncio.sleep(0.05)
+        assert run.id not in service.engine._runs, "the run stopped executing here"
+
+        stored = [orjson.loads(b) for b in await service.store.list_events(user.id, thread.id)]
+        assert [e["type"] for e in stored] == ["agent_started", "agent_thinking"]
+        taken = await service.store.get_run(user.id, run.id)
+        assert (taken.status, taken.worker_id) == ("running", "another:1:x"), (
+            "left to its new owner"
+        )
