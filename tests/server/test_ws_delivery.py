@@ -117,9 +117,10 @@ async def test_dropped_mid_run_and_resumed_with_after_loses_and_repeats_nothing(
         accepted = await recv(ws)
         run_id, thread_id = accepted["run_id"], accepted["thread_id"]
         before = [await recv(ws) for _ in range(100)]
-    # Dropped while the run is still producing events.
-    async with http(server, user) as c:
-        assert (await c.get(f"/v1/runs/{run_id}")).json()["status"] == "running"
+    # Dropped mid-run as the client sees it: 2,900 of the run's events, its end
+    # included, were not received. (The server may finish the run meanwhile: on this
+    # stack 3,000 events take a fraction of a second; the resume must not care.)
+    assert before[-1]["seq"] == 100 and before[-1]["type"] == "message_delta"
     last_seq = before[-1]["seq"]
     async with ws_connect(server, user) as ws:
         await ready(ws)
