@@ -85,7 +85,7 @@ def print_report(report: dict[str, Any], console: Console) -> None:
             f"fresh {churn['rss_fresh_mib']} MiB, baseline {churn['rss_baseline_mib']} MiB, "
             f"after {churn['rss_after_mib']} MiB ({churn['growth_pct']:+.2f}%)"
         )
-    goals = Table(title="the issue's targets")
+    goals = Table(title="the targets")
     for col in ("target", "goal", "measured", "met"):
         goals.add_column(col)
     for t in report["targets"]:

@@ -503,7 +503,7 @@ def compare(phases: list[dict[str, Any]], users: Sequence[int]) -> list[dict[str
 
 
 def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each target of the issue beside what was measured (None: not measured in this run)."""
+    """Each performance target beside what was measured (None: not measured in this run)."""
     phases = report["phases"]
 
     def tenet_at(u: int) -> dict[str, Any] | None:
