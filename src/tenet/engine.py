@@ -21,11 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import orjson
-
 from .context import RunContext, current_context
 from .errors import Invalid, NotFound, RateLimited, TooLarge, Unavailable
-from .events import AGENT_ERROR, RUN_CANCELLED, is_terminal, make_event, utc_now
+from .events import AGENT_ERROR, RUN_CANCELLED, make_event, utc_now
 from .ids import new_id
 from .models.base import ChatModel
 from .registry import AgentRegistry
@@ -503,18 +501,7 @@ class Engine:
         self.finished[status] = self.finished.get(status, 0) + 1
 
     async def _stored_terminal(self, handle: RunHandle) -> dict[str, Any] | None:
-        after = 0
-        while True:
-            bodies = await self.store.list_events(
-                handle.user_id, handle.thread_id, after=after, limit=1000
-            )
-            for body in bodies:
-                event = orjson.loads(body)
-                if event.get("run_id") == handle.run_id and is_terminal(event):
-                    return dict(event)
-            if len(bodies) < 1000:
-                return None
-            after = int(orjson.loads(bodies[-1])["seq"])
+        return await self.store.run_terminal_event(handle.user_id, handle.run_id)
 
 
 def _bare_context(user_id: str, thread_id: str, run_id: str, agent: str) -> RunContext:

@@ -609,6 +609,26 @@ class Store:
         value = orjson.loads(body).get("execution_id")
         return value if is_valid(value, "exe") else None
 
+    async def run_terminal_event(self, user_id: str, run_id: str) -> dict[str, Any] | None:
+        """The stored event that ended the run (depth-0 end or ``run_cancelled``), if any."""
+        async with self.read() as s:
+            bodies = (
+                await s.execute(
+                    select(EventRow.body)
+                    .where(
+                        EventRow.run_id == run_id,
+                        EventRow.user_id == user_id,
+                        EventRow.type.in_(("agent_completed", "agent_error", "run_cancelled")),
+                    )
+                    .order_by(EventRow.seq)
+                )
+            ).scalars()
+            for body in bodies:
+                event = orjson.loads(body)
+                if event.get("type") == "run_cancelled" or event.get("depth") == 0:
+                    return dict(event)
+        return None
+
     async def run_has_events(self, run_id: str) -> bool:
         async with self.read() as s:
             return (
