@@ -22,9 +22,13 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
-import asyncpg
 import orjson
 from sqlalchemy.engine import make_url
+
+try:
+    import asyncpg
+except ImportError:  # pragma: no cover - without the `postgres` extra only SQLite is served
+    asyncpg = None  # type: ignore[assignment]
 
 T = TypeVar("T")
 
@@ -35,11 +39,15 @@ CLAIM_LOCK = 7312001
 
 #: Errors after which no pooled connection can be trusted (the server went away).
 _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.CannotConnectNowError,
-    OSError,
+    (
+        asyncpg.PostgresConnectionError,
+        asyncpg.InterfaceError,
+        asyncpg.exceptions.AdminShutdownError,
+        asyncpg.exceptions.CannotConnectNowError,
+        OSError,
+    )
+    if asyncpg is not None
+    else (OSError,)
 )
 
 
@@ -79,6 +87,8 @@ class DirectPostgres:
     """Runs statements and short transactions on an ``asyncpg`` pool of its own."""
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10) -> None:
+        if asyncpg is None:
+            raise RuntimeError("Postgres needs the `postgres` extra: pip install 'tenet[postgres]'")
         self._dsn, self._options = asyncpg_dsn(url)
         self._min_size = min_size
         self._max_size = max_size
