@@ -84,3 +84,24 @@ def test_audit_against_an_in_process_server_passes_and_writes_json(tmp_path: Pat
     assert report["ok"] is True and report["users"] == 3
     assert set(report["checks"]) >= {"routing", "content", "sequence", "probes", "guard"}
     assert all(c["checked"] > 0 for c in report["checks"].values())
+
+
+def test_sqlite_needs_neither_asyncpg_nor_redis(tmp_path: Path) -> None:
+    """`make run` installs no extras: the embedded deployment must not import them."""
+    script = (
+        "import sys; sys.modules['asyncpg'] = None; sys.modules['redis'] = None\n"
+        "from tenet.cli import main\n"
+        "sys.argv = ['tenet', 'run', 'assistant', 'what is 2 + 2?', '--user', 'lean']\n"
+        "main()\n"
+    )
+    env = {**os.environ, "TENET_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'lean.db'}"}
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "The answer is 4" in result.stdout
