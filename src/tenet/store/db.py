@@ -43,6 +43,7 @@ from ..ids import is_valid, new_id
 from . import postgres_direct as pg
 from . import sqlite_direct as direct
 from .postgres_direct import DirectPostgres
+from .rows import from_db_json
 from .sqlite_direct import DirectSqlite
 from .tables import EventRow, Message, Note, Run, Thread, Token, User
 
@@ -221,7 +222,7 @@ class Store:
             return Thread(
                 id=found[0],
                 user_id=found[1],
-                meta=direct.from_db_json(found[2]) or {},
+                meta=from_db_json(found[2]) or {},
                 created_at=direct.from_db_time(found[3]),
             )
         if self.pg is not None:
@@ -231,7 +232,7 @@ class Store:
             return Thread(
                 id=found[0],
                 user_id=found[1],
-                meta=pg.from_db_json(found[2]) or {},
+                meta=from_db_json(found[2]) or {},
                 created_at=found[3],
             )
         async with self.read() as s:

@@ -22,7 +22,6 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
-import orjson
 from sqlalchemy.engine import make_url
 
 try:
@@ -30,9 +29,10 @@ try:
 except ImportError:  # pragma: no cover - without the `postgres` extra only SQLite is served
     asyncpg = None  # type: ignore[assignment]
 
+from .rows import RUN_COLUMNS, run_from_row, to_db_json
+
 T = TypeVar("T")
 
-TERMINAL = ("completed", "failed", "cancelled")
 ACTIVE = ("running", "cancelling")
 #: The advisory lock that serializes claimers across the cluster (held per transaction).
 CLAIM_LOCK = 7312001
@@ -49,14 +49,6 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     if asyncpg is not None
     else (OSError,)
 )
-
-
-def to_db_json(value: Any) -> str | None:
-    return None if value is None else orjson.dumps(value).decode()
-
-
-def from_db_json(value: str | None) -> Any:
-    return None if value is None else orjson.loads(value)
 
 
 def asyncpg_dsn(url: str) -> tuple[str, dict[str, Any]]:
@@ -144,32 +136,6 @@ class DirectPostgres:
 
 
 # The hot statements, as functions of a connection --------------------------------------------
-
-RUN_COLUMNS = (
-    "id, user_id, thread_id, agent, status, input, output, error, metadata, created_at, "
-    "started_at, finished_at, worker_id, heartbeat_at, attempts"
-)
-
-
-def run_from_row(row: Any) -> dict[str, Any]:
-    """A ``runs`` row as the keyword arguments of the ORM's ``Run``."""
-    return {
-        "id": row[0],
-        "user_id": row[1],
-        "thread_id": row[2],
-        "agent": row[3],
-        "status": row[4],
-        "input": row[5],
-        "output": row[6],
-        "error": from_db_json(row[7]),
-        "meta": from_db_json(row[8]) or {},
-        "created_at": row[9],
-        "started_at": row[10],
-        "finished_at": row[11],
-        "worker_id": row[12],
-        "heartbeat_at": row[13],
-        "attempts": row[14],
-    }
 
 
 async def thread_owned(conn: asyncpg.Connection, user_id: str, thread_id: str) -> Any:

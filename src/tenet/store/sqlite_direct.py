@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-import orjson
+from .rows import RUN_COLUMNS, TERMINAL, run_from_row, to_db_json
 
 T = TypeVar("T")
 
@@ -37,14 +37,6 @@ def from_db_time(value: str | None) -> datetime | None:
     if value is None:
         return None
     return datetime.fromisoformat(value).replace(tzinfo=UTC)
-
-
-def to_db_json(value: Any) -> str | None:
-    return None if value is None else orjson.dumps(value).decode()
-
-
-def from_db_json(value: str | None) -> Any:
-    return None if value is None else orjson.loads(value)
 
 
 class DirectSqlite:
@@ -100,33 +92,6 @@ class DirectSqlite:
 
 # The hot transactions, as functions of a connection ---------------------------------------
 
-TERMINAL = ("completed", "failed", "cancelled")
-RUN_COLUMNS = (
-    "id, user_id, thread_id, agent, status, input, output, error, metadata, created_at, "
-    "started_at, finished_at, worker_id, heartbeat_at, attempts"
-)
-
-
-def run_from_row(row: tuple[Any, ...]) -> dict[str, Any]:
-    """A ``runs`` row as the keyword arguments of the ORM's ``Run``."""
-    return {
-        "id": row[0],
-        "user_id": row[1],
-        "thread_id": row[2],
-        "agent": row[3],
-        "status": row[4],
-        "input": row[5],
-        "output": row[6],
-        "error": from_db_json(row[7]),
-        "meta": from_db_json(row[8]) or {},
-        "created_at": from_db_time(row[9]),
-        "started_at": from_db_time(row[10]),
-        "finished_at": from_db_time(row[11]),
-        "worker_id": row[12],
-        "heartbeat_at": from_db_time(row[13]),
-        "attempts": row[14],
-    }
-
 
 def thread_owned(conn: sqlite3.Connection, user_id: str, thread_id: str) -> tuple[Any, ...] | None:
     return conn.execute(
@@ -166,7 +131,7 @@ def select_run(conn: sqlite3.Connection, user_id: str, run_id: str) -> dict[str,
     row = conn.execute(
         f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ? AND user_id = ?", (run_id, user_id)
     ).fetchone()
-    return run_from_row(row) if row is not None else None
+    return run_from_row(row, from_db_time) if row is not None else None
 
 
 _UPDATABLE = {

@@ -22,7 +22,7 @@ import logging
 import sqlite3
 from collections import OrderedDict
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from sqlalchemy import insert
@@ -166,20 +166,7 @@ class EventWriter:
                 known = sqlite_direct.max_seqs(conn, unknown) if unknown else {}
                 assigned = self._number(events, known)
                 sqlite_direct.insert_events(
-                    conn,
-                    [
-                        (
-                            e.data["event_id"],
-                            e.user_id,
-                            e.thread_id,
-                            e.run_id,
-                            e.seq,
-                            e.data["type"],
-                            sqlite_direct.to_db_time(_created(e)),
-                            e.json,
-                        )
-                        for e in events
-                    ],
+                    conn, [_row(e, sqlite_direct.to_db_time(_created(e))) for e in events]
                 )
                 return assigned
 
@@ -192,22 +179,7 @@ class EventWriter:
                 # itself is one INSERT (atomic), and uq_events_thread_seq catches a stale seq.
                 known = await postgres_direct.max_seqs(conn, unknown) if unknown else {}
                 assigned = self._number(events, known)
-                await postgres_direct.insert_events(
-                    conn,
-                    [
-                        (
-                            e.data["event_id"],
-                            e.user_id,
-                            e.thread_id,
-                            e.run_id,
-                            e.seq,
-                            e.data["type"],
-                            _created(e),
-                            e.json,
-                        )
-                        for e in events
-                    ],
-                )
+                await postgres_direct.insert_events(conn, [_row(e, _created(e)) for e in events])
                 return assigned
 
             assigned = await self._store.pg.write(transaction)
@@ -236,6 +208,20 @@ class EventWriter:
             self._last_seq.move_to_end(thread_id)
         while len(self._last_seq) > _SEQ_CACHE_MAX:
             self._last_seq.popitem(last=False)
+
+
+def _row(e: Event, created: Any) -> tuple[Any, ...]:
+    """An ``events`` row in column order: id, user, thread, run, seq, type, time, body."""
+    return (
+        e.data["event_id"],
+        e.user_id,
+        e.thread_id,
+        e.run_id,
+        e.seq,
+        e.data["type"],
+        created,
+        e.json,
+    )
 
 
 def _created(event: Event) -> datetime:
