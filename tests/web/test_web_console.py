@@ -277,6 +277,8 @@ def test_usable_on_a_narrow_screen_and_by_keyboard(
 ) -> None:
     heidi = open_console("heidi", viewport={"width": 375, "height": 740})
     page = heidi.page
+    # The agents are listed (the page cannot send before it knows them).
+    expect(page.get_by_label("Agent")).to_have_value("assistant")
     # Keyboard only: Tab reaches the message box, Enter sends.
     page.get_by_label("Message").focus()
     page.keyboard.type("what is 12 / 4?")

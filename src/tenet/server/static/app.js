@@ -403,7 +403,11 @@ async function send() {
   const text = ui.input.value.trim();
   const agent = ui.agent.value;
   ui.composerError.textContent = "";
-  if (!s || !text || !agent) return;
+  if (!s || !text) return;
+  if (!agent) {
+    ui.composerError.textContent = "The agents are still loading; try again in a moment.";
+    return;
+  }
   if (!s.conn.connected) {
     ui.composerError.textContent = "Not connected; wait for the connection to come back.";
     return;
