@@ -32,6 +32,19 @@ async def _workers(database_url: str) -> dict[str, str]:
     return {r["id"]: (r["worker_id"] or "", r["status"]) for r in rows}
 
 
+async def _metrics(url: str, admin_token: str) -> dict[str, float]:
+    import httpx
+
+    async with httpx.AsyncClient() as http:
+        r = await http.get(url + "/metrics", headers={"Authorization": f"Bearer {admin_token}"})
+    r.raise_for_status()
+    return {
+        line.split()[0]: float(line.split()[1])
+        for line in r.text.splitlines()
+        if line and not line.startswith("#") and "{" not in line
+    }
+
+
 async def _collect(client: Client, thread_id: str, runs: int) -> list[dict]:
     events = []
     ended = 0
@@ -155,6 +168,11 @@ async def test_redis_restart_mid_stream_loses_nothing(postgres_url: str, tmp_pat
             c.redis.start()
             events = await asyncio.wait_for(collector, 60)
             stored = await http.events(thread["id"], limit=1000)
+        metrics = await _metrics(c.nodes[1].url, c.admin_token)
+        assert metrics["tenet_bus_resumes_total"] >= 1, (
+            "the watcher's socket resumed from the store"
+        )
+        assert metrics["tenet_queue_overflows_total"] == 0, "an outage is not a slow client"
         assert thread_violations(events) == []
         assert [e["event_id"] for e in events] == [e["event_id"] for e in stored]
         assert len(stored) == 3 * 40

@@ -28,7 +28,15 @@ class SubscriptionClosed(Exception):
 class Subscription:
     """A bounded queue of events from one or more threads, for one reader."""
 
-    __slots__ = ("_closed", "_floors", "_items", "_maxsize", "_waiter", "overflowed")
+    __slots__ = (
+        "_closed",
+        "_floors",
+        "_items",
+        "_maxsize",
+        "_waiter",
+        "overflowed",
+        "resumed_by_bus",
+    )
 
     def __init__(self, maxsize: int = 1000) -> None:
         self._items: deque[Event] = deque()
@@ -37,6 +45,8 @@ class Subscription:
         self._floors: dict[str, int] = {}
         self._closed = False
         self.overflowed = False
+        #: True when the bus, not the reader, caused the resume (live delivery broke).
+        self.resumed_by_bus = False
 
     def attach(self, thread_id: str, after: int = 0) -> None:
         """Accept events of ``thread_id`` with ``seq > after``."""
@@ -67,6 +77,7 @@ class Subscription:
         """Live delivery may have missed events: make the reader resume from the store."""
         if not self._closed and not self.overflowed:
             self.overflowed = True
+            self.resumed_by_bus = True
             self._items.clear()
             self._wake()
 

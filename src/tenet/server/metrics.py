@@ -59,6 +59,12 @@ class Metrics:
             "Connections closed because their send queue overflowed (4008).",
             registry=self.registry,
         )
+        self.bus_resumes = Counter(
+            "tenet_bus_resumes",
+            "Connections closed with 4008 to resume from the store because live delivery "
+            "broke (a Redis outage), not because the client was slow.",
+            registry=self.registry,
+        )
         self.isolation_violations = Counter(
             "tenet_isolation_violations",
             "Event frames of another user stopped by the isolation guard; should stay 0.",

@@ -218,7 +218,12 @@ class Connection:
             try:
                 event = await self.sub.get()
             except SubscriptionOverflow:
-                self._overflowed("subscription")
+                if self.sub.resumed_by_bus:
+                    self.state.metrics.bus_resumes.inc()
+                    log.warning("live delivery broke; closing with 4008 so the client resumes")
+                    self.request_close(CLOSE_TOO_SLOW)
+                else:
+                    self._overflowed("subscription")
                 return
             except SubscriptionClosed:
                 return
