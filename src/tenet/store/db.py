@@ -215,25 +215,18 @@ class Store:
     async def get_thread(self, user_id: str, thread_id: str) -> Thread:
         if not is_valid(thread_id, "thr"):
             raise NotFound()
-        if self.direct is not None:
-            found = await self.direct.read(direct.thread_owned, user_id, thread_id)
+        if self.direct is not None or self.pg is not None:
+            if self.direct is not None:
+                found = await self.direct.read(direct.thread_owned, user_id, thread_id)
+                created = direct.from_db_time(found[3]) if found is not None else None
+            else:
+                assert self.pg is not None
+                found = await self.pg.read(pg.thread_owned, user_id, thread_id)
+                created = found[3] if found is not None else None
             if found is None:
                 raise NotFound()
             return Thread(
-                id=found[0],
-                user_id=found[1],
-                meta=from_db_json(found[2]) or {},
-                created_at=direct.from_db_time(found[3]),
-            )
-        if self.pg is not None:
-            found = await self.pg.read(pg.thread_owned, user_id, thread_id)
-            if found is None:
-                raise NotFound()
-            return Thread(
-                id=found[0],
-                user_id=found[1],
-                meta=from_db_json(found[2]) or {},
-                created_at=found[3],
+                id=found[0], user_id=found[1], meta=from_db_json(found[2]) or {}, created_at=created
             )
         async with self.read() as s:
             row = (
