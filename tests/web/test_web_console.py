@@ -201,9 +201,11 @@ def test_the_page_resumes_after_the_server_drops_the_socket_mid_run(
     assert web_server.drop_sockets_at(erin.user_id, thread_id, seq=60 + 100).result(20) == 1
     wait_run_done(erin, index=1)
 
+    # The indicator may still say "reconnecting" for a moment after the run's last
+    # event was rendered from the replay: wait for it before reading its history.
+    expect(page.locator("#conn-status")).to_have_text("Connected")
     states = page.evaluate("window.__states")
     assert states.count("reconnecting") >= 2 and states[-1] == "connected"
-    expect(page.locator("#conn-status")).to_have_text("Connected")
 
     events = stored_events(web_server, erin, thread_id)
     seqs = rendered_seqs(erin)
