@@ -12,7 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
+
+@pytest.mark.timeout(300)  # a minute of load, then every user's events are checked
 def test_one_minute_soak_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
     proc = subprocess.run(
