@@ -80,7 +80,8 @@ class Event:
 
     ``data`` is the flat protocol object; ``json`` its serialized form, set when the
     writer assigns ``seq``. Routing fields are copied out so that the bus and the
-    isolation guard need not parse anything.
+    isolation guard need not parse anything. ``settled`` is set once the writer is
+    done with it: stored and published, or failed with ``error``.
     """
 
     data: dict[str, Any]
@@ -90,6 +91,9 @@ class Event:
     seq: int = 0
     json: str = ""
     created: float = 0.0
+    settled: bool = False
+    error: BaseException | None = None
+    waiter: asyncio.Future[None] | None = None
 
     @property
     def type(self) -> str:
@@ -123,7 +127,9 @@ def make_event(ctx: RunContext, type: str, fields: dict[str, Any]) -> Event:
 class EventSink(Protocol):
     """Where emitted events go: the writer that numbers, stores, then publishes them."""
 
-    def submit(self, event: Event) -> asyncio.Future[Event]: ...
+    def submit(self, event: Event) -> None: ...
+
+    def settled(self, event: Event) -> asyncio.Future[None]: ...
 
     async def write(self, event: Event) -> Event: ...
 

@@ -74,7 +74,7 @@ class RunRuntime:
         self.tool_timeout = tool_timeout
         self.max_steps = max_steps
         self._steps: dict[str, int] = {}
-        self._unflushed: list[asyncio.Future[Event]] = []
+        self._unflushed: list[Event] = []
         #: Events this run has submitted (a run that has emitted none may be retried).
         self.emitted = 0
         #: Set once the run's own agent_completed is being written: from then on a
@@ -90,7 +90,9 @@ class RunRuntime:
         so one run's events share transactions and a slow disk costs the run one
         wait, not one per event.
         """
-        self._unflushed.append(self.sink.submit(make_event(ctx, type, fields)))
+        event = make_event(ctx, type, fields)
+        self.sink.submit(event)
+        self._unflushed.append(event)
         self.emitted += 1
         if len(self._unflushed) >= FLUSH_EVERY:
             await self.flush()
@@ -100,10 +102,12 @@ class RunRuntime:
         pending, self._unflushed = self._unflushed, []
         if not pending:
             return
-        results = await asyncio.shield(asyncio.gather(*pending, return_exceptions=True))
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        # The writer settles events in the order they were submitted: once the last is
+        # settled, so is every one before it.
+        await asyncio.shield(self.sink.settled(pending[-1]))
+        for event in pending:
+            if event.error is not None:
+                raise event.error
 
     async def think(self, ctx: RunContext, reasoning: str) -> None:
         step = self._steps.get(ctx.execution_id, 0) + 1

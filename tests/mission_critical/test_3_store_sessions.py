@@ -51,16 +51,17 @@ async def test_no_store_session_touches_two_users(deploy) -> None:
         for obj in session.new | session.dirty:
             ids |= _user_ids(getattr(obj, "user_id", None))
 
-    # The embedded store's hot path runs whole transactions on its SQLite thread:
-    # each transaction is one "session" here, attributed by the ids it was given.
-    original_transaction = DirectSqlite._transaction
+    # The embedded store's hot path runs calls on its SQLite thread (several may share
+    # one commit, each under its own savepoint): each call is one "session" here,
+    # attributed by the ids it was given.
+    original_call = DirectSqlite._call
 
-    def tracked_transaction(self: DirectSqlite, fn: Any, args: tuple[Any, ...], write: bool) -> Any:
+    def tracked_call(self: DirectSqlite, conn: Any, fn: Any, args: tuple[Any, ...]) -> Any:
         info: dict[str, Any] = {"tracked": _user_ids(list(args))}
         if fn.__name__ == "transaction":  # the event writer's batch
             info["role"] = "event-writer"
         seen.append(info)
-        return original_transaction(self, fn, args, write)
+        return original_call(self, conn, fn, args)
 
     # The same on Postgres: each call of the asyncpg pool is one "session".
     original_pg_transaction = DirectPostgres._transaction
@@ -76,7 +77,7 @@ async def test_no_store_session_touches_two_users(deploy) -> None:
 
     event.listen(Session, "do_orm_execute", on_execute)
     event.listen(Session, "before_flush", on_flush)
-    DirectSqlite._transaction = tracked_transaction  # type: ignore[method-assign]
+    DirectSqlite._call = tracked_call  # type: ignore[method-assign]
     DirectPostgres._transaction = tracked_pg_transaction  # type: ignore[method-assign]
     try:
         async with deploy() as d:
@@ -93,7 +94,7 @@ async def test_no_store_session_touches_two_users(deploy) -> None:
 
             await asyncio.gather(*(work(u) for u in users))
     finally:
-        DirectSqlite._transaction = original_transaction  # type: ignore[method-assign]
+        DirectSqlite._call = original_call  # type: ignore[method-assign]
         DirectPostgres._transaction = original_pg_transaction  # type: ignore[method-assign]
         event.remove(Session, "do_orm_execute", on_execute)
         event.remove(Session, "before_flush", on_flush)

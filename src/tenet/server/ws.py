@@ -216,7 +216,7 @@ class Connection:
     async def _pump_loop(self) -> None:
         while True:
             try:
-                event = await self.sub.get()
+                event: Event | None = await self.sub.get()
             except SubscriptionOverflow:
                 if self.sub.resumed_by_bus:
                     self.state.metrics.bus_resumes.inc()
@@ -228,8 +228,15 @@ class Connection:
             except SubscriptionClosed:
                 return
             async with self._lock:
-                if not await self._deliver(event):
-                    return
+                # Everything that arrived meanwhile goes out under the same lock: one
+                # wake-up of this task per burst of events, not one per event.
+                while event is not None:
+                    if not await self._deliver(event):
+                        return
+                    try:
+                        event = self.sub.get_nowait()
+                    except SubscriptionOverflow:
+                        break  # the next get() reports it
 
     async def _deliver(self, event: Event) -> bool:
         cursor = self._cursors.get(event.thread_id)

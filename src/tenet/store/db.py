@@ -91,10 +91,9 @@ class Store:
         await self.engine.dispose()
 
     async def direct_write(self, fn: Callable[..., T], *args: Any) -> T:
-        """One write transaction on the SQLite thread, serialized with the ORM's writes."""
-        assert self.direct is not None and self._write_lock is not None
-        async with self._write_lock:
-            return await self.direct.write(fn, *args)
+        """One write call on the SQLite thread (it shares a commit with the calls beside it)."""
+        assert self.direct is not None
+        return await self.direct.write(fn, *args)
 
     # Sessions -------------------------------------------------------------------------------
 
@@ -110,8 +109,18 @@ class Store:
         if self._write_lock is None:
             async with self._sessions() as session, session.begin():
                 yield session
-        else:
+        elif self.direct is None:
             async with self._write_lock, self._sessions() as session, session.begin():
+                yield session
+        else:
+            # The SQLite thread waits between two transactions while the ORM writes, so
+            # that neither connection ever waits on the other's lock.
+            async with (
+                self._write_lock,
+                self.direct.paused(),
+                self._sessions() as session,
+                session.begin(),
+            ):
                 yield session
 
     async def ping(self) -> None:

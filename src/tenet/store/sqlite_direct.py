@@ -3,8 +3,10 @@
 Every run makes a handful of writes (its creation, its start, its events, its
 end). Through the async ORM each costs about a millisecond of CPU: statements
 are built and compiled, and aiosqlite hands every call to its thread and back.
-Here a whole transaction is one Python function executed on the store's own
-SQLite thread: one hand-off per transaction, statements cached by ``sqlite3``.
+Here each call is one Python function executed on the store's own SQLite
+thread, and the calls that arrive together share one transaction (group
+commit): one hand-off and one commit for many calls, statements cached by
+``sqlite3``.
 The rows it writes are the same rows, in the same formats, that the ORM reads
 and writes elsewhere (times as ``YYYY-MM-DD HH:MM:SS.ffffff`` UTC text, JSON as
 text), so both paths see one database.
@@ -13,15 +15,23 @@ text), so both paths see one database.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import queue
 import sqlite3
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from .rows import RUN_COLUMNS, TERMINAL, run_from_row, to_db_json
 
 T = TypeVar("T")
+
+log = logging.getLogger("tenet.store")
+
+#: At most this many calls share one transaction.
+GROUP_MAX = 256
 
 
 def to_db_time(value: datetime | None) -> str | None:
@@ -39,13 +49,58 @@ def from_db_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
-class DirectSqlite:
-    """Runs transactions on one ``sqlite3`` connection, on one thread of its own."""
+class _Job:
+    """One call waiting for the SQLite thread; settled on the event loop that made it."""
 
-    def __init__(self, path: str) -> None:
+    __slots__ = ("args", "fn", "future", "loop", "outcome", "write")
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        write: bool,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.fn = fn
+        self.args = args
+        self.write = write
+        self.loop = loop
+        self.future: asyncio.Future[Any] = loop.create_future()
+        self.outcome: tuple[bool, Any] = (False, None)
+
+
+class _Pause:
+    """Holds the SQLite thread still while someone else (the ORM) writes; or stops it."""
+
+    __slots__ = ("loop", "reached", "released", "stop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, stop: bool = False) -> None:
+        self.loop = loop
+        self.stop = stop
+        self.reached: asyncio.Future[None] = loop.create_future()
+        self.released = threading.Event()
+
+
+class DirectSqlite:
+    """Runs transactions on one ``sqlite3`` connection, on one thread of its own.
+
+    Calls that arrive while a transaction is being committed wait, and are then
+    run together in the next transaction, each under a savepoint of its own (group
+    commit): one failing call rolls back only its own writes, and a hundred runs
+    writing at once cost one commit, not a hundred. The thread settles a group's
+    futures with one hand-off to the event loop.
+    """
+
+    def __init__(self, path: str, *, group_max: int = GROUP_MAX) -> None:
         self.path = path
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tenet-sqlite")
+        self._group_max = group_max
+        self._jobs: queue.SimpleQueue[_Job | _Pause] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
+        self._closed = False
+        #: Transactions committed, and calls they carried (for the metrics and the tests).
+        self.groups = 0
+        self.calls = 0
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -59,35 +114,167 @@ class DirectSqlite:
             self._conn = conn
         return self._conn
 
-    def _transaction(self, fn: Callable[..., T], args: tuple[Any, ...], write: bool) -> T:
-        conn = self._connection()
-        conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-        try:
-            result = fn(conn, *args)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        return result
+    # The event loop's side ------------------------------------------------------------------
+
+    def _submit(self, item: _Job | _Pause) -> None:
+        if self._closed:
+            raise RuntimeError("the store is closed")
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name="tenet-sqlite", daemon=True)
+            self._thread.start()
+        self._jobs.put(item)
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(connection, *args)`` in one write transaction on the SQLite thread."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._transaction, fn, args, True)
+        """Run ``fn(connection, *args)`` in a write transaction on the SQLite thread.
+
+        Returns once the transaction that carried it is committed.
+        """
+        job = _Job(fn, args, True, asyncio.get_running_loop())
+        self._submit(job)
+        return await job.future
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._transaction, fn, args, False)
+        """Run ``fn(connection, *args)`` in a transaction (with the writes queued before it)."""
+        job = _Job(fn, args, False, asyncio.get_running_loop())
+        self._submit(job)
+        return await job.future
+
+    @contextlib.asynccontextmanager
+    async def paused(self) -> AsyncIterator[None]:
+        """Hold the SQLite thread between two transactions for the length of the block.
+
+        The ORM's writes go through other connections; pausing this one while they
+        run means neither waits on the other's lock.
+        """
+        pause = _Pause(asyncio.get_running_loop())
+        self._submit(pause)
+        try:
+            await pause.reached
+            yield
+        finally:
+            pause.released.set()
 
     async def close(self) -> None:
-        def shut() -> None:
-            if self._conn is not None:
+        """Finish the calls queued so far, close the connection and stop the thread."""
+        self._closed = True
+        if self._thread is None:
+            return
+        stop = _Pause(asyncio.get_running_loop(), stop=True)
+        self._jobs.put(stop)
+        await stop.reached
+        self._thread = None
+
+    # The SQLite thread's side ---------------------------------------------------------------
+
+    def _serve(self) -> None:
+        pending: list[_Job | _Pause] = []
+        while True:
+            if not pending:
+                pending.append(self._jobs.get())
+            while len(pending) < self._group_max:
+                try:
+                    pending.append(self._jobs.get_nowait())
+                except queue.Empty:
+                    break
+            group: list[_Job] = []
+            while pending and isinstance(pending[0], _Job) and len(group) < self._group_max:
+                group.append(pending.pop(0))  # type: ignore[arg-type]
+            if group:
+                try:
+                    self._run_group(group)
+                except BaseException as exc:  # the database cannot be opened or locked
+                    log.warning("could not start a transaction: %s", exc)
+                    for job in group:
+                        job.outcome = (False, exc)
+                _hand_back(group)
+                continue
+            pause = pending.pop(0)
+            assert isinstance(pause, _Pause)
+            if pause.stop and self._conn is not None:
                 self._conn.close()
                 self._conn = None
+            with contextlib.suppress(RuntimeError):
+                pause.loop.call_soon_threadsafe(_settle_pause, pause.reached)
+            if pause.stop:
+                return
+            pause.released.wait()
 
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, shut)
-        self._executor.shutdown(wait=True)
+    def _run_group(self, group: list[_Job]) -> None:
+        """Run the calls in one transaction, each under a savepoint; set their outcomes."""
+        conn = self._connection()
+        writes = any(job.write for job in group)
+        conn.execute("BEGIN IMMEDIATE" if writes else "BEGIN")
+        done: list[_Job] = []
+        for job in group:
+            if not conn.in_transaction:
+                # An error made SQLite roll the whole transaction back (a full disk, say):
+                # the writes done so far are gone, and the rest get a transaction of their own.
+                for earlier in done:
+                    if earlier.write and earlier.outcome[0]:
+                        earlier.outcome = (
+                            False,
+                            sqlite3.OperationalError("transaction rolled back"),
+                        )
+                done = []
+                conn.execute("BEGIN IMMEDIATE" if writes else "BEGIN")
+            try:
+                if job.write:
+                    conn.execute("SAVEPOINT call")
+                job.outcome = (True, self._call(conn, job.fn, job.args))
+                if job.write:
+                    conn.execute("RELEASE call")
+            except BaseException as exc:
+                job.outcome = (False, exc)
+                if job.write and conn.in_transaction:
+                    _undo_call(conn)
+            done.append(job)
+        try:
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            for job in done:
+                if job.write:
+                    job.outcome = (False, exc)
+        self.groups += 1
+        self.calls += len(group)
+
+    def _call(self, conn: sqlite3.Connection, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        """One call: the unit of work that belongs to one user."""
+        return fn(conn, *args)
+
+
+def _undo_call(conn: sqlite3.Connection) -> None:
+    """Roll back one call's writes; the rest of its group goes on."""
+    with contextlib.suppress(sqlite3.Error):
+        conn.execute("ROLLBACK TO call")
+        conn.execute("RELEASE call")
+
+
+def _hand_back(group: list[_Job]) -> None:
+    """Settle a group's futures with one hand-off per event loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
+    for job in group:
+        by_loop.setdefault(job.loop, []).append(job)
+    for loop, jobs in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(_settle, jobs)
+
+
+def _settle(jobs: list[_Job]) -> None:
+    for job in jobs:
+        if job.future.done():
+            continue
+        ok, value = job.outcome
+        if ok:
+            job.future.set_result(value)
+        else:
+            job.future.set_exception(value)
+
+
+def _settle_pause(reached: asyncio.Future[None]) -> None:
+    if not reached.done():
+        reached.set_result(None)
 
 
 # The hot transactions, as functions of a connection ---------------------------------------

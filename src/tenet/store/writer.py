@@ -49,7 +49,7 @@ class EventWriter:
         self._store = store
         self._bus = bus
         self._batch_max = batch_max
-        self._pending: list[tuple[Event, asyncio.Future[Event]]] = []
+        self._pending: list[Event] = []
         self._wakeup = asyncio.Event()
         self._last_seq: OrderedDict[str, int] = OrderedDict()
         self._task: asyncio.Task[None] | None = None
@@ -77,23 +77,34 @@ class EventWriter:
         """Drop the cached last ``seq`` of a thread (another process may write to it next)."""
         self._last_seq.pop(thread_id, None)
 
-    def submit(self, event: Event) -> asyncio.Future[Event]:
-        """Queue one event without waiting; the future resolves once it is stored and published.
+    def submit(self, event: Event) -> None:
+        """Queue one event without waiting (see :meth:`settled`).
 
-        Events are written in the order they were submitted, so a run may submit
-        many and wait once (see :meth:`RunRuntime.flush`): that is what lets one
-        run's events share a transaction.
+        Events are written, and settled, in the order they were submitted, so a run
+        may submit many and wait for the last (see :meth:`RunRuntime.flush`): that
+        is what lets one run's events share a transaction, and costs one wake-up
+        per wait, not one per event.
         """
         if self._closed and self._task is None:
             raise RuntimeError("event writer is closed")
-        future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
-        self._pending.append((event, future))
+        self._pending.append(event)
         self._wakeup.set()
-        return future
+
+    def settled(self, event: Event) -> asyncio.Future[None]:
+        """A future done once ``event`` is stored and published, or has failed (``event.error``)."""
+        if event.waiter is None:
+            event.waiter = asyncio.get_running_loop().create_future()
+            if event.settled:
+                event.waiter.set_result(None)
+        return event.waiter
 
     async def write(self, event: Event) -> Event:
         """Queue one event; returns once it is stored and published, with its ``seq``."""
-        return await asyncio.shield(self.submit(event))
+        self.submit(event)
+        await asyncio.shield(self.settled(event))
+        if event.error is not None:
+            raise event.error
+        return event
 
     async def _loop(self) -> None:
         while True:
@@ -110,38 +121,36 @@ class EventWriter:
             except Exception:  # pragma: no cover - _write_batch settles every future itself
                 log.exception("event writer failed a batch")
 
-    async def _write_batch(
-        self, batch: list[tuple[Event, asyncio.Future[Event]]], retries: int = 2
-    ) -> None:
+    async def _write_batch(self, batch: list[Event], retries: int = 2) -> None:
         try:
-            await self._store_events([e for e, _ in batch])
+            await self._store_events(batch)
         except Exception as exc:
-            for event, _ in batch:
+            for event in batch:
                 self.forget(event.thread_id)  # the cached seq may be stale (another writer)
-            by_thread: dict[str, list[tuple[Event, asyncio.Future[Event]]]] = {}
-            for item in batch:
-                by_thread.setdefault(item[0].thread_id, []).append(item)
+            by_thread: dict[str, list[Event]] = {}
+            for event in batch:
+                by_thread.setdefault(event.thread_id, []).append(event)
             if len(by_thread) > 1:
                 # Isolate the failure: retry each thread's events on their own.
-                for items in by_thread.values():
-                    await self._write_batch(items, retries)
+                for events in by_thread.values():
+                    await self._write_batch(events, retries)
             elif retries > 0:
                 await self._write_batch(batch, retries - 1)
             else:
                 log.warning("could not store %d events of one thread: %s", len(batch), exc)
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
+                for event in batch:
+                    event.error = exc
+                    _settle(event)
             return
         self.batches += 1
         self.events_written += len(batch)
-        for event, future in batch:
+        publish = self._bus.publish
+        for event in batch:
             try:
-                self._bus.publish(event.thread_id, event)
+                publish(event.thread_id, event)
             except Exception:
                 log.exception("publishing an event failed; it is stored and can be replayed")
-            if not future.done():
-                future.set_result(event)
+            _settle(event)
 
     def _number(self, events: list[Event], known: dict[str, int]) -> dict[str, int]:
         """Give each event the next ``seq`` of its thread and its one serialized form."""
@@ -208,6 +217,13 @@ class EventWriter:
             self._last_seq.move_to_end(thread_id)
         while len(self._last_seq) > _SEQ_CACHE_MAX:
             self._last_seq.popitem(last=False)
+
+
+def _settle(event: Event) -> None:
+    event.settled = True
+    waiter = event.waiter
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
 
 
 def _row(e: Event, created: Any) -> tuple[Any, ...]:

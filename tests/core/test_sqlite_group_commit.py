@@ -1,0 +1,82 @@
+"""The embedded store's SQLite thread: calls that arrive together share one commit.
+
+Each call runs under a savepoint of its own, so a call that fails rolls back only
+its own writes; the others in its transaction commit. ORM writes pause the thread
+so that the two connections never wait on each other's lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tenet.store.sqlite_direct import DirectSqlite
+
+
+def _insert(conn: sqlite3.Connection, value: int) -> int:
+    conn.execute("INSERT INTO t (v) VALUES (?)", (value,))
+    return value
+
+
+def _insert_then_fail(conn: sqlite3.Connection, value: int) -> int:
+    conn.execute("INSERT INTO t (v) VALUES (?)", (value,))
+    raise ValueError(f"call {value} failed after writing")
+
+
+def _values(conn: sqlite3.Connection) -> list[int]:
+    return [r[0] for r in conn.execute("SELECT v FROM t ORDER BY v")]
+
+
+@pytest.fixture
+async def direct(tmp_path: Path):
+    path = str(tmp_path / "group.db")
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE t (v INTEGER PRIMARY KEY)")
+    db = DirectSqlite(path)
+    yield db
+    await db.close()
+
+
+async def test_calls_queued_together_share_one_commit(direct: DirectSqlite) -> None:
+    await direct.read(_values)  # the thread is up
+    groups_before = direct.groups
+    async with direct.paused():
+        tasks = [asyncio.create_task(direct.write(_insert, v)) for v in range(50)]
+        await asyncio.sleep(0.05)
+        assert not any(t.done() for t in tasks), "nothing runs while the thread is paused"
+    assert await asyncio.gather(*tasks) == list(range(50))
+    assert direct.groups - groups_before == 1, "the 50 calls were committed together"
+    assert await direct.read(_values) == list(range(50))
+
+
+async def test_a_failing_call_rolls_back_only_its_own_writes(direct: DirectSqlite) -> None:
+    async with direct.paused():
+        tasks = [
+            asyncio.create_task(direct.write(_insert_then_fail if v == 7 else _insert, v))
+            for v in range(20)
+        ]
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(results[7], ValueError)
+    assert [r for i, r in enumerate(results) if i != 7] == [v for v in range(20) if v != 7]
+    assert await direct.read(_values) == [v for v in range(20) if v != 7]
+
+
+async def test_a_constraint_error_fails_its_caller_only(direct: DirectSqlite) -> None:
+    await direct.write(_insert, 1)
+    async with direct.paused():
+        duplicate = asyncio.create_task(direct.write(_insert, 1))
+        fresh = asyncio.create_task(direct.write(_insert, 2))
+    with pytest.raises(sqlite3.IntegrityError):
+        await duplicate
+    assert await fresh == 2
+    assert await direct.read(_values) == [1, 2]
+
+
+async def test_calls_after_close_are_refused(direct: DirectSqlite) -> None:
+    await direct.write(_insert, 1)
+    await direct.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        await direct.write(_insert, 2)
