@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection
+from sqlalchemy import Connection, event, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from tenet.ids import new_id
+from tenet.store.db import Store
 from tenet.store.migrate import upgrade
 from tenet.store.tables import Base
 
@@ -28,3 +31,71 @@ async def test_upgrading_an_empty_database_yields_the_declared_schema(database_u
     finally:
         await engine.dispose()
     assert differences == []
+
+
+async def test_events_stored_before_an_upgrade_are_kept(database_url: str) -> None:
+    """0002 re-keys the events table; every stored event survives it, readable as before."""
+    engine = create_async_engine(database_url)
+    store = Store(database_url)
+    try:
+        await upgrade(engine, "0001")
+        now = datetime(2026, 11, 29, 6, 0, tzinfo=UTC)
+        user, thread = new_id("usr"), new_id("thr")
+        bodies = [f'{{"seq": {seq}}}' for seq in range(1, 31)]
+        async with engine.begin() as conn:
+            await conn.execute(
+                text("INSERT INTO users (id, name, created_at) VALUES (:id, 'old', :t)"),
+                {"id": user, "t": now},
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO threads (id, user_id, metadata, created_at) "
+                    "VALUES (:id, :u, '{}', :t)"
+                ),
+                {"id": thread, "u": user, "t": now},
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO events (id, user_id, thread_id, run_id, seq, type, created_at, "
+                    "body) VALUES (:id, :u, :th, :r, :seq, 'message_delta', :t, :body)"
+                ),
+                [
+                    {"id": new_id("evt"), "u": user, "th": thread, "r": new_id("run")}
+                    | {"seq": seq, "t": now, "body": body}
+                    for seq, body in enumerate(bodies, start=1)
+                ],
+            )
+        await upgrade(engine)
+        assert await store.list_events(user, thread, after=10) == bodies[10:]
+        assert await store.list_events(new_id("usr"), thread, check_owner=False) == []
+    finally:
+        await store.close()
+        await engine.dispose()
+
+
+async def test_run_lookups_use_the_partial_run_index(sqlite_url: str) -> None:
+    """Recovery finds a run's first and end events through ``ix_events_run_marks``, not a scan."""
+    engine = create_async_engine(sqlite_url)
+    await upgrade(engine)
+    await engine.dispose()
+    store = Store(sqlite_url)
+    statements: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "FROM events" in statement:
+            statements.append((statement, parameters))
+
+    event.listen(store.engine.sync_engine, "before_cursor_execute", capture)
+    try:
+        run_id = new_id("run")
+        assert await store.run_has_events(run_id) is False
+        assert await store.admin_root_execution(run_id) is None
+        assert await store.run_terminal_event(new_id("usr"), run_id) is None
+        assert len(statements) == 3
+        async with store.engine.connect() as conn:
+            for statement, parameters in statements:
+                plan = await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+                details = " ".join(str(row[-1]) for row in plan)
+                assert "ix_events_run_marks" in details, (statement, details)
+    finally:
+        await store.close()

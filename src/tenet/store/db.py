@@ -45,9 +45,12 @@ from . import sqlite_direct as direct
 from .postgres_direct import DirectPostgres
 from .rows import from_db_json
 from .sqlite_direct import DirectSqlite
-from .tables import EventRow, Message, Note, Run, Thread, Token, User
+from .tables import RUN_MARKS, EventRow, Message, Note, Run, Thread, Token, User
 
 T = TypeVar("T")
+
+#: Repeats the partial run index's predicate, so that lookups by run can use it.
+RUN_MARKED = text(RUN_MARKS)
 
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 
@@ -603,7 +606,7 @@ class Store:
         async with self.read() as s:
             body = await s.scalar(
                 select(EventRow.body)
-                .where(EventRow.run_id == run_id, EventRow.type == "agent_started")
+                .where(EventRow.run_id == run_id, RUN_MARKED, EventRow.type == "agent_started")
                 .order_by(EventRow.seq)
                 .limit(1)
             )
@@ -620,6 +623,7 @@ class Store:
                     select(EventRow.body)
                     .where(
                         EventRow.run_id == run_id,
+                        RUN_MARKED,
                         EventRow.user_id == user_id,
                         EventRow.type.in_(("agent_completed", "agent_error", "run_cancelled")),
                     )
@@ -633,9 +637,12 @@ class Store:
         return None
 
     async def run_has_events(self, run_id: str) -> bool:
+        """True once the run has stored an event (its first is always one of ``RUN_MARKS``)."""
         async with self.read() as s:
             return (
-                await s.scalar(select(EventRow.id).where(EventRow.run_id == run_id).limit(1))
+                await s.scalar(
+                    select(EventRow.seq).where(EventRow.run_id == run_id, RUN_MARKED).limit(1)
+                )
             ) is not None
 
     # Events -----------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -86,18 +86,40 @@ class Run(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
 
 
+#: The events a run's recovery looks up by run: its first and its end. Every run's
+#: first event is one of them (``agent_started``, or an end when it never started).
+RUN_MARK_TYPES = ("agent_started", "agent_completed", "agent_error", "run_cancelled")
+#: The partial index's predicate; a query must repeat it word for word for SQLite to use it.
+RUN_MARKS = "type IN ('agent_started', 'agent_completed', 'agent_error', 'run_cancelled')"
+
+
 class EventRow(Base):
+    """One stored event, keyed by its place in its thread.
+
+    Every event is written once and read by thread in ``seq`` order, so
+    ``(thread_id, seq)`` is the key, and no other index is kept on every row:
+    each index with a random key (an event id, a user id) cost a B-tree insert per
+    event and was most of the store's work. The run index holds only the events
+    recovery looks for (``RUN_MARKS``).
+    """
+
     __tablename__ = "events"
     __table_args__ = (
-        UniqueConstraint("thread_id", "seq", name="uq_events_thread_seq"),
-        Index("ix_events_run", "run_id"),
+        Index(
+            "ix_events_run_marks",
+            "run_id",
+            sqlite_where=text(RUN_MARKS),
+            postgresql_where=text(RUN_MARKS),
+        ),
     )
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    user_id: Mapped[str] = mapped_column(String(32), index=True)
-    thread_id: Mapped[str] = mapped_column(ForeignKey("threads.id", ondelete="CASCADE"))
+    thread_id: Mapped[str] = mapped_column(
+        ForeignKey("threads.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    id: Mapped[str] = mapped_column(String(32))
+    user_id: Mapped[str] = mapped_column(String(32))
     run_id: Mapped[str] = mapped_column(String(32))
-    seq: Mapped[int] = mapped_column(Integer)
     type: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     body: Mapped[str] = mapped_column(Text)

@@ -185,7 +185,7 @@ class EventWriter:
             async def transaction(conn: asyncpg.Connection) -> dict[str, int]:
                 # Two statements, no explicit transaction: under READ COMMITTED, as in the ORM's
                 # transaction, the max is read in a snapshot of its own either way; the batch
-                # itself is one INSERT (atomic), and uq_events_thread_seq catches a stale seq.
+                # itself is one INSERT (atomic), and the key (thread_id, seq) catches a stale seq.
                 known = await postgres_direct.max_seqs(conn, unknown) if unknown else {}
                 assigned = self._number(events, known)
                 await postgres_direct.insert_events(conn, [_row(e, _created(e)) for e in events])
