@@ -23,7 +23,7 @@ from typing import Any
 
 from .context import RunContext, current_context
 from .errors import Invalid, NotFound, RateLimited, TooLarge, Unavailable
-from .events import AGENT_ERROR, RUN_CANCELLED, make_event, utc_now
+from .events import AGENT_ERROR, RUN_CANCELLED, RunEnd, make_event, utc_now
 from .ids import new_id
 from .models.base import ChatModel
 from .registry import AgentRegistry
@@ -430,19 +430,28 @@ class Engine:
             return
         handle.state = "finishing"
         await runtime.flush()
-        await self.store.finish_run(ctx.user_id, ctx.run_id, status="completed", output=output)
+        if not runtime.end_stored:
+            await self.store.finish_run(ctx.user_id, ctx.run_id, status="completed", output=output)
         self.finished["completed"] += 1
 
     async def _fail(self, ctx: RunContext, runtime: RunRuntime, error: dict[str, str]) -> None:
-        await runtime.emit(ctx, AGENT_ERROR, {"status": "failed", "error": error, "depth": 0})
-        await runtime.flush()
-        await self.store.finish_run(ctx.user_id, ctx.run_id, status="failed", error=error)
+        await runtime.emit(
+            ctx,
+            AGENT_ERROR,
+            {"status": "failed", "error": error, "depth": 0},
+            end=RunEnd("failed", error=error),
+        )
+        await runtime.flush()  # raises unless the event and the run's end were stored
         self.finished["failed"] += 1
 
     async def _cancelled(self, ctx: RunContext, runtime: RunRuntime, reason: str) -> None:
-        await runtime.emit(ctx, RUN_CANCELLED, {"status": "cancelled", "reason": reason})
-        await runtime.flush()
-        await self.store.finish_run(ctx.user_id, ctx.run_id, status="cancelled")
+        await runtime.emit(
+            ctx,
+            RUN_CANCELLED,
+            {"status": "cancelled", "reason": reason},
+            end=RunEnd("cancelled"),
+        )
+        await runtime.flush()  # raises unless the event and the run's end were stored
         self.finished["cancelled"] += 1
 
     # Store outages ----------------------------------------------------------------------------

@@ -74,6 +74,19 @@ def is_terminal(event: dict[str, Any]) -> bool:
     return t == RUN_CANCELLED or (t in (AGENT_COMPLETED, AGENT_ERROR) and event.get("depth") == 0)
 
 
+@dataclass(frozen=True, slots=True)
+class RunEnd:
+    """A run's final status, stored in the same transaction as its terminal event.
+
+    So that a client that has seen the terminal event never reads the run as still
+    running, and so that ending a run costs no transaction of its own.
+    """
+
+    status: str
+    output: str | None = None
+    error: dict[str, Any] | None = None
+
+
 @dataclass(slots=True)
 class Event:
     """One event, as made by an emitter and, once stored, as delivered.
@@ -81,7 +94,8 @@ class Event:
     ``data`` is the flat protocol object; ``json`` its serialized form, set when the
     writer assigns ``seq``. Routing fields are copied out so that the bus and the
     isolation guard need not parse anything. ``settled`` is set once the writer is
-    done with it: stored and published, or failed with ``error``.
+    done with it: stored and published, or failed with ``error``. ``end``, on a
+    run's terminal event, is the run's final status, stored with it.
     """
 
     data: dict[str, Any]
@@ -94,6 +108,7 @@ class Event:
     settled: bool = False
     error: BaseException | None = None
     waiter: asyncio.Future[None] | None = None
+    end: RunEnd | None = None
 
     @property
     def type(self) -> str:

@@ -24,6 +24,7 @@ from .events import (
     TOOL_EXECUTING,
     Event,
     EventSink,
+    RunEnd,
     make_event,
 )
 from .store.notes import UserNotes
@@ -75,6 +76,7 @@ class RunRuntime:
         self.max_steps = max_steps
         self._steps: dict[str, int] = {}
         self._unflushed: list[Event] = []
+        self._end: Event | None = None
         #: Events this run has submitted (a run that has emitted none may be retried).
         self.emitted = 0
         #: Set once the run's own agent_completed is being written: from then on a
@@ -82,8 +84,13 @@ class RunRuntime:
         self.completing = False
         self.output: str | None = None
 
-    async def emit(self, ctx: RunContext, type: str, fields: dict[str, Any]) -> None:
+    async def emit(
+        self, ctx: RunContext, type: str, fields: dict[str, Any], *, end: RunEnd | None = None
+    ) -> None:
         """Submit one event; it is stored, then published, in order.
+
+        ``end``, on the run's terminal event, is the run's final status, stored in the
+        same transaction (see :attr:`end_stored`).
 
         The run does not wait for each event's commit: it waits every
         ``FLUSH_EVERY`` events and before the run's status changes (:meth:`flush`),
@@ -91,6 +98,9 @@ class RunRuntime:
         wait, not one per event.
         """
         event = make_event(ctx, type, fields)
+        if end is not None:
+            event.end = end
+            self._end = event
         self.sink.submit(event)
         self._unflushed.append(event)
         self.emitted += 1
@@ -108,6 +118,12 @@ class RunRuntime:
         for event in pending:
             if event.error is not None:
                 raise event.error
+
+    @property
+    def end_stored(self) -> bool:
+        """True once a terminal event and the run's final status are stored."""
+        end = self._end
+        return end is not None and end.settled and end.error is None
 
     async def think(self, ctx: RunContext, reasoning: str) -> None:
         step = self._steps.get(ctx.execution_id, 0) + 1
@@ -193,6 +209,7 @@ class RunRuntime:
                 "duration_ms": _ms(started),
                 "depth": ctx.depth,
             },
+            end=RunEnd("completed", output=output) if ctx.depth == 0 else None,
         )
         return output
 

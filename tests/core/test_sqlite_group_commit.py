@@ -1,8 +1,9 @@
 """The embedded store's SQLite thread: calls that arrive together share one commit.
 
-Each call runs under a savepoint of its own, so a call that fails rolls back only
-its own writes; the others in its transaction commit. ORM writes pause the thread
-so that the two connections never wait on each other's lock.
+A call that fails fails alone: its group is rolled back and each call runs again
+on its own, so the others commit and only the failing one's writes are gone. ORM
+writes pause the thread so that the two connections never wait on each other's
+lock.
 """
 
 from __future__ import annotations

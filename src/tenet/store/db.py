@@ -417,27 +417,40 @@ class Store:
             )
             return
         async with self.write() as s:
-            run = (
-                await s.execute(select(Run).where(Run.id == run_id, Run.user_id == user_id))
-            ).scalar_one_or_none()
-            if run is None or run.status in TERMINAL_STATUSES:
-                return
-            run.status = status
-            run.output = output
-            run.error = error
-            run.finished_at = now
-            if output is not None:
-                s.add(
-                    Message(
-                        id=new_id("msg"),
-                        user_id=user_id,
-                        thread_id=run.thread_id,
-                        run_id=run_id,
-                        role="assistant",
-                        content=output,
-                        created_at=now,
-                    )
+            await self.finish_run_in(s, user_id, run_id, status, output, error, now)
+
+    @staticmethod
+    async def finish_run_in(
+        s: AsyncSession,
+        user_id: str,
+        run_id: str,
+        status: str,
+        output: str | None,
+        error: dict[str, Any] | None,
+        now: datetime,
+    ) -> None:
+        """:meth:`finish_run` inside a session the caller commits (the ORM path)."""
+        run = (
+            await s.execute(select(Run).where(Run.id == run_id, Run.user_id == user_id))
+        ).scalar_one_or_none()
+        if run is None or run.status in TERMINAL_STATUSES:
+            return
+        run.status = status
+        run.output = output
+        run.error = error
+        run.finished_at = now
+        if output is not None:
+            s.add(
+                Message(
+                    id=new_id("msg"),
+                    user_id=user_id,
+                    thread_id=run.thread_id,
+                    run_id=run_id,
+                    role="assistant",
+                    content=output,
+                    created_at=now,
                 )
+            )
 
     async def admin_runs_with_status(self, statuses: Iterable[str]) -> Sequence[Run]:
         """Runs in the given statuses across all users: start-up recovery only."""

@@ -85,10 +85,10 @@ class DirectSqlite:
     """Runs transactions on one ``sqlite3`` connection, on one thread of its own.
 
     Calls that arrive while a transaction is being committed wait, and are then
-    run together in the next transaction, each under a savepoint of its own (group
-    commit): one failing call rolls back only its own writes, and a hundred runs
-    writing at once cost one commit, not a hundred. The thread settles a group's
-    futures with one hand-off to the event loop.
+    run together in the next transaction (group commit): a hundred runs writing at
+    once cost one commit, not a hundred, and one failing call still fails alone
+    (see :meth:`_run_group`). The thread settles a group's futures with one
+    hand-off to the event loop.
     """
 
     def __init__(self, path: str, *, group_max: int = GROUP_MAX) -> None:
@@ -200,55 +200,49 @@ class DirectSqlite:
             pause.released.wait()
 
     def _run_group(self, group: list[_Job]) -> None:
-        """Run the calls in one transaction, each under a savepoint; set their outcomes."""
-        conn = self._connection()
-        writes = any(job.write for job in group)
-        conn.execute("BEGIN IMMEDIATE" if writes else "BEGIN")
-        done: list[_Job] = []
+        """Run the calls in one transaction and set their outcomes.
+
+        Optimistic: when every call succeeds (nearly always), the group costs one
+        BEGIN and one COMMIT. When one fails, the transaction is rolled back and
+        each call runs again in a transaction of its own, so that only the failing
+        call fails. The calls are functions of the database alone, so running one
+        again on the rolled-back state does exactly what it did the first time.
+        """
+        if len(group) > 1 and self._run_together(group):
+            self.groups += 1
+            self.calls += len(group)
+            return
         for job in group:
-            if not conn.in_transaction:
-                # An error made SQLite roll the whole transaction back (a full disk, say):
-                # the writes done so far are gone, and the rest get a transaction of their own.
-                for earlier in done:
-                    if earlier.write and earlier.outcome[0]:
-                        earlier.outcome = (
-                            False,
-                            sqlite3.OperationalError("transaction rolled back"),
-                        )
-                done = []
-                conn.execute("BEGIN IMMEDIATE" if writes else "BEGIN")
-            try:
-                if job.write:
-                    conn.execute("SAVEPOINT call")
+            self._run_together([job])
+            self.groups += 1
+            self.calls += 1
+
+    def _run_together(self, group: list[_Job]) -> bool:
+        """One transaction for the group; False (rolled back) if a call of several failed."""
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE" if any(job.write for job in group) else "BEGIN")
+        try:
+            for job in group:
                 job.outcome = (True, self._call(conn, job.fn, job.args))
-                if job.write:
-                    conn.execute("RELEASE call")
-            except BaseException as exc:
-                job.outcome = (False, exc)
-                if job.write and conn.in_transaction:
-                    _undo_call(conn)
-            done.append(job)
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            if len(group) > 1:
+                return False
+            group[0].outcome = (False, exc)
+            return True
         try:
             conn.execute("COMMIT")
         except BaseException as exc:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            for job in done:
-                if job.write:
-                    job.outcome = (False, exc)
-        self.groups += 1
-        self.calls += len(group)
+            for job in group:
+                job.outcome = (False, exc)
+        return True
 
     def _call(self, conn: sqlite3.Connection, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         """One call: the unit of work that belongs to one user."""
         return fn(conn, *args)
-
-
-def _undo_call(conn: sqlite3.Connection) -> None:
-    """Roll back one call's writes; the rest of its group goes on."""
-    with contextlib.suppress(sqlite3.Error):
-        conn.execute("ROLLBACK TO call")
-        conn.execute("RELEASE call")
 
 
 def _hand_back(group: list[_Job]) -> None:

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from sqlalchemy import insert
 
-from ..events import Event
+from ..events import Event, RunEnd
+from ..ids import new_id
 from . import postgres_direct, sqlite_direct
 from .db import Store
 from .tables import EventRow
@@ -177,18 +178,29 @@ class EventWriter:
                 sqlite_direct.insert_events(
                     conn, [_row(e, sqlite_direct.to_db_time(_created(e))) for e in events]
                 )
+                for e, end in _ends(events):
+                    sqlite_direct.finish_run(conn, *_finish_args(e, end))
                 return assigned
 
             assigned = await self._store.direct_write(transaction)
         elif self._store.pg is not None:
 
             async def transaction(conn: asyncpg.Connection) -> dict[str, int]:
-                # Two statements, no explicit transaction: under READ COMMITTED, as in the ORM's
-                # transaction, the max is read in a snapshot of its own either way; the batch
-                # itself is one INSERT (atomic), and the key (thread_id, seq) catches a stale seq.
+                # Under READ COMMITTED, as in the ORM's transaction, the max is read in a
+                # snapshot of its own either way; the batch itself is one INSERT (atomic), and
+                # the key (thread_id, seq) catches a stale seq. Runs' ends join it in one
+                # transaction: a batch that fails is retried whole, never half stored.
                 known = await postgres_direct.max_seqs(conn, unknown) if unknown else {}
                 assigned = self._number(events, known)
-                await postgres_direct.insert_events(conn, [_row(e, _created(e)) for e in events])
+                rows = [_row(e, _created(e)) for e in events]
+                ends = _ends(events)
+                if not ends:
+                    await postgres_direct.insert_events(conn, rows)
+                    return assigned
+                async with conn.transaction():
+                    await postgres_direct.insert_events(conn, rows)
+                    for e, end in ends:
+                        await postgres_direct.finish_run(conn, *_finish_args(e, end))
                 return assigned
 
             assigned = await self._store.pg.write(transaction)
@@ -212,11 +224,23 @@ class EventWriter:
                     for e in events
                 ]
                 await session.execute(insert(EventRow), rows)
+                for e, end in _ends(events):
+                    await Store.finish_run_in(session, *_finish_args(e, end)[:-1])
         for thread_id, seq in assigned.items():
             self._last_seq[thread_id] = seq
             self._last_seq.move_to_end(thread_id)
         while len(self._last_seq) > _SEQ_CACHE_MAX:
             self._last_seq.popitem(last=False)
+
+
+def _ends(events: list[Event]) -> list[tuple[Event, RunEnd]]:
+    """The runs' ends that the batch carries, each with its terminal event."""
+    return [(e, e.end) for e in events if e.end is not None]
+
+
+def _finish_args(e: Event, end: RunEnd) -> tuple[Any, ...]:
+    """The store's finish_run arguments: the run ends when its terminal event was made."""
+    return (e.user_id, e.run_id, end.status, end.output, end.error, _created(e), new_id("msg"))
 
 
 def _settle(event: Event) -> None:
