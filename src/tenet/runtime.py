@@ -77,6 +77,8 @@ class RunRuntime:
         self._steps: dict[str, int] = {}
         self._unflushed: list[Event] = []
         self._end: Event | None = None
+        #: Events this run may still submit while the writer is congested (its turn).
+        self._granted = 0
         #: Events this run has submitted (a run that has emitted none may be retried).
         self.emitted = 0
         #: Set once the run's own agent_completed is being written: from then on a
@@ -95,8 +97,14 @@ class RunRuntime:
         The run does not wait for each event's commit: it waits every
         ``FLUSH_EVERY`` events and before the run's status changes (:meth:`flush`),
         so one run's events share transactions and a slow disk costs the run one
-        wait, not one per event.
+        wait, not one per event. While the writer is congested, the run waits for
+        its turn before making the event (so an event's timestamp is when it was
+        made, not when it was queued).
         """
+        if self._granted > 0:
+            self._granted -= 1
+        elif self.sink.congested:
+            self._granted = await self.sink.room() - 1
         event = make_event(ctx, type, fields)
         if end is not None:
             event.end = end

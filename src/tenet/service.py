@@ -69,7 +69,12 @@ class Service:
         self.registry = registry.freeze()
         self.store = Store(self.settings.database_url)
         self.bus: Bus = build_bus(self.settings)
-        self.writer = EventWriter(self.store, self.bus, batch_max=self.settings.event_batch_max)
+        self.writer = EventWriter(
+            self.store,
+            self.bus,
+            batch_max=self.settings.event_batch_max,
+            backlog_max=self.settings.event_backlog_max,
+        )
         self.sessions = UserSessions(idle_s=self.settings.session_idle_s)
         if self.settings.cluster and self.settings.is_sqlite:
             raise ValueError("cluster mode (TENET_REDIS_URL) needs Postgres as TENET_DATABASE_URL")

@@ -50,6 +50,7 @@ class Settings(BaseSettings):
 
     # Event writing
     event_batch_max: int = Field(512, ge=1)
+    event_backlog_max: int = Field(128, ge=1)
 
     # Delivery
     ws_queue: int = Field(1000, ge=1)

@@ -6,6 +6,8 @@ Every test here runs on SQLite, and again on Postgres when TENET_TEST_POSTGRES_U
 from __future__ import annotations
 
 import asyncio
+import time
+from typing import Any
 
 import pytest
 from core_support import new_thread, new_user, run_to_end, thread_events
@@ -19,10 +21,11 @@ from tenet.context import RunContext
 from tenet.errors import NotFound
 from tenet.events import make_event, utc_now
 from tenet.ids import new_id
+from tenet.store import sqlite_direct
 from tenet.store.db import Store
 from tenet.store.migrate import upgrade
 from tenet.store.tables import EventRow
-from tenet.store.writer import EventWriter
+from tenet.store.writer import ROOM_GRANT, EventWriter
 
 
 @pytest.fixture
@@ -194,3 +197,41 @@ async def test_a_failing_thread_does_not_fail_others_in_the_same_batch(database_
         assert bad_sub.get_nowait() is None, "a failed event must never be published"
     finally:
         await store.close()
+
+
+async def test_runs_wait_their_turn_when_the_store_falls_behind(
+    make_settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Backpressure: while events cannot be stored, runs stop making them.
+
+    Once the runs are well under way, three event batches take 0.2 s each to store
+    while 100 runs of 100 events want to emit: the events waiting to be stored stay near ``event_backlog_max``
+    (without the backlog bound, 100 and more), and once the store catches up
+    every run finishes with all its events, numbered without a gap.
+    """
+    stalls = [0.2, 0.2, 0.2]
+    insert_events = sqlite_direct.insert_events
+
+    def slow_insert_events(conn: Any, rows: list[tuple[Any, ...]]) -> None:
+        if stalls and any(row[4] >= 30 for row in rows):  # (id, user, thread, run, seq, ...)
+            time.sleep(stalls.pop())
+        insert_events(conn, rows)
+
+    monkeypatch.setattr(sqlite_direct, "insert_events", slow_insert_events)
+    async with Service(make_settings(event_backlog_max=32, max_runs=200, user_max_runs=100)) as svc:
+        user = await new_user(svc)
+        threads = [await new_thread(svc, user) for _ in range(100)]
+        runs = [await svc.engine.submit(user, t, "benchmark", "events=100") for t in threads]
+        peak = 0
+        done = asyncio.gather(*(svc.engine.wait(r.id) for r in runs))
+        while not done.done():
+            peak = max(peak, len(svc.writer._pending))
+            await asyncio.sleep(0.002)
+        await asyncio.wait_for(done, 60)
+        for run, thread in zip(runs, threads, strict=True):
+            events = await thread_events(svc, user, thread)
+            assert len(events) == 100 and events[-1]["type"] == "agent_completed"
+            assert_seq_gap_free(events)
+            assert (await svc.store.get_run(user, run.id)).status == "completed"
+    assert not stalls
+    assert 32 <= peak <= 32 + 2 * ROOM_GRANT, f"{peak} events piled up behind a stalled store"

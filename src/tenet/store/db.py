@@ -37,13 +37,13 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import aliased
 
-from ..errors import Conflict, Invalid, NotFound
+from ..errors import Conflict, Invalid, NotFound, RateLimited
 from ..events import utc_now
 from ..ids import is_valid, new_id
 from . import postgres_direct as pg
 from . import sqlite_direct as direct
 from .postgres_direct import DirectPostgres
-from .rows import from_db_json
+from .rows import from_db_json, to_db_json
 from .sqlite_direct import DirectSqlite
 from .tables import RUN_MARKS, EventRow, Message, Note, Run, Thread, Token, User
 
@@ -184,8 +184,6 @@ class Store:
                     select(func.count()).select_from(Token).where(Token.user_id == user_id)
                 )
                 if (count or 0) >= limit:
-                    from ..errors import RateLimited
-
                     raise RateLimited(f"a user may hold at most {limit} tokens")
             s.add(
                 Token(
@@ -212,14 +210,25 @@ class Store:
         thread = Thread(
             id=new_id("thr"), user_id=user_id, meta=dict(metadata or {}), created_at=utc_now()
         )
+        if self.direct is not None:
+            # On the SQLite thread, beside the runs and events: an ORM write would pause it.
+            created = await self.direct_write(
+                direct.insert_thread,
+                thread.id,
+                user_id,
+                to_db_json(thread.meta),
+                thread.created_at,
+                limit,
+            )
+            if not created:
+                raise RateLimited(f"a user may hold at most {limit} threads")
+            return thread
         async with self.write() as s:
             if limit is not None:
                 count = await s.scalar(
                     select(func.count()).select_from(Thread).where(Thread.user_id == user_id)
                 )
                 if (count or 0) >= limit:
-                    from ..errors import RateLimited
-
                     raise RateLimited(f"a user may hold at most {limit} threads")
             s.add(thread)
         return thread

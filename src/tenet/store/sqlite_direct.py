@@ -281,6 +281,28 @@ def thread_owned(conn: sqlite3.Connection, user_id: str, thread_id: str) -> tupl
     ).fetchone()
 
 
+def insert_thread(
+    conn: sqlite3.Connection,
+    thread_id: str,
+    user_id: str,
+    metadata: str | None,
+    created: datetime,
+    limit: int | None,
+) -> bool:
+    """A new thread of the user; False when the user already holds ``limit`` threads."""
+    if limit is not None:
+        (count,) = conn.execute(
+            "SELECT count(*) FROM threads WHERE user_id = ?", (user_id,)
+        ).fetchone()
+        if count >= limit:
+            return False
+    conn.execute(
+        "INSERT INTO threads (id, user_id, metadata, created_at) VALUES (?, ?, ?, ?)",
+        (thread_id, user_id, metadata, to_db_time(created)),
+    )
+    return True
+
+
 def insert_run(conn: sqlite3.Connection, run: dict[str, Any], message_id: str) -> bool:
     """The run and the user's message; False when the thread is not the user's."""
     if thread_owned(conn, run["user_id"], run["thread_id"]) is None:

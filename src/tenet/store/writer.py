@@ -9,6 +9,11 @@ a hundred. Because the writer is the single place where ``seq`` is assigned in
 a process, a thread's numbering needs no lock; the store's unique
 ``(thread_id, seq)`` turns any mistake into an error rather than a duplicate.
 
+When more events wait than ``backlog_max``, runs wait their turn before making
+more (:meth:`EventWriter.room`): under more load than the store can take, an
+event's latency stays bounded and the excess waits as runs not yet producing,
+not as events piling up in memory.
+
 A batch that fails (a deleted thread, a constraint) is retried thread by
 thread, so one user's bad event never fails another user's; a thread's events
 are retried with a fresh ``seq`` so that a stale cache (another process wrote to
@@ -20,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -41,16 +46,22 @@ if TYPE_CHECKING:
 log = logging.getLogger("tenet.writer")
 
 _SEQ_CACHE_MAX = 50_000
+#: Events a run let through by :meth:`EventWriter.room` may submit before it asks again.
+ROOM_GRANT = 8
 
 
 class EventWriter:
     """Stores events in batches, then publishes them; see the module docstring."""
 
-    def __init__(self, store: Store, bus: Bus, *, batch_max: int = 512) -> None:
+    def __init__(
+        self, store: Store, bus: Bus, *, batch_max: int = 512, backlog_max: int = 128
+    ) -> None:
         self._store = store
         self._bus = bus
         self._batch_max = batch_max
+        self._backlog_max = backlog_max
         self._pending: list[Event] = []
+        self._room_waiters: deque[asyncio.Future[None]] = deque()
         self._wakeup = asyncio.Event()
         self._last_seq: OrderedDict[str, int] = OrderedDict()
         self._task: asyncio.Task[None] | None = None
@@ -66,6 +77,7 @@ class EventWriter:
         """Writes what is pending, then stops."""
         self._closed = True
         self._wakeup.set()
+        self._admit()
         if self._task is not None:
             await self._task
             self._task = None
@@ -90,6 +102,41 @@ class EventWriter:
             raise RuntimeError("event writer is closed")
         self._pending.append(event)
         self._wakeup.set()
+
+    @property
+    def congested(self) -> bool:
+        """True while more events wait to be stored than ``backlog_max``."""
+        return len(self._pending) >= self._backlog_max
+
+    async def room(self) -> int:
+        """Wait, in turn, until the backlog is below ``backlog_max``; returns a grant.
+
+        Runs call this before making an event while the writer is congested. Under
+        more load than the store can take, runs then wait before producing rather
+        than piling events up in memory: an event's latency (made to delivered)
+        stays bounded by the backlog, and runs take turns in arrival order. A run
+        let through may submit ``ROOM_GRANT`` events before it asks again, so that
+        a turn costs one wake-up per few events, not one per event.
+        """
+        while self.congested and not self._closed:
+            waiter = asyncio.get_running_loop().create_future()
+            self._room_waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._admit()  # pass the turn on
+                raise
+        return ROOM_GRANT
+
+    def _admit(self) -> None:
+        """Wake as many waiting runs as there is room for."""
+        room = self._backlog_max - len(self._pending)
+        while self._room_waiters and (room > 0 or self._closed):
+            waiter = self._room_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                room -= ROOM_GRANT
 
     def settled(self, event: Event) -> asyncio.Future[None]:
         """A future done once ``event`` is stored and published, or has failed (``event.error``)."""
@@ -117,6 +164,8 @@ class EventWriter:
                 continue
             batch = self._pending[: self._batch_max]
             del self._pending[: len(batch)]
+            if self._room_waiters:
+                self._admit()
             try:
                 await self._write_batch(batch)
             except Exception:  # pragma: no cover - _write_batch settles every future itself
