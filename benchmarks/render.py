@@ -61,10 +61,17 @@ def render(report: dict[str, Any]) -> str:
             f"| {_n(c.get('fraction_of_floor'), 3)} | {_n(c.get('naive_events_per_s'), 0)} "
             f"| {_n(c.get('multiple_of_naive'), 2)} |"
         )
-    out += ["", "### The targets", "", "| target | goal | measured | met |", "|---|---|---:|---|"]
+    out += [
+        "",
+        "### The targets",
+        "",
+        "| target | goal | measured | met | the floor, same figure |",
+        "|---|---|---:|---|---:|",
+    ]
     for t in report["targets"]:
         met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
-        out.append(f"| {t['target']} | {t['goal']} | {_n(t['measured'], 2)} | {met} |")
+        floor = _n(t["floor"], 2) if t.get("floor") is not None else ""
+        out.append(f"| {t['target']} | {t['goal']} | {_n(t['measured'], 2)} | {met} | {floor} |")
     return "\n".join(out)
 
 

@@ -67,6 +67,7 @@ def test_bench_at_tiny_scale_writes_a_complete_report(tmp_path: Path) -> None:
     for row in report["comparison"]:
         assert row["fraction_of_floor"] > 0 and row["multiple_of_naive"] > 0
     assert report["latency_check"]["ratio"] > 0
+    assert report["latency_check"]["floor_ratio"] > 0  # the stack alone, same check
     assert {i["target"] for i in report["idle"]} == {"tenet", "floor"}
     assert all(i["connected"] == 6 for i in report["idle"])
     assert report["churn"]["users"] == 4 and report["churn"]["runs"] == 4

@@ -86,11 +86,12 @@ def print_report(report: dict[str, Any], console: Console) -> None:
             f"after {churn['rss_after_mib']} MiB ({churn['growth_pct']:+.2f}%)"
         )
     goals = Table(title="the targets")
-    for col in ("target", "goal", "measured", "met"):
+    for col in ("target", "goal", "measured", "met", "the floor"):
         goals.add_column(col)
     for t in report["targets"]:
         met = {True: "[green]yes[/]", False: "[red]no[/]", None: "not measured"}[t["met"]]
-        goals.add_row(t["target"], t["goal"], _fmt(t["measured"], 2), met)
+        floor = _fmt(t["floor"], 2) if t.get("floor") is not None else ""
+        goals.add_row(t["target"], t["goal"], _fmt(t["measured"], 2), met, floor)
     console.print(goals)
 
 
