@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import re
+from typing import Any
 
+import anyio.to_thread
+import pytest
 from server_support import User, http, new_user, wait_run
 
 from tenet.testing import ServerHandle
@@ -347,3 +350,39 @@ async def test_openapi_docs_are_served(server: ServerHandle) -> None:
     async with http(server) as c:
         assert (await c.get("/docs")).status_code == 200
         assert "/v1/threads" in (await c.get("/openapi.json")).json()["paths"]
+
+
+async def test_api_requests_never_hop_to_a_worker_thread(
+    server: ServerHandle, alice: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every handler and dependency of the API is async: a sync one would run on AnyIO's
+    thread pool, a thread hop per request and up to 40 threads, each with its own malloc
+    arena (memory that stays after a burst of users has gone)."""
+    hops: list[str] = []
+    run_sync = anyio.to_thread.run_sync
+
+    async def counting(func: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(getattr(func, "__name__", repr(func)))
+        return await run_sync(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counting)
+    async with http(server, alice) as client:
+        thread = (await client.post("/v1/threads", json={})).json()
+        run = (
+            await client.post(
+                f"/v1/threads/{thread['id']}/runs", json={"agent": "benchmark", "input": "x"}
+            )
+        ).json()
+        await wait_run(server, run["id"])
+        for path in (
+            "/v1/me",
+            "/v1/agents",
+            "/v1/threads",
+            f"/v1/threads/{thread['id']}",
+            f"/v1/threads/{thread['id']}/messages",
+            f"/v1/threads/{thread['id']}/events",
+            f"/v1/runs/{run['id']}",
+            "/healthz",
+        ):
+            assert (await client.get(path)).status_code == 200, path
+    assert hops == []

@@ -66,6 +66,11 @@ def server_state(request: Request) -> ServerState:
     return state
 
 
+async def state_dependency(request: Request) -> ServerState:
+    """:func:`server_state` as a FastAPI dependency (async: a sync one costs a thread hop)."""
+    return server_state(request)
+
+
 #: Declares bearer auth in OpenAPI; the header is read (and checked) below.
 bearer_scheme = HTTPBearer(auto_error=False, description="A user's API token.")
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from starlette.responses import Response
 
 from ..errors import NotFound, TooLarge, Unavailable
-from .auth import Caller, current_caller, require_admin, server_state
+from .auth import Caller, current_caller, require_admin, server_state, state_dependency
 from .live import TOKEN_REVOKED
 from .metrics import CONTENT_TYPE
 from .state import ServerState
@@ -60,7 +60,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 router = APIRouter(responses=ERROR_RESPONSES)
 CallerDep = Annotated[Caller, Depends(current_caller)]
-StateDep = Annotated[ServerState, Depends(server_state)]
+StateDep = Annotated[ServerState, Depends(state_dependency)]
 
 
 class _Body(BaseModel):

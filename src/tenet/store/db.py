@@ -73,6 +73,10 @@ class Store:
         kwargs: dict[str, Any] = {"echo": echo}
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": 30}
+            if make_url(url).database not in (None, "", ":memory:"):
+                # The hot path has its own connection; each pooled one holds a thread and
+                # a page cache, and SQLite writes one at a time anyway.
+                kwargs.update(pool_size=2, max_overflow=4)
         else:
             kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)

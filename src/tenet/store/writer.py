@@ -45,7 +45,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tenet.writer")
 
-_SEQ_CACHE_MAX = 50_000
+#: Threads whose last ``seq`` is kept; any other costs one indexed lookup in its next batch.
+_SEQ_CACHE_MAX = 4_096
 #: Events a run let through by :meth:`EventWriter.room` may submit before it asks again.
 ROOM_GRANT = 8
 
