@@ -3,7 +3,7 @@
 The server, the CLI and the tests all build a :class:`Service` from settings and
 an agent registry, ``start()`` it, use its parts, and ``close()`` it. Nothing
 else in the package creates these parts, so there is exactly one of each per
-process and no module-level state.
+process, none of them held at module level.
 """
 
 from __future__ import annotations
