@@ -235,3 +235,17 @@ async def test_runs_wait_their_turn_when_the_store_falls_behind(
             assert (await svc.store.get_run(user, run.id)).status == "completed"
     assert not stalls
     assert 32 <= peak <= 32 + 2 * ROOM_GRANT, f"{peak} events piled up behind a stalled store"
+
+
+async def test_the_orm_path_stores_runs_events_and_ends_too() -> None:
+    """An in-memory SQLite database has no direct path: the ORM writes everything."""
+    async with Service(Settings(database_url="sqlite+aiosqlite:///:memory:")) as svc:
+        assert svc.store.direct is None and svc.store.pg is None
+        user = await new_user(svc)
+        thread = await new_thread(svc, user)
+        run, events = await run_to_end(svc, user, thread, "benchmark", "events=12")
+        assert run.status == "completed" and run.output == events[-1]["final_response"]
+        assert [e["seq"] for e in events] == list(range(1, 13))
+        messages = await svc.store.list_messages(user, thread)
+        assert [m.role for m in messages] == ["user", "assistant"]
+        assert messages[-1].content == run.output

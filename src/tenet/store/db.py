@@ -430,7 +430,7 @@ class Store:
             )
             return
         async with self.write() as s:
-            await self.finish_run_in(s, user_id, run_id, status, output, error, now)
+            await self.finish_run_in(s, user_id, run_id, status, output, error, now, new_id("msg"))
 
     @staticmethod
     async def finish_run_in(
@@ -441,8 +441,13 @@ class Store:
         output: str | None,
         error: dict[str, Any] | None,
         now: datetime,
+        message_id: str,
     ) -> None:
-        """:meth:`finish_run` inside a session the caller commits (the ORM path)."""
+        """:meth:`finish_run` inside a session the caller commits (the ORM path).
+
+        The same arguments as the direct paths' ``finish_run``, so the event writer
+        can end a run the same way on every backend.
+        """
         run = (
             await s.execute(select(Run).where(Run.id == run_id, Run.user_id == user_id))
         ).scalar_one_or_none()
@@ -455,7 +460,7 @@ class Store:
         if output is not None:
             s.add(
                 Message(
-                    id=new_id("msg"),
+                    id=message_id,
                     user_id=user_id,
                     thread_id=run.thread_id,
                     run_id=run_id,

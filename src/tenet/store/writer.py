@@ -275,7 +275,7 @@ class EventWriter:
                 ]
                 await session.execute(insert(EventRow), rows)
                 for e, end in _ends(events):
-                    await Store.finish_run_in(session, *_finish_args(e, end)[:-1])
+                    await Store.finish_run_in(session, *_finish_args(e, end))
         for thread_id, seq in assigned.items():
             self._last_seq[thread_id] = seq
             self._last_seq.move_to_end(thread_id)
