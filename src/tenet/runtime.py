@@ -103,7 +103,9 @@ class RunRuntime:
         """
         if self._granted > 0:
             self._granted -= 1
-        elif self.sink.congested:
+        elif self.emitted and self.sink.congested:
+            # A run's first event never waits its turn (one per starting run, so the
+            # backlog stays bounded): its user sees at once that the run started.
             self._granted = await self.sink.room() - 1
         event = make_event(ctx, type, fields)
         if end is not None:

@@ -21,6 +21,7 @@ from tenet.context import RunContext
 from tenet.errors import NotFound
 from tenet.events import make_event, utc_now
 from tenet.ids import new_id
+from tenet.runtime import RunRuntime
 from tenet.store import sqlite_direct
 from tenet.store.db import Store
 from tenet.store.migrate import upgrade
@@ -249,3 +250,38 @@ async def test_the_orm_path_stores_runs_events_and_ends_too() -> None:
         messages = await svc.store.list_messages(user, thread)
         assert [m.role for m in messages] == ["user", "assistant"]
         assert messages[-1].content == run.output
+
+
+async def test_a_runs_first_event_never_waits_its_turn(sqlite_url: str) -> None:
+    """While the writer is congested, a starting run's ``agent_started`` goes out at once
+    (its user sees the run start); its next events wait their turn."""
+    store = Store(sqlite_url)
+    writer = EventWriter(store, MemoryBus(), backlog_max=4)  # not started: nothing drains
+    try:
+        runtime = RunRuntime(
+            sink=writer,
+            store=store,
+            registry=None,  # type: ignore[arg-type]  # emit uses none of these
+            model=None,  # type: ignore[arg-type]
+            session=None,  # type: ignore[arg-type]
+            tool_timeout=1.0,
+            max_steps=1,
+        )
+        ids = {k: new_id(k) for k in ("usr", "thr", "run")}
+        ctx = RunContext.for_run(
+            user_id=ids["usr"],
+            thread_id=ids["thr"],
+            run_id=ids["run"],
+            agent_name="benchmark",
+            runtime=runtime,
+        )
+        for i in range(4):
+            writer.submit(make_event(ctx, "agent_thinking", {"reasoning": str(i), "step": i}))
+        assert writer.congested
+        await asyncio.wait_for(runtime.emit(ctx, "agent_started", {"input": "", "depth": 0}), 1)
+        second = asyncio.create_task(runtime.emit(ctx, "message_delta", {"text": "x"}))
+        await asyncio.sleep(0.05)
+        assert not second.done(), "the run's second event should wait for room"
+        second.cancel()
+    finally:
+        await store.close()

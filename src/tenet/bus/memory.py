@@ -60,6 +60,9 @@ class MemoryBus:
     def on_signal(self, name: str, handler: Callable[[str], Any]) -> None:
         self._handlers.setdefault(name, []).append(handler)
 
+    def has_subscribers(self, thread_id: str) -> bool:
+        return thread_id in self._subs
+
     @property
     def subscribed_threads(self) -> int:
         return len(self._subs)

@@ -145,6 +145,10 @@ class RedisBus:
         channel: str = message.get("channel") or ""
         data: str = message.get("data") or ""
         if channel.startswith(EVENTS):
+            if not self._local.has_subscribers(channel[len(EVENTS) :]):
+                # Nobody here follows that thread: skip the parse. A reader that attaches
+                # later reads the store after attaching, and the event is stored already.
+                return
             try:
                 body = orjson.loads(data)
                 event = Event(

@@ -213,7 +213,10 @@ class DirectSqlite:
             self.calls += len(group)
             return
         for job in group:
-            self._run_together([job])
+            try:
+                self._run_together([job])
+            except BaseException as exc:  # could not even begin: this call fails, not the rest
+                job.outcome = (False, exc)
             self.groups += 1
             self.calls += 1
 
