@@ -30,6 +30,8 @@ class UserSession:
     ready_threads: deque[str] = field(default_factory=deque)
     in_ready_users: bool = False
     connections: set[Any] = field(default_factory=set)
+    #: Open SSE streams (counted apart from WebSockets: ``TENET_SSE_MAX_STREAMS``).
+    streams: set[Any] = field(default_factory=set)
     state: dict[str, Any] = field(default_factory=dict)
     last_active: float = field(default_factory=time.monotonic)
     #: The user's request-rate token bucket (see :meth:`take`): tokens left, last refill.
@@ -38,7 +40,7 @@ class UserSession:
 
     @property
     def idle(self) -> bool:
-        return self.running == 0 and self.queued == 0 and not self.connections
+        return self.running == 0 and self.queued == 0 and not self.connections and not self.streams
 
     def touch(self) -> None:
         self.last_active = time.monotonic()

@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     # Delivery
     ws_queue: int = Field(1000, ge=1)
     ws_max_connections: int = Field(16, ge=1)
+    sse_max_streams: int = Field(16, ge=1)
     ws_max_frame_bytes: int = Field(64 * 1024, ge=256)
     ws_auth_timeout_s: float = Field(10.0, gt=0)
     ws_ping_s: float = Field(20.0, gt=0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from server_support import User, http, sse_events, stored_events, wait_run
+from server_support import User, http, new_user, sse_events, stored_events, wait_run
 
 from tenet.testing import ServerHandle
 
@@ -91,3 +91,29 @@ async def test_revoking_the_token_ends_its_stream(server: ServerHandle, alice: U
 
             await asyncio.wait_for(drain(), 5)  # the stream ended
         assert (await c.get(f"/v1/threads/{thread}/stream")).status_code == 401
+
+
+async def test_a_user_holds_at_most_sse_max_streams_open(server_factory) -> None:
+    """Streams are counted per user: one more than the limit is 429 before it starts,
+    another user is not affected, and a closed stream frees its place."""
+    async with server_factory(sse_max_streams=2) as srv:
+        alice, bob = await new_user(srv, "alice"), await new_user(srv, "bob")
+        thread, _ = await _thread_with_run(srv, alice, "events=5")
+        bob_thread, _ = await _thread_with_run(srv, bob, "events=5")
+        async with http(srv, alice) as c, http(srv, bob) as b:
+            path = f"/v1/threads/{thread}/stream"
+            async with c.stream("GET", path) as one, c.stream("GET", path) as two:
+                assert one.status_code == two.status_code == 200
+                lines = [one.aiter_lines(), two.aiter_lines()]  # kept: a dropped one hangs up
+                assert [await anext(it) for it in lines] == [": stream open"] * 2
+                third = await c.get(path)
+                assert third.status_code == 429
+                assert third.json()["error"]["code"] == "rate_limited"
+                assert third.headers["retry-after"] == "1"
+                async with b.stream("GET", f"/v1/threads/{bob_thread}/stream") as other:
+                    assert other.status_code == 200
+            async with asyncio.timeout(5):
+                while srv.service.sessions.get(alice.user_id).streams:
+                    await asyncio.sleep(0.02)
+            async with c.stream("GET", path) as again:
+                assert again.status_code == 200

@@ -21,6 +21,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import StreamingResponse
 
 from ..bus.follow import follow
+from ..errors import RateLimited
 from .auth import Caller, current_caller, server_state
 from .routes import ERROR_RESPONSES
 from .state import ServerState
@@ -98,14 +99,23 @@ async def stream(
     await store.get_thread(caller.user_id, thread_id)  # 404 before the stream starts
     resume = _last_event_id(request.headers.get("last-event-id"))
     start = resume if resume is not None else after
+    limit = state.settings.sse_max_streams
+    if len(state.service.sessions.get(caller.user_id).streams) >= limit:
+        raise RateLimited("too many open streams; close one first", retry_after=1)
     conn = SseStream(caller)
-    state.live.add(conn)
 
     async def pump() -> None:
         async for body in follow(store, state.service.bus, caller.user_id, thread_id, after=start):
             await conn.queue.put(body)
 
     async def body() -> AsyncIterator[bytes]:
+        # Registered only once the body runs: a response whose body never starts (the
+        # client left first) has no finally to let its place go.
+        session = state.service.sessions.get(caller.user_id)
+        if len(session.streams) >= limit:  # others opened meanwhile: end at once
+            return
+        session.streams.add(conn)
+        state.live.add(conn)
         task = asyncio.create_task(pump(), name=f"sse {thread_id}")
         try:
             yield b": stream open\n\n"
@@ -128,6 +138,8 @@ async def stream(
             with contextlib.suppress(BaseException):
                 await task
             state.live.remove(conn)
+            session.streams.discard(conn)
+            session.touch()
             conn._closed.set()
 
     return StreamingResponse(
