@@ -28,6 +28,7 @@ const ui = {
   moreThreads: $("more-threads"),
   newThread: $("new-thread"),
   threadTitle: $("thread-title"),
+  deleteThread: $("delete-thread"),
   timeline: $("timeline"),
   composer: $("composer"),
   agent: $("agent"),
@@ -266,6 +267,7 @@ function selectThread(threadId) {
   }
   const hash = threadId ? `#thread=${threadId}` : "";
   if (location.hash !== hash) history.replaceState(null, "", location.pathname + location.search + hash);
+  ui.deleteThread.hidden = !threadId;
   if (!threadId) {
     s.current = null;
     ui.threadTitle.textContent = "New thread";
@@ -295,6 +297,43 @@ function selectThread(threadId) {
   }
   renderThreads();
   updateComposer();
+}
+
+/** Delete the thread on view (its runs are cancelled, its messages and events go with it). */
+async function deleteCurrentThread() {
+  const s = session;
+  const view = s?.current;
+  if (!view) return;
+  const title = ui.threadTitle.textContent;
+  if (!confirm(`Delete "${title}"? Its runs are stopped and its messages and events are gone for good.`)) return;
+  ui.composerError.textContent = "";
+  ui.deleteThread.disabled = true;
+  try {
+    if (view.subscribed) {
+      view.subscribed = false;
+      s.conn.send({ type: "unsubscribe", thread_id: view.threadId });
+    }
+    await s.api.deleteThread(view.threadId);
+  } catch (err) {
+    // Gone already (404) is what was asked for; anything else is shown, and the thread stays.
+    if (!(err instanceof ApiError && err.status === 404)) {
+      if (!unauthorized(err) && s === session) {
+        ui.composerError.textContent = `Could not delete the thread: ${err.message}`;
+        if (s.current === view && !view.subscribed) {
+          view.subscribed = true;
+          subscribe(view);
+        }
+      }
+      return;
+    }
+  } finally {
+    ui.deleteThread.disabled = false;
+  }
+  if (s !== session) return;
+  s.threads.delete(view.threadId);
+  s.views.delete(view.threadId);
+  if (s.current === view) selectThread(null);
+  else renderThreads();
 }
 
 function subscribe(view) {
@@ -466,6 +505,7 @@ ui.newThread.addEventListener("click", () => {
   ui.input.focus();
 });
 ui.moreThreads.addEventListener("click", () => loadThreads({ more: true }));
+ui.deleteThread.addEventListener("click", () => deleteCurrentThread());
 ui.agent.addEventListener("change", () => {
   sessionStorage.setItem(AGENT_KEY, ui.agent.value);
   showAgentDescription();
