@@ -359,16 +359,16 @@ def test_delegated_agents_are_shown_nested(open_console: Any, web_server: Backgr
 
 
 def test_delete_a_thread(open_console: Any, web_server: BackgroundServer) -> None:
-    ivan = open_console("ivan")
-    page = ivan.page
-    send(ivan, "what is 2 + 2?")
-    wait_run_done(ivan)
-    kept = current_thread_id(ivan)
+    oscar = open_console("oscar")
+    page = oscar.page
+    send(oscar, "what is 2 + 2?")
+    wait_run_done(oscar)
+    kept = current_thread_id(oscar)
     page.get_by_role("button", name="New thread").click()
     expect(page.get_by_role("button", name="Delete thread")).to_be_hidden()
-    send(ivan, "latency_ms=20000 events=10", agent="benchmark")
+    send(oscar, "latency_ms=20000 events=10", agent="benchmark")
     expect(page.locator("article.run").last).to_have_attribute("data-status", "running")
-    doomed = current_thread_id(ivan)
+    doomed = current_thread_id(oscar)
     assert doomed and doomed != kept
 
     # Declining the confirmation keeps everything.
@@ -382,10 +382,10 @@ def test_delete_a_thread(open_console: Any, web_server: BackgroundServer) -> Non
     expect(page.locator("#thread-title")).to_have_text("New thread")
     r = httpx.get(
         f"{web_server.url}/v1/threads/{doomed}",
-        headers={"Authorization": f"Bearer {ivan.token}"},
+        headers={"Authorization": f"Bearer {oscar.token}"},
         timeout=10,
     )
     assert r.status_code == 404
-    assert [t["id"] for t in api(web_server, ivan.token, "/v1/threads")] == [kept]
+    assert [t["id"] for t in api(web_server, oscar.token, "/v1/threads")] == [kept]
     expect(page.locator(f"#threads button[data-thread-id='{kept}']")).to_be_visible()
-    assert ivan.errors == []
+    assert oscar.errors == []
