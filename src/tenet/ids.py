@@ -21,8 +21,8 @@ class _Entropy:
     """``os.urandom`` read in blocks: one system call per 256 IDs, not one per ID.
 
     Every event gets an ID, so at tens of thousands of events per second the
-    system call was a tenth of the server's CPU. The bytes are the kernel's CSPRNG
-    output either way. Holds no user data: process infrastructure, like the
+    system call showed in a tenth of the server's busy samples. The bytes are the
+    kernel's CSPRNG output either way. Holds no user data: process infrastructure, like the
     ``secrets`` module's own generator. A forked child starts with a fresh block,
     so parent and child never hand out the same bytes.
     """
