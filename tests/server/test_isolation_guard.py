@@ -81,7 +81,9 @@ async def test_sse_never_sends_another_users_event(
         thread = (await c.post("/v1/threads", json={})).json()["id"]
 
     async def forge_then_run() -> None:
-        await asyncio.sleep(0.2)
+        async with asyncio.timeout(10):  # until the stream follows the thread (a loaded
+            while not server.service.bus.has_subscribers(thread):  # machine can take long)
+                await asyncio.sleep(0.01)
         server.service.bus.publish(thread, _forged(bob, thread, seq=1))
         await asyncio.sleep(0.1)
         # A real event follows; its seq 1 was "taken" by the forgery, so the stream backfills it.
