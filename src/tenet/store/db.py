@@ -21,9 +21,9 @@ import asyncio
 import contextlib
 import hashlib
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 from sqlalchemy import delete, event, func, select, text, tuple_, update
@@ -46,8 +46,6 @@ from .postgres_direct import DirectPostgres
 from .rows import from_db_json, to_db_json
 from .sqlite_direct import DirectSqlite
 from .tables import RUN_MARKS, EventRow, Message, Note, Run, Thread, Token, User
-
-T = TypeVar("T")
 
 #: Repeats the partial run index's predicate, so that lookups by run can use it.
 RUN_MARKED = text(RUN_MARKS)
@@ -96,11 +94,6 @@ class Store:
         if self.pg is not None:
             await self.pg.close()
         await self.engine.dispose()
-
-    async def direct_write(self, fn: Callable[..., T], *args: Any) -> T:
-        """One write call on the SQLite thread (it shares a commit with the calls beside it)."""
-        assert self.direct is not None
-        return await self.direct.write(fn, *args)
 
     # Sessions -------------------------------------------------------------------------------
 
@@ -216,7 +209,7 @@ class Store:
         )
         if self.direct is not None:
             # On the SQLite thread, beside the runs and events: an ORM write would pause it.
-            created = await self.direct_write(
+            created = await self.direct.write(
                 direct.insert_thread,
                 thread.id,
                 user_id,
@@ -346,7 +339,7 @@ class Store:
             if self.pg is not None:
                 inserted = await self.pg.write(pg.insert_run, row, message_id)
             else:
-                inserted = await self.direct_write(direct.insert_run, row, message_id)
+                inserted = await self.direct.write(direct.insert_run, row, message_id)
             if not inserted:
                 raise NotFound()
             return run
@@ -394,7 +387,7 @@ class Store:
     async def update_run(self, user_id: str, run_id: str, **values: Any) -> None:
         """Set run fields; a finished run keeps its terminal status."""
         if self.direct is not None:
-            await self.direct_write(direct.update_run, user_id, run_id, values)
+            await self.direct.write(direct.update_run, user_id, run_id, values)
             return
         if self.pg is not None:
             await self.pg.write(pg.update_run, user_id, run_id, values)
@@ -420,7 +413,7 @@ class Store:
         """Terminal status, output and the assistant's message, in one transaction."""
         now = utc_now()
         if self.direct is not None:
-            await self.direct_write(
+            await self.direct.write(
                 direct.finish_run, user_id, run_id, status, output, error, now, new_id("msg")
             )
             return

@@ -86,9 +86,8 @@ class Run(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
 
 
-#: The events a run's recovery looks up by run: its first and its end. Every run's
-#: first event is one of them (``agent_started``, or an end when it never started).
-RUN_MARK_TYPES = ("agent_started", "agent_completed", "agent_error", "run_cancelled")
+#: The events a run's recovery looks up by run: its first and its end (every run's
+#: first event is one of them: ``agent_started``, or an end when it never started).
 #: The partial index's predicate; a query must repeat it word for word for SQLite to use it.
 RUN_MARKS = "type IN ('agent_started', 'agent_completed', 'agent_error', 'run_cancelled')"
 

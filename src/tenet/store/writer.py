@@ -232,7 +232,7 @@ class EventWriter:
                     sqlite_direct.finish_run(conn, *_finish_args(e, end))
                 return assigned
 
-            assigned = await self._store.direct_write(transaction)
+            assigned = await direct_db.write(transaction)
         elif self._store.pg is not None:
 
             async def transaction(conn: asyncpg.Connection) -> dict[str, int]:
