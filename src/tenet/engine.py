@@ -407,7 +407,7 @@ class Engine:
             if agent is None:  # a queued run of an agent that is no longer served
                 raise Invalid(f"agent {handle.agent!r} is not available")
             async with asyncio.timeout(self.settings.run_timeout_s):
-                output = await runtime.execute(ctx, agent, handle.input)
+                await runtime.execute(ctx, agent, handle.input)
                 await runtime.flush()
         except TimeoutError:
             handle.state = "finishing"
@@ -416,22 +416,19 @@ class Engine:
                 error = {"code": "timeout", "message": f"the run took longer than {limit:g}s"}
                 await self._fail(ctx, runtime, error)
                 return
-            output = runtime.output
         except asyncio.CancelledError:
             handle.state = "finishing"
             if not runtime.completing:
                 reason = handle.cancel_reason or "shutdown"
                 await asyncio.shield(self._cancelled(ctx, runtime, reason))
                 return
-            output = runtime.output
         except Exception as exc:
             handle.state = "finishing"
             await self._fail(ctx, runtime, error_of(exc))
             return
         handle.state = "finishing"
+        # Raises unless the agent_completed, and with it the run's end, was stored.
         await runtime.flush()
-        if not runtime.end_stored:
-            await self.store.finish_run(ctx.user_id, ctx.run_id, status="completed", output=output)
         self.finished["completed"] += 1
 
     async def _fail(self, ctx: RunContext, runtime: RunRuntime, error: dict[str, str]) -> None:

@@ -76,7 +76,6 @@ class RunRuntime:
         self.max_steps = max_steps
         self._steps: dict[str, int] = {}
         self._unflushed: list[Event] = []
-        self._end: Event | None = None
         #: Events this run may still submit while the writer is congested (its turn).
         self._granted = 0
         #: Events this run has submitted (a run that has emitted none may be retried).
@@ -84,7 +83,6 @@ class RunRuntime:
         #: Set once the run's own agent_completed is being written: from then on a
         #: cancel or timeout cannot end the run a second time.
         self.completing = False
-        self.output: str | None = None
 
     async def emit(
         self, ctx: RunContext, type: str, fields: dict[str, Any], *, end: RunEnd | None = None
@@ -92,7 +90,7 @@ class RunRuntime:
         """Submit one event; it is stored, then published, in order.
 
         ``end``, on the run's terminal event, is the run's final status, stored in the
-        same transaction (see :attr:`end_stored`).
+        same transaction.
 
         The run does not wait for each event's commit: it waits every
         ``FLUSH_EVERY`` events and before the run's status changes (:meth:`flush`),
@@ -103,14 +101,14 @@ class RunRuntime:
         """
         if self._granted > 0:
             self._granted -= 1
-        elif self.emitted and self.sink.congested:
-            # A run's first event never waits its turn (one per starting run, so the
-            # backlog stays bounded): its user sees at once that the run started.
+        elif self.emitted and end is None and self.sink.congested:
+            # A run's first and terminal events never wait their turn (two per run, so
+            # the backlog stays bounded): its user sees at once that the run started,
+            # and once a run is ending, no cancel or timeout can catch it between
+            # deciding its end and submitting it (the run would end without one).
             self._granted = await self.sink.room() - 1
         event = make_event(ctx, type, fields)
-        if end is not None:
-            event.end = end
-            self._end = event
+        event.end = end
         self.sink.submit(event)
         self._unflushed.append(event)
         self.emitted += 1
@@ -128,12 +126,6 @@ class RunRuntime:
         for event in pending:
             if event.error is not None:
                 raise event.error
-
-    @property
-    def end_stored(self) -> bool:
-        """True once a terminal event and the run's final status are stored."""
-        end = self._end
-        return end is not None and end.settled and end.error is None
 
     async def think(self, ctx: RunContext, reasoning: str) -> None:
         step = self._steps.get(ctx.execution_id, 0) + 1
@@ -209,7 +201,6 @@ class RunRuntime:
         output = "" if output is None else str(output)
         if ctx.depth == 0:
             self.completing = True
-            self.output = output
         await self.emit(
             ctx,
             AGENT_COMPLETED,

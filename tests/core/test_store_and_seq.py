@@ -19,7 +19,7 @@ from tenet import Service, Settings
 from tenet.bus import MemoryBus
 from tenet.context import RunContext
 from tenet.errors import NotFound
-from tenet.events import make_event, utc_now
+from tenet.events import RunEnd, make_event, utc_now
 from tenet.ids import new_id
 from tenet.runtime import RunRuntime
 from tenet.store import sqlite_direct
@@ -252,36 +252,58 @@ async def test_the_orm_path_stores_runs_events_and_ends_too() -> None:
         assert messages[-1].content == run.output
 
 
+def _congested_runtime(store: Store) -> tuple[RunRuntime, RunContext]:
+    """A run's runtime on a writer that holds its backlog and drains nothing (not started)."""
+    writer = EventWriter(store, MemoryBus(), backlog_max=4)
+    runtime = RunRuntime(
+        sink=writer,
+        store=store,
+        registry=None,  # type: ignore[arg-type]  # emit uses none of these
+        model=None,  # type: ignore[arg-type]
+        session=None,  # type: ignore[arg-type]
+        tool_timeout=1.0,
+        max_steps=1,
+    )
+    ids = {k: new_id(k) for k in ("usr", "thr", "run")}
+    ctx = RunContext.for_run(
+        user_id=ids["usr"],
+        thread_id=ids["thr"],
+        run_id=ids["run"],
+        agent_name="benchmark",
+        runtime=runtime,
+    )
+    for i in range(4):
+        writer.submit(make_event(ctx, "agent_thinking", {"reasoning": str(i), "step": i}))
+    assert writer.congested
+    return runtime, ctx
+
+
 async def test_a_runs_first_event_never_waits_its_turn(sqlite_url: str) -> None:
     """While the writer is congested, a starting run's ``agent_started`` goes out at once
     (its user sees the run start); its next events wait their turn."""
     store = Store(sqlite_url)
-    writer = EventWriter(store, MemoryBus(), backlog_max=4)  # not started: nothing drains
     try:
-        runtime = RunRuntime(
-            sink=writer,
-            store=store,
-            registry=None,  # type: ignore[arg-type]  # emit uses none of these
-            model=None,  # type: ignore[arg-type]
-            session=None,  # type: ignore[arg-type]
-            tool_timeout=1.0,
-            max_steps=1,
-        )
-        ids = {k: new_id(k) for k in ("usr", "thr", "run")}
-        ctx = RunContext.for_run(
-            user_id=ids["usr"],
-            thread_id=ids["thr"],
-            run_id=ids["run"],
-            agent_name="benchmark",
-            runtime=runtime,
-        )
-        for i in range(4):
-            writer.submit(make_event(ctx, "agent_thinking", {"reasoning": str(i), "step": i}))
-        assert writer.congested
+        runtime, ctx = _congested_runtime(store)
         await asyncio.wait_for(runtime.emit(ctx, "agent_started", {"input": "", "depth": 0}), 1)
         second = asyncio.create_task(runtime.emit(ctx, "message_delta", {"text": "x"}))
         await asyncio.sleep(0.05)
         assert not second.done(), "the run's second event should wait for room"
         second.cancel()
+    finally:
+        await store.close()
+
+
+async def test_a_runs_terminal_event_never_waits_its_turn(sqlite_url: str) -> None:
+    """Once a run has decided its end, no wait stands between that and submitting its
+    terminal event: a cancel or timeout landing in such a wait would leave the run ending
+    without one (it is already ``completing``, so nothing else would write one)."""
+    store = Store(sqlite_url)
+    try:
+        runtime, ctx = _congested_runtime(store)
+        await runtime.emit(ctx, "agent_started", {"input": "", "depth": 0})
+        end = RunEnd("completed", output="done")
+        fields = {"status": "completed", "final_response": "done", "duration_ms": 1, "depth": 0}
+        await asyncio.wait_for(runtime.emit(ctx, "agent_completed", fields, end=end), 1)
+        assert runtime.emitted == 2
     finally:
         await store.close()
