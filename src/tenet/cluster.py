@@ -25,7 +25,7 @@ import orjson
 from .context import RunContext
 from .engine import Engine, RunHandle, _bare_context
 from .errors import NotFound
-from .events import RUN_CANCELLED, make_event, utc_now
+from .events import RUN_CANCELLED, RunStart, make_event, utc_now
 from .runtime import RunRuntime
 from .sessions import UserSession
 from .store.tables import Run
@@ -94,6 +94,10 @@ class ClusterEngine(Engine):
             self.writer.bus.signal(WAKE, ctx.run_id)  # type: ignore[attr-defined]
             return
         await super()._cancelled(ctx, runtime, reason)
+
+    def _run_start(self) -> RunStart | None:
+        """None: a claimed run is already stored as ``running`` by its claim."""
+        return None
 
     async def _recover(self) -> None:  # pragma: no cover - the sweeper does this in a cluster
         return None

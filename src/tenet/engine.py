@@ -23,7 +23,7 @@ from typing import Any
 
 from .context import RunContext, current_context
 from .errors import Invalid, NotFound, RateLimited, TooLarge, Unavailable
-from .events import AGENT_ERROR, RUN_CANCELLED, RunEnd, make_event, utc_now
+from .events import AGENT_ERROR, RUN_CANCELLED, RunEnd, RunStart, make_event
 from .ids import new_id
 from .models.base import ChatModel
 from .registry import AgentRegistry
@@ -361,6 +361,7 @@ class Engine:
             session=session,
             tool_timeout=self.settings.tool_timeout_s,
             max_steps=self.settings.agent_max_steps,
+            start=self._run_start(),
         )
         ctx = RunContext.for_run(
             user_id=handle.user_id,
@@ -393,16 +394,13 @@ class Engine:
             self._forget(handle)
             self._pump()
 
+    def _run_start(self) -> RunStart | None:
+        """What a run's first event stores as its start: status ``running``, by this process."""
+        return RunStart(self.worker_id)
+
     async def _run_to_end(self, handle: RunHandle, ctx: RunContext, runtime: RunRuntime) -> None:
         """Execute, then write exactly one terminal event and the final status."""
         try:
-            await self.store.update_run(
-                handle.user_id,
-                handle.run_id,
-                status="running",
-                started_at=utc_now(),
-                worker_id=self.worker_id,
-            )
             agent = self.registry.get(handle.agent)
             if agent is None:  # a queued run of an agent that is no longer served
                 raise Invalid(f"agent {handle.agent!r} is not available")

@@ -10,11 +10,11 @@ sends those same bytes.
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from .clock import now_us, wire_time
 from .ids import new_id
 
 if TYPE_CHECKING:
@@ -87,6 +87,17 @@ class RunEnd:
     error: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class RunStart:
+    """A run's start (status ``running``), stored in the same transaction as its first event.
+
+    So that starting a run costs it neither a transaction nor a wait of its own,
+    and a run found ``running`` has made at least one event.
+    """
+
+    worker_id: str
+
+
 @dataclass(slots=True)
 class Event:
     """One event, as made by an emitter and, once stored, as delivered.
@@ -94,8 +105,9 @@ class Event:
     ``data`` is the flat protocol object; ``json`` its serialized form, set when the
     writer assigns ``seq``. Routing fields are copied out so that the bus and the
     isolation guard need not parse anything. ``settled`` is set once the writer is
-    done with it: stored and published, or failed with ``error``. ``end``, on a
-    run's terminal event, is the run's final status, stored with it.
+    done with it: stored and published, or failed with ``error``. ``start``, on a
+    run's first event, and ``end``, on its terminal event, are the run's status
+    changes, stored with them.
     """
 
     data: dict[str, Any]
@@ -104,10 +116,12 @@ class Event:
     run_id: str
     seq: int = 0
     json: str = ""
-    created: float = 0.0
+    #: When it was made, in microseconds since the epoch (see :mod:`tenet.clock`).
+    created: int = 0
     settled: bool = False
     error: BaseException | None = None
     waiter: asyncio.Future[None] | None = None
+    start: RunStart | None = None
     end: RunEnd | None = None
 
     @property
@@ -119,7 +133,7 @@ def make_event(ctx: RunContext, type: str, fields: dict[str, Any]) -> Event:
     """Build an event stamped from ``ctx``; ``fields`` cannot override the identity fields."""
     if type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type!r}")
-    now = time.time()
+    now = now_us()
     data: dict[str, Any] = {
         "type": type,
         "event_id": new_id("evt"),
@@ -129,7 +143,7 @@ def make_event(ctx: RunContext, type: str, fields: dict[str, Any]) -> Event:
         "run_id": ctx.run_id,
         "execution_id": ctx.execution_id,
         "agent_name": ctx.agent_name,
-        "timestamp": format_time(datetime.fromtimestamp(now, UTC)),
+        "timestamp": wire_time(now),
     }
     for key, value in fields.items():
         if key not in data:

@@ -25,6 +25,7 @@ from .events import (
     Event,
     EventSink,
     RunEnd,
+    RunStart,
     make_event,
 )
 from .store.notes import UserNotes
@@ -66,6 +67,7 @@ class RunRuntime:
         session: UserSession,
         tool_timeout: float,
         max_steps: int,
+        start: RunStart | None = None,
     ) -> None:
         self.sink = sink
         self.store = store
@@ -75,6 +77,8 @@ class RunRuntime:
         self.tool_timeout = tool_timeout
         self.max_steps = max_steps
         self._steps: dict[str, int] = {}
+        #: The run's start, stored with its first event (None: already stored).
+        self._start = start
         self._unflushed: list[Event] = []
         #: Events this run may still submit while the writer is congested (its turn).
         self._granted = 0
@@ -89,8 +93,9 @@ class RunRuntime:
     ) -> None:
         """Submit one event; it is stored, then published, in order.
 
-        ``end``, on the run's terminal event, is the run's final status, stored in the
-        same transaction.
+        The run's first event carries its start (status ``running``) and ``end``, on
+        the run's terminal event, its final status: each is stored in the same
+        transaction as its event.
 
         The run does not wait for each event's commit: it waits every
         ``FLUSH_EVERY`` events and before the run's status changes (:meth:`flush`),
@@ -109,6 +114,8 @@ class RunRuntime:
             self._granted = await self.sink.room() - 1
         event = make_event(ctx, type, fields)
         event.end = end
+        if self._start is not None:
+            event.start, self._start = self._start, None
         self.sink.submit(event)
         self._unflushed.append(event)
         self.emitted += 1

@@ -1,9 +1,10 @@
-"""The embedded store's SQLite thread: calls that arrive together share one commit.
+"""The embedded store's direct path: calls that arrive together share one commit.
 
 A call that fails fails alone: its group is rolled back and each call runs again
 on its own, so the others commit and only the failing one's writes are gone. ORM
-writes pause the thread so that the two connections never wait on each other's
-lock.
+writes pause the direct path so that the two connections never wait on each
+other's lock. Checkpoints run on a thread of their own, never in a commit on the
+event loop.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tenet.store import sqlite_direct
 from tenet.store.sqlite_direct import DirectSqlite
 
 
@@ -42,12 +44,12 @@ async def direct(tmp_path: Path):
 
 
 async def test_calls_queued_together_share_one_commit(direct: DirectSqlite) -> None:
-    await direct.read(_values)  # the thread is up
+    await direct.read(_values)  # the connection is open
     groups_before = direct.groups
     async with direct.paused():
         tasks = [asyncio.create_task(direct.write(_insert, v)) for v in range(50)]
         await asyncio.sleep(0.05)
-        assert not any(t.done() for t in tasks), "nothing runs while the thread is paused"
+        assert not any(t.done() for t in tasks), "nothing runs while the direct path is paused"
     assert await asyncio.gather(*tasks) == list(range(50))
     assert direct.groups - groups_before == 1, "the 50 calls were committed together"
     assert await direct.read(_values) == list(range(50))
@@ -81,3 +83,21 @@ async def test_calls_after_close_are_refused(direct: DirectSqlite) -> None:
     await direct.close()
     with pytest.raises(RuntimeError, match="closed"):
         await direct.write(_insert, 2)
+
+
+def _wal_autocheckpoint(conn: sqlite3.Connection) -> int:
+    return conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+
+
+async def test_the_log_is_checkpointed_off_the_event_loop(direct: DirectSqlite) -> None:
+    """The writing connection never checkpoints (that would stall the loop); a thread does."""
+    assert await direct.read(_wal_autocheckpoint) == 0
+    for v in range(2 * sqlite_direct.CHECKPOINT_EVERY):
+        await direct.write(_insert, v)
+    checkpointer = direct._checkpointer
+    assert checkpointer is not None
+    for _ in range(200):
+        if checkpointer.runs >= 1:
+            break
+        await asyncio.sleep(0.01)
+    assert checkpointer.runs >= 1, "no checkpoint ran while the log grew"

@@ -19,7 +19,7 @@ from tenet import Service, Settings
 from tenet.bus import MemoryBus
 from tenet.context import RunContext
 from tenet.errors import NotFound
-from tenet.events import RunEnd, make_event, utc_now
+from tenet.events import RunEnd, format_time, make_event, utc_now
 from tenet.ids import new_id
 from tenet.runtime import RunRuntime
 from tenet.store import sqlite_direct
@@ -71,6 +71,36 @@ async def test_seq_is_gap_free_per_thread_under_concurrency(svc: Service) -> Non
         events = await thread_events(svc, user, t)
         assert len(events) == 36
         assert_seq_gap_free(events)
+
+
+async def test_a_run_reads_running_once_its_first_event_is_stored(svc: Service) -> None:
+    """A run's start is stored with its first event, in one transaction: while that event
+    waits to be stored the run still reads ``queued`` (a run found ``running`` has made an
+    event), and its ``started_at`` is the moment that event was made."""
+    user = await new_user(svc)
+    thread = await new_thread(svc, user)
+    held, gate = asyncio.Event(), asyncio.Event()
+    store_events = svc.writer._store_events
+
+    async def stalled(events: list[Any]) -> None:
+        if any(e.type == "agent_started" for e in events):
+            held.set()
+            await gate.wait()
+        await store_events(events)
+
+    svc.writer._store_events = stalled  # type: ignore[method-assign]
+    run = await svc.engine.submit(user, thread, "benchmark", "events=6")
+    try:
+        await asyncio.wait_for(held.wait(), 10)
+        assert (await svc.store.get_run(user, run.id)).status == "queued"
+    finally:
+        gate.set()
+    await asyncio.wait_for(svc.engine.wait(run.id), 20)
+    stored = await svc.store.get_run(user, run.id)
+    events = await thread_events(svc, user, thread)
+    assert stored.status == "completed" and events[0]["type"] == "agent_started"
+    assert format_time(stored.started_at) == events[0]["timestamp"]
+    assert stored.worker_id == svc.engine.worker_id
 
 
 async def test_store_rejects_a_duplicate_thread_seq(svc: Service) -> None:
@@ -246,6 +276,7 @@ async def test_the_orm_path_stores_runs_events_and_ends_too() -> None:
         thread = await new_thread(svc, user)
         run, events = await run_to_end(svc, user, thread, "benchmark", "events=12")
         assert run.status == "completed" and run.output == events[-1]["final_response"]
+        assert format_time(run.started_at) == events[0]["timestamp"]
         assert [e["seq"] for e in events] == list(range(1, 13))
         messages = await svc.store.list_messages(user, thread)
         assert [m.role for m in messages] == ["user", "assistant"]

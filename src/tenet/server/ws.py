@@ -374,7 +374,11 @@ class Connection:
         if thread_id is not None:
             if not isinstance(thread_id, str):
                 raise NotFound()
-            await store.get_thread(self.user_id, thread_id)
+            if thread_id not in self._cursors:
+                # A thread this socket follows was found to be the caller's already, and
+                # storing the run checks it again; only a new one is looked up first, so
+                # that the socket never follows a thread that is not the caller's.
+                await store.get_thread(self.user_id, thread_id)
         else:
             thread = await store.create_thread(
                 self.user_id, limit=self.state.settings.max_threads_per_user

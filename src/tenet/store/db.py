@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, event, func, select, text, tuple_, update
+from sqlalchemy import case, delete, event, func, select, text, tuple_, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
@@ -83,7 +83,7 @@ class Store:
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         database = make_url(url).database if self.is_sqlite else None
-        #: The hot path on SQLite: plain sqlite3 on one thread (see sqlite_direct).
+        #: The hot path on SQLite: plain sqlite3 on the event loop (see sqlite_direct).
         self.direct = DirectSqlite(database) if database and database != ":memory:" else None
         #: The hot path on Postgres: plain asyncpg on a pool of its own (see postgres_direct).
         self.pg = DirectPostgres(url) if url.startswith("postgresql+asyncpg") else None
@@ -113,8 +113,8 @@ class Store:
             async with self._write_lock, self._sessions() as session, session.begin():
                 yield session
         else:
-            # The SQLite thread waits between two transactions while the ORM writes, so
-            # that neither connection ever waits on the other's lock.
+            # The direct path runs no transaction while the ORM writes, so that neither
+            # connection ever waits on the other's lock.
             async with (
                 self._write_lock,
                 self.direct.paused(),
@@ -208,7 +208,7 @@ class Store:
             id=new_id("thr"), user_id=user_id, meta=dict(metadata or {}), created_at=utc_now()
         )
         if self.direct is not None:
-            # On the SQLite thread, beside the runs and events: an ORM write would pause it.
+            # On the direct path, beside the runs and events: an ORM write would pause it.
             created = await self.direct.write(
                 direct.insert_thread,
                 thread.id,
@@ -424,6 +424,21 @@ class Store:
             return
         async with self.write() as s:
             await self.finish_run_in(s, user_id, run_id, status, output, error, now, new_id("msg"))
+
+    @staticmethod
+    async def start_run_in(
+        s: AsyncSession, user_id: str, run_id: str, now: datetime, worker_id: str
+    ) -> None:
+        """A run's start inside a session the caller commits (see ``rows.START_RUN``)."""
+        await s.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.user_id == user_id, Run.status.not_in(TERMINAL_STATUSES))
+            .values(
+                status=case((Run.status == "queued", "running"), else_=Run.status),
+                started_at=func.coalesce(Run.started_at, now),
+                worker_id=worker_id,
+            )
+        )
 
     @staticmethod
     async def finish_run_in(

@@ -29,7 +29,7 @@ try:
 except ImportError:  # pragma: no cover - without the `postgres` extra only SQLite is served
     asyncpg = None  # type: ignore[assignment]
 
-from .rows import RUN_COLUMNS, run_from_row, to_db_json
+from .rows import RUN_COLUMNS, START_RUN, run_from_row, to_db_json
 
 T = TypeVar("T")
 
@@ -211,6 +211,16 @@ async def update_run(
         user_id,
         *params,
     )
+
+
+_START_RUN = START_RUN.format(now="$3", worker="$4", run="$1", user="$2")
+
+
+async def start_run(
+    conn: asyncpg.Connection, user_id: str, run_id: str, now: datetime, worker_id: str
+) -> None:
+    """The run's start (see :data:`tenet.store.rows.START_RUN`)."""
+    await conn.execute(_START_RUN, run_id, user_id, now, worker_id)
 
 
 _FINISH_RUN = (

@@ -18,6 +18,14 @@ RUN_COLUMNS = (
     "started_at, finished_at, worker_id, heartbeat_at, attempts"
 )
 
+#: A run's start, with placeholders for each dialect: ``queued`` becomes ``running`` (a
+#: cancel stored first keeps ``cancelling``); a run that has ended is left alone.
+START_RUN = (
+    "UPDATE runs SET status = CASE status WHEN 'queued' THEN 'running' ELSE status END, "
+    "started_at = coalesce(started_at, {now}), worker_id = {worker} "
+    "WHERE id = {run} AND user_id = {user} AND status NOT IN ('completed', 'failed', 'cancelled')"
+)
+
 
 def to_db_json(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value).decode()

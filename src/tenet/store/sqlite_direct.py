@@ -1,12 +1,21 @@
-"""The hot path of the embedded store: plain ``sqlite3`` on one dedicated thread.
+"""The hot path of the embedded store: plain ``sqlite3``, run on the event loop itself.
 
-Every run makes a handful of writes (its creation, its start, its events, its
-end). Through the async ORM each costs about a millisecond of CPU: statements
-are built and compiled, and aiosqlite hands every call to its thread and back.
-Here each call is one Python function executed on the store's own SQLite
-thread, and the calls that arrive together share one transaction (group
-commit): one hand-off and one commit for many calls, statements cached by
-``sqlite3``.
+Every run makes a handful of writes (its creation, its events, its end).
+Through the async ORM each costs about a millisecond of CPU: statements are
+built and compiled, and aiosqlite hands every call to its thread and back.
+Here each call is one Python function of a ``sqlite3`` connection, and the
+calls made during one turn of the event loop share one transaction (group
+commit): one commit for many calls, statements cached by ``sqlite3``.
+
+The calls run on the event loop's own thread, between its callbacks. A thread
+of their own was tried first and measured slower: every ``sqlite3`` call
+releases the GIL and must win it back from the busy event loop, so a batch of a
+hundred inserts waited for the GIL a hundred times, and the thread hand-offs
+cost more CPU than the writes. A group's transaction takes a millisecond or two;
+the slow part of SQLite's work, the checkpoint that copies the write-ahead log
+into the database file, runs on a thread of its own (:class:`_Checkpointer`),
+where it needs no GIL.
+
 The rows it writes are the same rows, in the same formats, that the ORM reads
 and writes elsewhere (times as ``YYYY-MM-DD HH:MM:SS.ffffff`` UTC text, JSON as
 text), so both paths see one database.
@@ -17,14 +26,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import queue
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from .rows import RUN_COLUMNS, TERMINAL, run_from_row, to_db_json
+from .rows import RUN_COLUMNS, START_RUN, TERMINAL, run_from_row, to_db_json
 
 T = TypeVar("T")
 
@@ -32,6 +40,12 @@ log = logging.getLogger("tenet.store")
 
 #: At most this many calls share one transaction.
 GROUP_MAX = 256
+#: Transactions committed between two checkpoint requests (each writes a few hundred KiB
+#: of log at most; SQLite's own default checkpoints at about 4 MiB).
+CHECKPOINT_EVERY = 16
+#: A connection waits at most this long for another one's write lock (an ORM write of
+#: this process never overlaps, see :meth:`DirectSqlite.paused`; only another process can).
+BUSY_TIMEOUT_MS = 5_000
 
 
 def to_db_time(value: datetime | None) -> str | None:
@@ -49,154 +63,202 @@ def from_db_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
-class _Job:
-    """One call waiting for the SQLite thread; settled on the event loop that made it."""
+def _connect(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    return conn
 
-    __slots__ = ("args", "fn", "future", "loop", "outcome", "write")
+
+class _Job:
+    """One call waiting for its group's transaction."""
+
+    __slots__ = ("args", "fn", "future", "outcome", "write")
 
     def __init__(
         self,
         fn: Callable[..., Any],
         args: tuple[Any, ...],
         write: bool,
-        loop: asyncio.AbstractEventLoop,
+        future: asyncio.Future[Any],
     ) -> None:
         self.fn = fn
         self.args = args
         self.write = write
-        self.loop = loop
-        self.future: asyncio.Future[Any] = loop.create_future()
+        self.future = future
         self.outcome: tuple[bool, Any] = (False, None)
 
 
-class _Pause:
-    """Holds the SQLite thread still while someone else (the ORM) writes; or stops it."""
+class _Checkpointer:
+    """Copies the write-ahead log into the database on a thread of its own.
 
-    __slots__ = ("loop", "reached", "released", "stop")
+    SQLite does this inside a commit once the log passes 1,000 pages, which would
+    stall the event loop for the copy and its ``fsync``. Here the writing
+    connection never checkpoints; it asks this thread to, every
+    ``CHECKPOINT_EVERY`` commits. A passive checkpoint never blocks the writer,
+    and the thread holds the GIL only to start it.
+    """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, *, stop: bool = False) -> None:
-        self.loop = loop
-        self.stop = stop
-        self.reached: asyncio.Future[None] = loop.create_future()
-        self.released = threading.Event()
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._wanted = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._serve, name="tenet-checkpoint", daemon=True)
+        self._thread.start()
+        #: Checkpoints run (a test reads it).
+        self.runs = 0
+
+    def request(self) -> None:
+        self._wanted.set()
+
+    def stop(self) -> None:
+        """Run a last checkpoint and stop (blocks until the thread is done)."""
+        self._stopping = True
+        self._wanted.set()
+        self._thread.join()
+
+    def _serve(self) -> None:
+        conn: sqlite3.Connection | None = None
+        try:
+            while True:
+                self._wanted.wait()
+                self._wanted.clear()
+                try:
+                    if conn is None:
+                        conn = _connect(self._path)
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    self.runs += 1
+                except sqlite3.Error as exc:  # retried at the next request
+                    log.warning("checkpoint failed: %s", exc)
+                if self._stopping:
+                    return
+        finally:
+            if conn is not None:
+                conn.close()
 
 
 class DirectSqlite:
-    """Runs transactions on one ``sqlite3`` connection, on one thread of its own.
+    """Runs calls on one ``sqlite3`` connection, in transactions shared by a loop turn.
 
-    Calls that arrive while a transaction is being committed wait, and are then
-    run together in the next transaction (group commit): a hundred runs writing at
-    once cost one commit, not a hundred, and one failing call still fails alone
-    (see :meth:`_run_group`). The thread settles a group's futures with one
-    hand-off to the event loop.
+    Calls made while the event loop is busy are queued and run together, in one
+    transaction, once the loop gets to them (group commit): a hundred runs writing
+    at once cost one commit, not a hundred, and one failing call still fails
+    alone (see :meth:`_run_group`).
     """
 
     def __init__(self, path: str, *, group_max: int = GROUP_MAX) -> None:
         self.path = path
         self._group_max = group_max
-        self._jobs: queue.SimpleQueue[_Job | _Pause] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._queue: list[_Job] = []
+        self._scheduled = False
+        self._paused = 0
         self._conn: sqlite3.Connection | None = None
+        self._checkpointer: _Checkpointer | None = None
+        self._commits = 0
         self._closed = False
         #: Transactions committed (a test reads it to see calls share one).
         self.groups = 0
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
-            conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=30
-            )
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA busy_timeout=30000")
+            conn = _connect(self.path)
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # see _Checkpointer
             self._conn = conn
+            self._checkpointer = _Checkpointer(self.path)
         return self._conn
 
-    # The event loop's side ------------------------------------------------------------------
-
-    def _submit(self, item: _Job | _Pause) -> None:
+    def _submit(
+        self, fn: Callable[..., T], args: tuple[Any, ...], write: bool
+    ) -> asyncio.Future[T]:
         if self._closed:
             raise RuntimeError("the store is closed")
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._serve, name="tenet-sqlite", daemon=True)
-            self._thread.start()
-        self._jobs.put(item)
+        loop = asyncio.get_running_loop()
+        job = _Job(fn, args, write, loop.create_future())
+        self._queue.append(job)
+        if not self._scheduled and not self._paused:
+            self._scheduled = True
+            loop.call_soon(self._drain)
+        return job.future
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(connection, *args)`` in a write transaction on the SQLite thread.
+        """Run ``fn(connection, *args)`` in a write transaction.
 
         Returns once the transaction that carried it is committed.
         """
-        job = _Job(fn, args, True, asyncio.get_running_loop())
-        self._submit(job)
-        return await job.future
+        return await self._submit(fn, args, True)
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(connection, *args)`` in a transaction (with the writes queued before it)."""
-        job = _Job(fn, args, False, asyncio.get_running_loop())
-        self._submit(job)
-        return await job.future
+        return await self._submit(fn, args, False)
 
     @contextlib.asynccontextmanager
     async def paused(self) -> AsyncIterator[None]:
-        """Hold the SQLite thread between two transactions for the length of the block.
+        """Run no transaction on this connection for the length of the block.
 
-        The ORM's writes go through other connections; pausing this one while they
-        run means neither waits on the other's lock.
+        The ORM's writes go through other connections; holding this one still
+        while they run means neither waits on the other's lock. Calls queued before
+        the block are committed first, so they keep their order.
         """
-        pause = _Pause(asyncio.get_running_loop())
-        self._submit(pause)
+        self._flush()
+        self._paused += 1
         try:
-            await pause.reached
             yield
         finally:
-            pause.released.set()
+            self._paused -= 1
+            if self._queue and not self._paused and not self._scheduled:
+                self._scheduled = True
+                asyncio.get_running_loop().call_soon(self._drain)
 
     async def close(self) -> None:
-        """Finish the calls queued so far, close the connection and stop the thread."""
+        """Commit the calls queued so far, close the connection and stop checkpointing."""
+        self._flush()
         self._closed = True
-        if self._thread is None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._checkpointer is not None:
+            checkpointer, self._checkpointer = self._checkpointer, None
+            await asyncio.get_running_loop().run_in_executor(None, checkpointer.stop)
+
+    # Running the queued calls ---------------------------------------------------------------
+
+    def _drain(self) -> None:
+        """One group, then the loop's other callbacks, then the next group."""
+        self._scheduled = False
+        if self._paused or not self._queue:
             return
-        stop = _Pause(asyncio.get_running_loop(), stop=True)
-        self._jobs.put(stop)
-        await stop.reached
-        self._thread = None
+        self._run_next()
+        if self._queue:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._drain)
 
-    # The SQLite thread's side ---------------------------------------------------------------
+    def _flush(self) -> None:
+        """Run every queued call now."""
+        while self._queue and not self._paused:
+            self._run_next()
 
-    def _serve(self) -> None:
-        pending: list[_Job | _Pause] = []
-        while True:
-            if not pending:
-                pending.append(self._jobs.get())
-            while len(pending) < self._group_max:
-                try:
-                    pending.append(self._jobs.get_nowait())
-                except queue.Empty:
-                    break
-            group: list[_Job] = []
-            while pending and isinstance(pending[0], _Job) and len(group) < self._group_max:
-                group.append(pending.pop(0))  # type: ignore[arg-type]
-            if group:
-                try:
-                    self._run_group(group)
-                except BaseException as exc:  # the database cannot be opened or locked
-                    log.warning("could not start a transaction: %s", exc)
-                    for job in group:
-                        job.outcome = (False, exc)
-                _hand_back(group)
+    def _run_next(self) -> None:
+        group = self._queue[: self._group_max]
+        del self._queue[: len(group)]
+        try:
+            self._run_group(group)
+        except BaseException as exc:  # the database cannot be opened or locked
+            log.warning("could not start a transaction: %s", exc)
+            for job in group:
+                job.outcome = (False, exc)
+        for job in group:
+            if job.future.done():  # its caller was cancelled; the call ran regardless
                 continue
-            pause = pending.pop(0)
-            assert isinstance(pause, _Pause)
-            if pause.stop and self._conn is not None:
-                self._conn.close()
-                self._conn = None
-            with contextlib.suppress(RuntimeError):
-                pause.loop.call_soon_threadsafe(_settle_pause, pause.reached)
-            if pause.stop:
-                return
-            pause.released.wait()
+            ok, value = job.outcome
+            if ok:
+                job.future.set_result(value)
+            else:
+                job.future.set_exception(value)
+        self._commits += 1
+        if self._commits % CHECKPOINT_EVERY == 0 and self._checkpointer is not None:
+            self._checkpointer.request()
 
     def _run_group(self, group: list[_Job]) -> None:
         """Run the calls in one transaction and set their outcomes.
@@ -243,32 +305,6 @@ class DirectSqlite:
     def _call(self, conn: sqlite3.Connection, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         """One call: the unit of work that belongs to one user."""
         return fn(conn, *args)
-
-
-def _hand_back(group: list[_Job]) -> None:
-    """Settle a group's futures with one hand-off per event loop."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
-    for job in group:
-        by_loop.setdefault(job.loop, []).append(job)
-    for loop, jobs in by_loop.items():
-        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
-            loop.call_soon_threadsafe(_settle, jobs)
-
-
-def _settle(jobs: list[_Job]) -> None:
-    for job in jobs:
-        if job.future.done():
-            continue
-        ok, value = job.outcome
-        if ok:
-            job.future.set_result(value)
-        else:
-            job.future.set_exception(value)
-
-
-def _settle_pause(reached: asyncio.Future[None]) -> None:
-    if not reached.done():
-        reached.set_result(None)
 
 
 # The hot transactions, as functions of a connection ---------------------------------------
@@ -362,6 +398,15 @@ def update_run(conn: sqlite3.Connection, user_id: str, run_id: str, values: dict
         "AND status NOT IN ('completed', 'failed', 'cancelled')",
         (*params, run_id, user_id),
     )
+
+
+_START_RUN = START_RUN.format(now="?", worker="?", run="?", user="?")
+
+
+def start_run(
+    conn: sqlite3.Connection, user_id: str, run_id: str, now: datetime, worker_id: str
+) -> None:
+    conn.execute(_START_RUN, (to_db_time(now), worker_id, run_id, user_id))
 
 
 def finish_run(

@@ -26,13 +26,14 @@ import asyncio
 import logging
 import sqlite3
 from collections import OrderedDict, deque
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from sqlalchemy import insert
 
-from ..events import Event, RunEnd
+from ..clock import db_time, to_datetime
+from ..events import Event, RunEnd, RunStart
 from ..ids import new_id
 from . import postgres_direct, sqlite_direct
 from .db import Store
@@ -219,17 +220,20 @@ class EventWriter:
 
     async def _store_events(self, events: list[Event]) -> None:
         unknown = list({e.thread_id for e in events if e.thread_id not in self._last_seq})
+        # Runs' starts and ends ride with their first and terminal events, in one transaction.
+        marked = [e for e in events if e.start is not None or e.end is not None]
         direct_db = self._store.direct
         if direct_db is not None:
 
             def transaction(conn: sqlite3.Connection) -> dict[str, int]:
                 known = sqlite_direct.max_seqs(conn, unknown) if unknown else {}
                 assigned = self._number(events, known)
-                sqlite_direct.insert_events(
-                    conn, [_row(e, sqlite_direct.to_db_time(_created(e))) for e in events]
-                )
-                for e, end in _ends(events):
-                    sqlite_direct.finish_run(conn, *_finish_args(e, end))
+                sqlite_direct.insert_events(conn, [_row(e, db_time(e.created)) for e in events])
+                for e in marked:
+                    if e.start is not None:
+                        sqlite_direct.start_run(conn, *_start_args(e, e.start))
+                    if e.end is not None:
+                        sqlite_direct.finish_run(conn, *_finish_args(e, e.end))
                 return assigned
 
             assigned = await direct_db.write(transaction)
@@ -243,14 +247,16 @@ class EventWriter:
                 known = await postgres_direct.max_seqs(conn, unknown) if unknown else {}
                 assigned = self._number(events, known)
                 rows = [_row(e, _created(e)) for e in events]
-                ends = _ends(events)
-                if not ends:
+                if not marked:
                     await postgres_direct.insert_events(conn, rows)
                     return assigned
                 async with conn.transaction():
                     await postgres_direct.insert_events(conn, rows)
-                    for e, end in ends:
-                        await postgres_direct.finish_run(conn, *_finish_args(e, end))
+                    for e in marked:
+                        if e.start is not None:
+                            await postgres_direct.start_run(conn, *_start_args(e, e.start))
+                        if e.end is not None:
+                            await postgres_direct.finish_run(conn, *_finish_args(e, e.end))
                 return assigned
 
             assigned = await self._store.pg.write(transaction)
@@ -274,8 +280,11 @@ class EventWriter:
                     for e in events
                 ]
                 await session.execute(insert(EventRow), rows)
-                for e, end in _ends(events):
-                    await Store.finish_run_in(session, *_finish_args(e, end))
+                for e in marked:
+                    if e.start is not None:
+                        await Store.start_run_in(session, *_start_args(e, e.start))
+                    if e.end is not None:
+                        await Store.finish_run_in(session, *_finish_args(e, e.end))
         for thread_id, seq in assigned.items():
             self._last_seq[thread_id] = seq
             self._last_seq.move_to_end(thread_id)
@@ -283,9 +292,9 @@ class EventWriter:
             self._last_seq.popitem(last=False)
 
 
-def _ends(events: list[Event]) -> list[tuple[Event, RunEnd]]:
-    """The runs' ends that the batch carries, each with its terminal event."""
-    return [(e, e.end) for e in events if e.end is not None]
+def _start_args(e: Event, start: RunStart) -> tuple[Any, ...]:
+    """The store's start_run arguments: the run started when its first event was made."""
+    return (e.user_id, e.run_id, _created(e), start.worker_id)
 
 
 def _finish_args(e: Event, end: RunEnd) -> tuple[Any, ...]:
@@ -315,4 +324,4 @@ def _row(e: Event, created: Any) -> tuple[Any, ...]:
 
 
 def _created(event: Event) -> datetime:
-    return datetime.fromtimestamp(event.created, UTC)
+    return to_datetime(event.created)
