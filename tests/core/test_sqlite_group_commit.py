@@ -101,3 +101,14 @@ async def test_the_log_is_checkpointed_off_the_event_loop(direct: DirectSqlite) 
             break
         await asyncio.sleep(0.01)
     assert checkpointer.runs >= 1, "no checkpoint ran while the log grew"
+
+
+async def test_calls_still_queued_when_the_store_closes_fail_instead_of_hanging(
+    direct: DirectSqlite,
+) -> None:
+    async with direct.paused():
+        queued = asyncio.create_task(direct.write(_insert, 1))
+        await asyncio.sleep(0)
+        await direct.close()
+        with pytest.raises(RuntimeError, match="closed"):
+            await asyncio.wait_for(queued, 5)

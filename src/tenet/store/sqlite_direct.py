@@ -215,6 +215,10 @@ class DirectSqlite:
         """Commit the calls queued so far, close the connection and stop checkpointing."""
         self._flush()
         self._closed = True
+        for job in self._queue:  # queued during an ORM write that outlived the store
+            if not job.future.done():
+                job.future.set_exception(RuntimeError("the store is closed"))
+        self._queue.clear()
         if self._conn is not None:
             self._conn.close()
             self._conn = None
