@@ -158,6 +158,10 @@ class SoakUser:
         self.open_runs: set[str] = set()
         self.run_thread: dict[str, str] = {}
         self.active: list[str] = []
+        #: Threads the current socket follows (its subscribe was answered, or a run started
+        #: there on it). A run on any other thread would start the socket's stream at that
+        #: run, skipping what the thread got meanwhile (PROTOCOL.md), so runs go only here.
+        self.followed: set[str] = set()
         self.ended_runs: set[str] = set()
         self.ws: Any = None
         self.reader: asyncio.Task[None] | None = None
@@ -196,6 +200,7 @@ class SoakUser:
         else:
             raise RuntimeError("could not connect")
         self.paused.set()
+        self.followed = set()
         self.reader = asyncio.create_task(self._read(self.ws))
         # Resume every thread where this user left it: no gap, no duplicate.
         for thread_id in list(self.active):
@@ -241,7 +246,11 @@ class SoakUser:
 
     def _on_frame(self, frame: dict[str, Any], raw: str) -> None:
         kind = frame.get("type")
+        if kind == "subscribed":
+            self.followed.add(frame["thread_id"])
+            return
         if kind == "run_accepted":
+            self.followed.add(frame["thread_id"])
             self.threads.setdefault(frame["thread_id"], ThreadLog())
             self.accepted.put_nowait(frame)
             return
@@ -302,8 +311,9 @@ class SoakUser:
             mode = self.rng.choice(["ok", "tool_fail", "tool_timeout", "raise", "timeout"])
             frame = {"agent": "flaky", "input": f"mode={mode} events={self.rng.randint(5, 200)}"}
         frame.update(type="run", ref="run")
-        if self.active and self.rng.random() < 0.5:
-            frame["thread_id"] = self.rng.choice(self.active)
+        followed = [t for t in self.active if t in self.followed]
+        if followed and self.rng.random() < 0.5:
+            frame["thread_id"] = self.rng.choice(followed)
         while not self.accepted.empty():
             self.accepted.get_nowait()
         if not await self.send(frame):
@@ -329,6 +339,7 @@ class SoakUser:
                 return
             if thread_id not in busy and self.ws is not None:
                 self.active.remove(thread_id)
+                self.followed.discard(thread_id)
                 with contextlib.suppress(Exception):
                     await self.ws.send(
                         orjson.dumps({"type": "unsubscribe", "thread_id": thread_id}).decode()
