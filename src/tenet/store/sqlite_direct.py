@@ -105,10 +105,10 @@ class _Checkpointer:
         self._path = path
         self._wanted = threading.Event()
         self._stopping = False
-        self._thread = threading.Thread(target=self._serve, name="tenet-checkpoint", daemon=True)
-        self._thread.start()
         #: Checkpoints run (a test reads it).
         self.runs = 0
+        self._thread = threading.Thread(target=self._serve, name="tenet-checkpoint", daemon=True)
+        self._thread.start()
 
     def request(self) -> None:
         self._wanted.set()
