@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import time
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -25,7 +23,7 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnect
 
-from ..events import format_time
+from ..clock import now_us, wire_time
 from ..examples.benchmark import parse_input
 from ..ids import new_id
 
@@ -91,7 +89,7 @@ def render_run(user_id: str, thread_id: str, input: str, events: int) -> list[st
 
 
 def _now() -> str:
-    return format_time(datetime.fromtimestamp(time.time(), UTC)) or _PLACEHOLDER
+    return wire_time(now_us())
 
 
 def create_floor_app() -> FastAPI:

@@ -33,7 +33,7 @@ import orjson
 from sqlalchemy import insert
 
 from ..clock import db_time, to_datetime
-from ..events import Event, RunEnd, RunStart
+from ..events import Event
 from ..ids import new_id
 from . import postgres_direct, sqlite_direct
 from .db import Store
@@ -229,11 +229,8 @@ class EventWriter:
                 known = sqlite_direct.max_seqs(conn, unknown) if unknown else {}
                 assigned = self._number(events, known)
                 sqlite_direct.insert_events(conn, [_row(e, db_time(e.created)) for e in events])
-                for e in marked:
-                    if e.start is not None:
-                        sqlite_direct.start_run(conn, *_start_args(e, e.start))
-                    if e.end is not None:
-                        sqlite_direct.finish_run(conn, *_finish_args(e, e.end))
+                for start, args in _run_marks(marked):
+                    (sqlite_direct.start_run if start else sqlite_direct.finish_run)(conn, *args)
                 return assigned
 
             assigned = await direct_db.write(transaction)
@@ -252,11 +249,9 @@ class EventWriter:
                     return assigned
                 async with conn.transaction():
                     await postgres_direct.insert_events(conn, rows)
-                    for e in marked:
-                        if e.start is not None:
-                            await postgres_direct.start_run(conn, *_start_args(e, e.start))
-                        if e.end is not None:
-                            await postgres_direct.finish_run(conn, *_finish_args(e, e.end))
+                    for start, args in _run_marks(marked):
+                        mark = postgres_direct.start_run if start else postgres_direct.finish_run
+                        await mark(conn, *args)
                 return assigned
 
             assigned = await self._store.pg.write(transaction)
@@ -280,11 +275,8 @@ class EventWriter:
                     for e in events
                 ]
                 await session.execute(insert(EventRow), rows)
-                for e in marked:
-                    if e.start is not None:
-                        await Store.start_run_in(session, *_start_args(e, e.start))
-                    if e.end is not None:
-                        await Store.finish_run_in(session, *_finish_args(e, e.end))
+                for start, args in _run_marks(marked):
+                    await (Store.start_run_in if start else Store.finish_run_in)(session, *args)
         for thread_id, seq in assigned.items():
             self._last_seq[thread_id] = seq
             self._last_seq.move_to_end(thread_id)
@@ -292,14 +284,21 @@ class EventWriter:
             self._last_seq.popitem(last=False)
 
 
-def _start_args(e: Event, start: RunStart) -> tuple[Any, ...]:
-    """The store's start_run arguments: the run started when its first event was made."""
-    return (e.user_id, e.run_id, _created(e), start.worker_id)
+def _run_marks(events: list[Event]) -> list[tuple[bool, tuple[Any, ...]]]:
+    """The runs' starts and ends a batch carries, in order, as (is a start, arguments).
 
-
-def _finish_args(e: Event, end: RunEnd) -> tuple[Any, ...]:
-    """The store's finish_run arguments: the run ends when its terminal event was made."""
-    return (e.user_id, e.run_id, end.status, end.output, end.error, _created(e), new_id("msg"))
+    The arguments are those of every backend's ``start_run`` and ``finish_run``: a
+    run started when its first event was made and ended when its terminal one was.
+    """
+    marks: list[tuple[bool, tuple[Any, ...]]] = []
+    for e in events:
+        if e.start is not None:
+            marks.append((True, (e.user_id, e.run_id, _created(e), e.start.worker_id)))
+        if (end := e.end) is not None:
+            when, message_id = _created(e), new_id("msg")
+            args = (e.user_id, e.run_id, end.status, end.output, end.error, when, message_id)
+            marks.append((False, args))
+    return marks
 
 
 def _settle(event: Event) -> None:
