@@ -43,6 +43,11 @@ GROUP_MAX = 256
 #: Transactions committed between two checkpoint requests (each writes a few hundred KiB
 #: of log at most; SQLite's own default checkpoints at about 4 MiB).
 CHECKPOINT_EVERY = 16
+#: Past this many pages (16 MiB at SQLite's default page size), a checkpoint holds the
+#: writer for a moment so that the log can start over (see :class:`_Checkpointer`).
+LOG_LIMIT_PAGES = 4096
+#: A log that did grow past this is cut back to it when it starts over.
+LOG_FILE_LIMIT_BYTES = 64 * 1024 * 1024
 #: A connection waits at most this long for another one's write lock (an ORM write of
 #: this process never overlaps, see :meth:`DirectSqlite.paused`; only another process can).
 BUSY_TIMEOUT_MS = 5_000
@@ -99,14 +104,35 @@ class _Checkpointer:
     connection never checkpoints; it asks this thread to, every
     ``CHECKPOINT_EVERY`` commits. A passive checkpoint never blocks the writer,
     and the thread holds the GIL only to start it.
+
+    A passive checkpoint alone never lets the log shrink under constant writes:
+    SQLite starts the log over only once every frame in it has been copied, and
+    the writer appends new frames while the copy runs, so the file grew by
+    gigabytes in a minute of full load. Once the log is longer than
+    ``log_limit`` pages, this thread asks the loop to hold its next transaction
+    (:meth:`DirectSqlite._hold`), copies the few frames written meanwhile, and
+    lets the writer go: its next commit starts the log from the beginning. The
+    writer waits for that short second pass, a few milliseconds, once per
+    ``log_limit`` pages; the loop itself never waits.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        log_limit: int,
+        hold: Callable[[threading.Event], None],
+        release: Callable[[], None],
+    ) -> None:
         self._path = path
+        self._log_limit = log_limit
+        self._hold = hold
+        self._release = release
         self._wanted = threading.Event()
         self._stopping = False
-        #: Checkpoints run (a test reads it).
+        #: Checkpoints run, and those that emptied the log (tests read them).
         self.runs = 0
+        self.restarts = 0
         self._thread = threading.Thread(target=self._serve, name="tenet-checkpoint", daemon=True)
         self._thread.start()
 
@@ -128,8 +154,10 @@ class _Checkpointer:
                 try:
                     if conn is None:
                         conn = _connect(self._path)
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    _busy, frames, _copied = _checkpoint(conn)
                     self.runs += 1
+                    if frames > self._log_limit and not self._stopping:
+                        self._finish_with_writer_held(conn)
                 except sqlite3.Error as exc:  # retried at the next request
                     log.warning("checkpoint failed: %s", exc)
                 if self._stopping:
@@ -137,6 +165,30 @@ class _Checkpointer:
         finally:
             if conn is not None:
                 conn.close()
+
+    def _finish_with_writer_held(self, conn: sqlite3.Connection) -> None:
+        """Copy what the writer added during the first pass, while it waits."""
+        held = threading.Event()
+        try:
+            self._hold(held)
+        except RuntimeError:  # the loop is closed: the store is closing too
+            return
+        try:
+            # A loop too busy to answer within a second is left alone; the hold still
+            # arrives later and is released right after it, in order.
+            if held.wait(1.0):
+                _busy, frames, copied = _checkpoint(conn)
+                if frames == copied:
+                    self.restarts += 1
+        finally:
+            with contextlib.suppress(RuntimeError):
+                self._release()
+
+
+def _checkpoint(conn: sqlite3.Connection) -> tuple[int, int, int]:
+    """A passive checkpoint: (busy, frames in the log, frames copied)."""
+    busy, log, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    return int(busy), int(log), int(copied)
 
 
 class DirectSqlite:
@@ -148,12 +200,17 @@ class DirectSqlite:
     alone (see :meth:`_run_group`).
     """
 
-    def __init__(self, path: str, *, group_max: int = GROUP_MAX) -> None:
+    def __init__(
+        self, path: str, *, group_max: int = GROUP_MAX, log_limit: int = LOG_LIMIT_PAGES
+    ) -> None:
         self.path = path
         self._group_max = group_max
+        self._log_limit = log_limit
         self._queue: list[_Job] = []
         self._scheduled = False
         self._paused = 0
+        #: Set while the checkpointer finishes a pass that lets the log start over.
+        self._held = False
         self._conn: sqlite3.Connection | None = None
         self._checkpointer: _Checkpointer | None = None
         self._commits = 0
@@ -165,8 +222,15 @@ class DirectSqlite:
         if self._conn is None:
             conn = _connect(self.path)
             conn.execute("PRAGMA wal_autocheckpoint=0")  # see _Checkpointer
+            conn.execute(f"PRAGMA journal_size_limit={LOG_FILE_LIMIT_BYTES}")
             self._conn = conn
-            self._checkpointer = _Checkpointer(self.path)
+            loop = asyncio.get_running_loop()
+            self._checkpointer = _Checkpointer(
+                self.path,
+                log_limit=self._log_limit,
+                hold=lambda held: loop.call_soon_threadsafe(self._hold, held),
+                release=lambda: loop.call_soon_threadsafe(self._release),
+            )
         return self._conn
 
     def _submit(
@@ -177,10 +241,23 @@ class DirectSqlite:
         loop = asyncio.get_running_loop()
         job = _Job(fn, args, write, loop.create_future())
         self._queue.append(job)
-        if not self._scheduled and not self._paused:
+        self._wake(loop)
+        return job.future
+
+    def _wake(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Schedule a drain if calls wait and nothing holds them."""
+        if self._queue and not self._scheduled and not self._paused and not self._held:
             self._scheduled = True
             loop.call_soon(self._drain)
-        return job.future
+
+    def _hold(self, held: threading.Event) -> None:
+        """Start no transaction until :meth:`_release` (the checkpointer's request)."""
+        self._held = True
+        held.set()
+
+    def _release(self) -> None:
+        self._held = False
+        self._wake(asyncio.get_running_loop())
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(connection, *args)`` in a write transaction.
@@ -207,9 +284,7 @@ class DirectSqlite:
             yield
         finally:
             self._paused -= 1
-            if self._queue and not self._paused and not self._scheduled:
-                self._scheduled = True
-                asyncio.get_running_loop().call_soon(self._drain)
+            self._wake(asyncio.get_running_loop())
 
     async def close(self) -> None:
         """Commit the calls queued so far, close the connection and stop checkpointing."""
@@ -231,7 +306,7 @@ class DirectSqlite:
     def _drain(self) -> None:
         """One group, then the loop's other callbacks, then the next group."""
         self._scheduled = False
-        if self._paused or not self._queue:
+        if self._paused or self._held or not self._queue:
             return
         self._run_next()
         if self._queue:
