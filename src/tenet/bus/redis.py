@@ -124,7 +124,9 @@ class RedisBus:
                 self.connected.set()
                 log.info("redis bus connected")
                 while True:
-                    message = await pubsub.get_message(timeout=30.0)
+                    # Blocks until a message: no timer per message. A broken connection
+                    # still raises here, and the loop reconnects.
+                    message = await pubsub.get_message(timeout=None)
                     if message is not None:
                         self._dispatch(message)
             except asyncio.CancelledError:
