@@ -400,6 +400,7 @@ def _soak(
         seed=seed,
         url=url,
         admin_token=admin_token or (Settings().admin_token if url else None),
+        server_log=f"{json_file}.server.log" if json_file else "tenet-soak-server.log",
     )
     err.print(f"soaking for {minutes:g} min with {users} users...")
     report = run_soak(config)
@@ -407,7 +408,7 @@ def _soak(
     table.add_column("figure")
     table.add_column("value", justify="right")
     for key, value in report.items():
-        if key in ("outcomes", "errors", "server_log_tail"):
+        if key in ("outcomes", "errors", "server_log_tail", "server_log"):
             continue
         table.add_row(key, str(value))
     console.print(table)
@@ -420,6 +421,8 @@ def _soak(
     failed = report_failed(report)
     if failed and report.get("server_log_tail"):
         err.print(escape(report["server_log_tail"]))
+    if failed and report.get("server_log"):
+        err.print(f"the whole server log: {escape(report['server_log'])}")
     console.print(
         "[red]FAILED[/]: events lost or duplicated" if failed else "[green]ok[/]: nothing lost"
     )

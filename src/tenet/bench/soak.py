@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import random
 import secrets
+import shutil
 import socket
 import sys
 import time
@@ -144,6 +145,8 @@ class SoakConfig:
     seed: int = 1
     url: str | None = None
     admin_token: str | None = None
+    #: Where the whole server log is copied when the soak fails (None: only its tail is kept).
+    server_log: str | None = None
 
 
 class SoakUser:
@@ -516,7 +519,13 @@ def run_soak(config: SoakConfig) -> dict[str, Any]:
     server = _SoakServer(admin_token=admin, env=SERVER_ENV)
     with server:
         report = asyncio.run(_soak(config, server.url, server.ws_url, admin, server.pid))
-        report["server_log_tail"] = server.log_tail(10) if report_failed(report) else ""
+        failed = report_failed(report)
+        report["server_log_tail"] = server.log_tail(10) if failed else ""
+        report["server_log"] = None
+        if failed and config.server_log:
+            # The server's directory goes with it; a failure is read from the whole log.
+            shutil.copyfile(server.workdir / "server.log", config.server_log)
+            report["server_log"] = config.server_log
     return report
 
 
