@@ -211,17 +211,27 @@ async def _users_add(settings: Settings, name: str) -> tuple[str, str]:
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     """Migrate the database (TENET_DATABASE_URL) to the latest schema."""
+    from rich.progress import Progress, TaskID
+
     from .store.db import Store
     from .store.migrate import upgrade
 
-    async def go() -> None:
-        store = Store(Settings().database_url)
-        try:
-            await upgrade(store.engine, revision)
-        finally:
-            await store.close()
+    with Progress(console=err, transient=True) as bar:
+        tasks: dict[str, TaskID] = {}
 
-    asyncio.run(go())
+        def progress(what: str, done: int, total: int) -> None:
+            if what not in tasks:
+                tasks[what] = bar.add_task(what, total=total)
+            bar.update(tasks[what], completed=done, total=total)
+
+        async def go() -> None:
+            store = Store(Settings().database_url)
+            try:
+                await upgrade(store.engine, revision, progress)
+            finally:
+                await store.close()
+
+        asyncio.run(go())
     console.print("database is up to date")
 
 

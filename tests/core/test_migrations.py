@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection, event, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tenet.ids import new_id
+from tenet.store import migrate
 from tenet.store.db import Store
 from tenet.store.migrate import upgrade
 from tenet.store.tables import Base
@@ -33,8 +35,13 @@ async def test_upgrading_an_empty_database_yields_the_declared_schema(database_u
     assert differences == []
 
 
-async def test_events_stored_before_an_upgrade_are_kept(database_url: str) -> None:
-    """0002 re-keys the events table; every stored event survives it, readable as before."""
+async def test_events_stored_before_an_upgrade_are_kept(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """0002 re-keys the events table, showing its progress; every stored event survives it,
+    readable as before."""
+    monkeypatch.setattr(migrate, "COPY_CHUNK_ROWS", 7)  # 30 events: several chunks
+    reports: list[tuple[str, int, int]] = []
     engine = create_async_engine(database_url)
     store = Store(database_url)
     try:
@@ -65,8 +72,13 @@ async def test_events_stored_before_an_upgrade_are_kept(database_url: str) -> No
                     for seq, body in enumerate(bodies, start=1)
                 ],
             )
-        await upgrade(engine)
+        await upgrade(engine, progress=lambda *report: reports.append(report))
         assert await store.list_events(user, thread, after=10) == bodies[10:]
+        assert reports, "the re-keying showed no progress"
+        assert reports[-1][1] == reports[-1][2], "the progress did not reach its total"
+        if engine.dialect.name == "sqlite":  # copied in chunks, each one reported
+            copied = [done for what, done, total in reports if total == 30]
+            assert copied == [0, 7, 14, 21, 28, 30], reports
         assert await store.list_events(new_id("usr"), thread, check_owner=False) == []
     finally:
         await store.close()

@@ -16,6 +16,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from tenet.store import migrate
+
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
@@ -55,9 +57,27 @@ def _events_table(name: str, *, keyed_by_thread: bool) -> None:
 
 
 def _copy_events(*, keyed_by_thread: bool) -> None:
-    """SQLite cannot change a primary key in place: copy into a new table."""
+    """SQLite cannot change a primary key in place: copy into a new table, in chunks of
+    rowids, reporting how many events are copied (a big table takes minutes)."""
     _events_table("events_new", keyed_by_thread=keyed_by_thread)
-    op.execute(f"INSERT INTO events_new ({COLUMNS}) SELECT {COLUMNS} FROM events")
+    bind = op.get_bind()
+    total = bind.execute(sa.text("SELECT count(*) FROM events")).scalar_one()
+    last = bind.execute(sa.text("SELECT coalesce(max(rowid), 0) FROM events")).scalar_one()
+    what = "copying the events table"
+    migrate.report_progress(what, 0, total)
+    done = start = 0
+    while start < last:
+        end = start + migrate.COPY_CHUNK_ROWS
+        copied = bind.execute(
+            sa.text(
+                f"INSERT INTO events_new ({COLUMNS}) SELECT {COLUMNS} FROM events "
+                "WHERE rowid > :start AND rowid <= :end"
+            ),
+            {"start": start, "end": end},
+        )
+        done += copied.rowcount
+        start = end
+        migrate.report_progress(what, done, total)
     op.drop_table("events")
     op.rename_table("events_new", "events")
 
@@ -70,9 +90,12 @@ def upgrade() -> None:
     else:
         op.drop_index("ix_events_user_id", "events")
         op.drop_index("ix_events_run", "events")
+        what = "re-keying the events table"
+        migrate.report_progress(what, 0, 1)  # one statement: no finer progress to report
         op.drop_constraint("events_pkey", "events", type_="primary")
         op.drop_constraint("uq_events_thread_seq", "events", type_="unique")
         op.create_primary_key("events_pkey", "events", ["thread_id", "seq"])
+        migrate.report_progress(what, 1, 1)
     op.create_index(
         "ix_events_run_marks",
         "events",
