@@ -112,8 +112,9 @@ class _Checkpointer:
     ``log_limit`` pages, this thread asks the loop to hold its next transaction
     (:meth:`DirectSqlite._hold`), copies the few frames written meanwhile, and
     lets the writer go: its next commit starts the log from the beginning. The
-    writer waits for that short second pass, a few milliseconds, once per
-    ``log_limit`` pages; the loop itself never waits.
+    writer waits for that second pass (and its sync) once per ``log_limit``
+    pages, 12 ms on average (18 at most) under full load; the loop itself never waits, and
+    calls queued meanwhile share the next transaction.
     """
 
     def __init__(
