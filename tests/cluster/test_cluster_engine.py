@@ -1,15 +1,19 @@
-"""The cluster engine in-process: a run taken over by another process stops here, silently."""
+"""The cluster engine in-process: a run taken over by another process stops here, silently;
+a heartbeat never waits on (or deadlocks with) the event writer."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+from datetime import UTC, datetime
 
 import orjson
 import pytest
 from sqlalchemy import update
 
 from tenet import Agent, AgentRegistry, RunContext, Service, Settings
+from tenet.store.db import Store
+from tenet.store.migrate import upgrade
 from tenet.store.tables import Run
 
 
@@ -53,3 +57,36 @@ async def test_a_run_taken_over_by_another_process_stops_here_without_writing(
         assert (taken.status, taken.worker_id) == ("running", "another:1:x"), (
             "left to its new owner"
         )
+
+
+async def test_a_heartbeat_never_waits_for_a_run_row_another_transaction_holds(
+    postgres_url: str,
+) -> None:
+    """The event writer locks the runs it ends, in its batch's order, while a heartbeat
+    updates all of its worker's runs: when each waited for the other, Postgres broke the
+    deadlock after a second, and a second of events was late. A heartbeat skips a locked
+    run (its writer is about to change it anyway) and still reports it held."""
+    store = Store(postgres_url)
+    try:
+        await upgrade(store.engine)
+        user, _ = await store.create_user("beating")
+        thread = await store.create_thread(user.id)
+        long_ago = datetime(2026, 1, 1, tzinfo=UTC)
+        runs = [await store.create_run(user.id, thread.id, "slow", "x") for _ in range(2)]
+        async with store.write() as s:
+            await s.execute(
+                update(Run)
+                .where(Run.id.in_([r.id for r in runs]))
+                .values(status="running", worker_id="w:1:a", heartbeat_at=long_ago)
+            )
+        locked, free = runs
+        async with store.engine.connect() as writer:  # the event writer, mid-batch
+            await writer.begin()
+            await writer.execute(update(Run).where(Run.id == locked.id).values(output="ending"))
+            held = await asyncio.wait_for(store.heartbeat("w:1:a"), 2.0)
+            await writer.rollback()
+        assert held == {locked.id, free.id}, "a locked run is still this worker's"
+        assert (await store.get_run(user.id, free.id)).heartbeat_at > long_ago
+        assert (await store.get_run(user.id, locked.id)).heartbeat_at == long_ago
+    finally:
+        await store.close()

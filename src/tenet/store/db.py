@@ -581,15 +581,27 @@ class Store:
         return chosen
 
     async def heartbeat(self, worker_id: str) -> set[str]:
-        """Tell the cluster this worker is alive; returns the ids of the runs it still holds."""
+        """Tell the cluster this worker is alive; returns the ids of the runs it still holds.
+
+        It never waits for a row lock. The event writer locks the runs it ends in its
+        batch's order; a heartbeat that updated every run of its worker, waiting where
+        it had to, deadlocked with it, and Postgres broke the cycle only after
+        ``deadlock_timeout`` (1 s): the writer's events were a second late and the
+        beat was lost. A run whose row another transaction holds keeps its last beat
+        this time (that transaction is about to change it) and is still reported held.
+        """
+        held = Run.worker_id == worker_id, Run.status.in_(("running", "cancelling"))
         async with self.write() as s:
-            result = await s.execute(
-                update(Run)
-                .where(Run.worker_id == worker_id, Run.status.in_(("running", "cancelling")))
-                .values(heartbeat_at=utc_now())
-                .returning(Run.id)
-            )
-            return set(result.scalars().all())
+            free = select(Run.id).where(*held).with_for_update(skip_locked=True)
+            beating = (await s.execute(free)).scalars().all()
+            if beating:
+                await s.execute(
+                    update(Run)
+                    .where(Run.id.in_(beating))
+                    .values(heartbeat_at=utc_now())
+                    .execution_options(synchronize_session=False)
+                )
+            return set((await s.execute(select(Run.id).where(*held))).scalars().all())
 
     async def admin_claim_settlement(self, user_id: str, run_id: str, worker_id: str) -> bool:
         """Take a queued run out of the queue to settle it (cancel); False if it is no longer queued."""
