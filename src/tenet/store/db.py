@@ -590,9 +590,9 @@ class Store:
         beat was lost. A run whose row another transaction holds keeps its last beat
         this time (that transaction is about to change it) and is still reported held.
         """
-        held = Run.worker_id == worker_id, Run.status.in_(("running", "cancelling"))
+        mine = Run.worker_id == worker_id, Run.status.in_(("running", "cancelling"))
         async with self.write() as s:
-            free = select(Run.id).where(*held).with_for_update(skip_locked=True)
+            free = select(Run.id).where(*mine).with_for_update(skip_locked=True)
             beating = (await s.execute(free)).scalars().all()
             if beating:
                 await s.execute(
@@ -601,7 +601,7 @@ class Store:
                     .values(heartbeat_at=utc_now())
                     .execution_options(synchronize_session=False)
                 )
-            return set((await s.execute(select(Run.id).where(*held))).scalars().all())
+            return set((await s.execute(select(Run.id).where(*mine))).scalars().all())
 
     async def admin_claim_settlement(self, user_id: str, run_id: str, worker_id: str) -> bool:
         """Take a queued run out of the queue to settle it (cancel); False if it is no longer queued."""
