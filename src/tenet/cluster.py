@@ -104,8 +104,11 @@ class ClusterEngine(Engine):
 
     # Accepting and cancelling -----------------------------------------------------------------
 
-    async def _queue_full(self, user_id: str, session: UserSession) -> bool:
-        return await self.store.count_queued(user_id) >= self.settings.user_max_queued
+    def _queue_full(self, session: UserSession) -> bool:
+        return False  # the user's runs may be queued on any process: the store counts them
+
+    def _stored_queue_limit(self) -> int | None:
+        return self.settings.user_max_queued
 
     def _accepted(self, run: Run, session: UserSession) -> None:
         self._wake.set()

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .context import RunContext, current_context
-from .errors import Invalid, NotFound, RateLimited, TooLarge, Unavailable
+from .errors import Invalid, NotFound, TooLarge, Unavailable, queue_full
 from .events import AGENT_ERROR, RUN_CANCELLED, RunEnd, RunStart, make_event
 from .ids import new_id
 from .models.base import ChatModel
@@ -205,14 +205,13 @@ class Engine:
             raise Unavailable("the server is shutting down")
         self.check_request(agent, input)
         session = self.sessions.get(user_id)
-        if await self._queue_full(user_id, session):
-            raise RateLimited(
-                f"too many queued runs (at most {self.settings.user_max_queued} per user)",
-                retry_after=1.0,
-            )
+        if self._queue_full(session):
+            raise queue_full(self.settings.user_max_queued)
         session.queued += 1  # reserved before the await, so concurrent submits see it
         try:
-            run = await self.store.create_run(user_id, thread_id, agent, input, metadata)
+            run = await self.store.create_run(
+                user_id, thread_id, agent, input, metadata, max_queued=self._stored_queue_limit()
+            )
         except BaseException:
             session.queued -= 1
             raise
@@ -220,8 +219,13 @@ class Engine:
         self._accepted(run, session)
         return run
 
-    async def _queue_full(self, user_id: str, session: UserSession) -> bool:
+    def _queue_full(self, session: UserSession) -> bool:
+        """This process's own count: every queued run of an embedded server is here."""
         return session.queued >= self.settings.user_max_queued
+
+    def _stored_queue_limit(self) -> int | None:
+        """A queue limit the store checks as it stores the run (None: checked here)."""
+        return None
 
     def _accepted(self, run: Run, session: UserSession) -> None:
         """A run was stored as queued: schedule it."""

@@ -53,6 +53,11 @@ class RateLimited(TenetError):
         self.retry_after = retry_after
 
 
+def queue_full(limit: int) -> RateLimited:
+    """The answer to a run over the user's queue limit (the engine's and the store's check)."""
+    return RateLimited(f"too many queued runs (at most {limit} per user)", retry_after=1.0)
+
+
 class Conflict(TenetError):
     code = "conflict"
     status = 409

@@ -9,9 +9,10 @@ from datetime import UTC, datetime
 
 import orjson
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from tenet import Agent, AgentRegistry, RunContext, Service, Settings
+from tenet.errors import NotFound, RateLimited
 from tenet.store.db import Store
 from tenet.store.migrate import upgrade
 from tenet.store.tables import Run
@@ -90,3 +91,37 @@ async def test_a_heartbeat_never_waits_for_a_run_row_another_transaction_holds(
         assert (await store.get_run(user.id, locked.id)).heartbeat_at == long_ago
     finally:
         await store.close()
+
+
+async def test_the_queue_limit_counts_the_runs_queued_on_every_process(postgres_url: str) -> None:
+    """A user's queued runs may have been accepted by any process: the limit is checked
+    by the statement that stores the run, against the database, not this process's memory."""
+    redis_url = os.environ.get("TENET_TEST_REDIS_URL")
+    if not redis_url:
+        pytest.skip("set TENET_TEST_REDIS_URL to run the cluster tests")
+    settings = Settings(
+        database_url=postgres_url, redis_url=redis_url, user_max_queued=2, user_max_runs=1
+    )
+    async with Service(settings, AgentRegistry([Slow(name="slow")])) as service:
+        store, engine = service.store, service.engine
+        user, _ = await store.create_user("queuer")
+        thread = await store.create_thread(user.id)
+        running = await engine.submit(user.id, thread.id, "slow", "x")
+        for _ in range(100):
+            if (await store.get_run(user.id, running.id)).status == "running":
+                break
+            await asyncio.sleep(0.02)
+        # Accepted by another process: in the database only.
+        await store.create_run(user.id, thread.id, "slow", "elsewhere")
+        await engine.submit(user.id, thread.id, "slow", "second in the queue")
+        with pytest.raises(RateLimited, match="at most 2"):
+            await engine.submit(user.id, thread.id, "slow", "one too many")
+        other = await store.create_thread(user.id)
+        with pytest.raises(RateLimited):  # the limit is the user's, not the thread's
+            await engine.submit(user.id, other.id, "slow", "one too many")
+        foreign, _ = await store.create_user("stranger")
+        with pytest.raises(NotFound):  # a foreign thread is still not found, full or not
+            await engine.submit(foreign.id, thread.id, "slow", "x")
+        async with store.read() as s:
+            statuses = (await s.execute(select(Run.status).where(Run.user_id == user.id))).all()
+        assert sorted(r[0] for r in statuses) == ["queued", "queued", "running"]

@@ -37,7 +37,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import aliased
 
-from ..errors import Conflict, Invalid, NotFound, RateLimited
+from ..errors import Conflict, Invalid, NotFound, RateLimited, queue_full
 from ..events import utc_now
 from ..ids import is_valid, new_id
 from . import postgres_direct as pg
@@ -316,8 +316,15 @@ class Store:
         agent: str,
         input: str,
         metadata: dict[str, Any] | None = None,
+        *,
+        max_queued: int | None = None,
     ) -> Run:
-        """A queued run and the user's message that asked for it, in one transaction."""
+        """A queued run and the user's message that asked for it, in one transaction.
+
+        With ``max_queued``, the run is stored only while the user has fewer queued runs
+        than that in the database (a cluster's processes share one queue); otherwise it
+        raises :func:`~tenet.errors.queue_full`.
+        """
         now = utc_now()
         run = Run(
             id=new_id("run"),
@@ -337,10 +344,15 @@ class Store:
                 for c in ("id", "user_id", "thread_id", "agent", "input", "meta", "created_at")
             }
             if self.pg is not None:
-                inserted = await self.pg.write(pg.insert_run, row, message_id)
+                outcome = await self.pg.write(pg.insert_run, row, message_id, max_queued)
             else:
+                if max_queued is not None and await self._queued(user_id) >= max_queued:
+                    raise queue_full(max_queued)
                 inserted = await self.direct.write(direct.insert_run, row, message_id)
-            if not inserted:
+                outcome = "stored" if inserted else "not_found"
+            if outcome == "full":
+                raise queue_full(max_queued or 0)
+            if outcome == "not_found":
                 raise NotFound()
             return run
         async with self.write() as s:
@@ -349,6 +361,8 @@ class Store:
             )
             if owned is None:
                 raise NotFound()
+            if max_queued is not None and await self._queued(user_id, s) >= max_queued:
+                raise queue_full(max_queued)
             s.add(run)
             s.add(
                 Message(
@@ -486,16 +500,17 @@ class Store:
 
     # Cluster: claiming, heartbeats, dead workers (Postgres) ---------------------------------
 
-    async def count_queued(self, user_id: str) -> int:
-        if self.pg is not None:
-            return await self.pg.read(pg.count_queued, user_id)
+    async def _queued(self, user_id: str, session: AsyncSession | None = None) -> int:
+        """The user's queued runs in the database (in ``session``'s transaction, if given)."""
+        q = (
+            select(func.count())
+            .select_from(Run)
+            .where(Run.user_id == user_id, Run.status == "queued")
+        )
+        if session is not None:
+            return int(await session.scalar(q) or 0)
         async with self.read() as s:
-            value = await s.scalar(
-                select(func.count())
-                .select_from(Run)
-                .where(Run.user_id == user_id, Run.status == "queued")
-            )
-        return int(value or 0)
+            return int(await s.scalar(q) or 0)
 
     async def claim_runs(self, worker_id: str, limit: int, user_max: int) -> list[Run] | None:
         """Claim up to ``limit`` runnable runs for ``worker_id`` (Postgres only).

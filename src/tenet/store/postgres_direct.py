@@ -157,10 +157,27 @@ _INSERT_RUN = (
 )
 
 
-async def insert_run(conn: asyncpg.Connection, run: dict[str, Any], message_id: str) -> bool:
-    """The run and the user's message, in one statement; False when the thread is not the user's."""
-    inserted = await conn.fetchval(
-        _INSERT_RUN,
+#: The same, only while the user has fewer than $9 queued runs (in the whole cluster); answers
+#: whether the thread is the user's and whether the run was stored.
+_INSERT_RUN_WITHIN_LIMIT = (
+    "WITH t AS (SELECT id FROM threads WHERE id = $3 AND user_id = $2), "
+    "q AS (SELECT count(*) AS n FROM runs WHERE user_id = $2 AND status = 'queued'), "
+    "r AS (INSERT INTO runs (id, user_id, thread_id, agent, status, input, output, error, "
+    "metadata, created_at, started_at, finished_at, worker_id, heartbeat_at, attempts) "
+    "SELECT $1, $2, t.id, $4, 'queued', $5, NULL, NULL, $6::json, $7, NULL, NULL, NULL, NULL, 0 "
+    "FROM t, q WHERE q.n < $9 RETURNING id), "
+    "m AS (INSERT INTO messages (id, user_id, thread_id, run_id, role, content, created_at) "
+    "SELECT $8, $2, $3, r.id, 'user', $5, $7 FROM r RETURNING id) "
+    "SELECT (SELECT count(*) FROM t) > 0, (SELECT count(*) FROM m) > 0"
+)
+
+
+async def insert_run(
+    conn: asyncpg.Connection, run: dict[str, Any], message_id: str, max_queued: int | None
+) -> str:
+    """The run and the user's message, in one statement: ``"stored"``, ``"not_found"`` (the
+    thread is not the user's) or ``"full"`` (``max_queued`` runs of the user wait already)."""
+    args = (
         run["id"],
         run["user_id"],
         run["thread_id"],
@@ -170,7 +187,10 @@ async def insert_run(conn: asyncpg.Connection, run: dict[str, Any], message_id: 
         run["created_at"],
         message_id,
     )
-    return inserted is not None
+    if max_queued is None:
+        return "stored" if await conn.fetchval(_INSERT_RUN, *args) is not None else "not_found"
+    owned, stored = await conn.fetchrow(_INSERT_RUN_WITHIN_LIMIT, *args, max_queued)
+    return "stored" if stored else "full" if owned else "not_found"
 
 
 async def select_run(conn: asyncpg.Connection, user_id: str, run_id: str) -> dict[str, Any] | None:
@@ -246,13 +266,6 @@ async def finish_run(
     await conn.execute(
         _FINISH_RUN, run_id, user_id, status, output, to_db_json(error), now, message_id
     )
-
-
-async def count_queued(conn: asyncpg.Connection, user_id: str) -> int:
-    value = await conn.fetchval(
-        "SELECT count(*) FROM runs WHERE user_id = $1 AND status = 'queued'", user_id
-    )
-    return int(value or 0)
 
 
 async def select_events(
