@@ -146,38 +146,35 @@ async def thread_owned(conn: asyncpg.Connection, user_id: str, thread_id: str) -
     )
 
 
-_INSERT_RUN = (
-    "WITH t AS (SELECT id FROM threads WHERE id = $3 AND user_id = $2), "
-    "r AS (INSERT INTO runs (id, user_id, thread_id, agent, status, input, output, error, "
-    "metadata, created_at, started_at, finished_at, worker_id, heartbeat_at, attempts) "
-    "SELECT $1, $2, t.id, $4, 'queued', $5, NULL, NULL, $6::json, $7, NULL, NULL, NULL, NULL, 0 "
-    "FROM t RETURNING id) "
-    "INSERT INTO messages (id, user_id, thread_id, run_id, role, content, created_at) "
-    "SELECT $8, $2, $3, r.id, 'user', $5, $7 FROM r RETURNING id"
-)
+def _insert_run_sql(*, limited: bool) -> str:
+    """The run and the user's message in one statement; answers whether the thread is the
+    user's and whether the run was stored. ``limited``: only while the user has fewer than
+    $9 queued runs (in the whole cluster)."""
+    queue = "q AS (SELECT count(*) AS n FROM runs WHERE user_id = $2 AND status = 'queued'), "
+    return (
+        "WITH t AS (SELECT id FROM threads WHERE id = $3 AND user_id = $2), "
+        + (queue if limited else "")
+        + "r AS (INSERT INTO runs (id, user_id, thread_id, agent, status, input, output, error, "
+        "metadata, created_at, started_at, finished_at, worker_id, heartbeat_at, attempts) "
+        "SELECT $1, $2, t.id, $4, 'queued', $5, NULL, NULL, $6::json, $7, NULL, NULL, NULL, NULL, 0 "
+        + ("FROM t, q WHERE q.n < $9 " if limited else "FROM t ")
+        + "RETURNING id), "
+        "m AS (INSERT INTO messages (id, user_id, thread_id, run_id, role, content, created_at) "
+        "SELECT $8, $2, $3, r.id, 'user', $5, $7 FROM r RETURNING id) "
+        "SELECT (SELECT count(*) FROM t) > 0, (SELECT count(*) FROM m) > 0"
+    )
 
 
-#: The same, only while the user has fewer than $9 queued runs (in the whole cluster); answers
-#: whether the thread is the user's and whether the run was stored.
-_INSERT_RUN_WITHIN_LIMIT = (
-    "WITH t AS (SELECT id FROM threads WHERE id = $3 AND user_id = $2), "
-    "q AS (SELECT count(*) AS n FROM runs WHERE user_id = $2 AND status = 'queued'), "
-    "r AS (INSERT INTO runs (id, user_id, thread_id, agent, status, input, output, error, "
-    "metadata, created_at, started_at, finished_at, worker_id, heartbeat_at, attempts) "
-    "SELECT $1, $2, t.id, $4, 'queued', $5, NULL, NULL, $6::json, $7, NULL, NULL, NULL, NULL, 0 "
-    "FROM t, q WHERE q.n < $9 RETURNING id), "
-    "m AS (INSERT INTO messages (id, user_id, thread_id, run_id, role, content, created_at) "
-    "SELECT $8, $2, $3, r.id, 'user', $5, $7 FROM r RETURNING id) "
-    "SELECT (SELECT count(*) FROM t) > 0, (SELECT count(*) FROM m) > 0"
-)
+_INSERT_RUN = _insert_run_sql(limited=False)
+_INSERT_RUN_WITHIN_LIMIT = _insert_run_sql(limited=True)
 
 
 async def insert_run(
     conn: asyncpg.Connection, run: dict[str, Any], message_id: str, max_queued: int | None
 ) -> str:
-    """The run and the user's message, in one statement: ``"stored"``, ``"not_found"`` (the
-    thread is not the user's) or ``"full"`` (``max_queued`` runs of the user wait already)."""
-    args = (
+    """The run and the user's message: ``"stored"``, ``"not_found"`` (the thread is not the
+    user's) or ``"full"`` (``max_queued`` runs of the user wait already)."""
+    args = [
         run["id"],
         run["user_id"],
         run["thread_id"],
@@ -186,10 +183,11 @@ async def insert_run(
         to_db_json(run["meta"]),
         run["created_at"],
         message_id,
-    )
+    ]
     if max_queued is None:
-        return "stored" if await conn.fetchval(_INSERT_RUN, *args) is not None else "not_found"
-    owned, stored = await conn.fetchrow(_INSERT_RUN_WITHIN_LIMIT, *args, max_queued)
+        owned, stored = await conn.fetchrow(_INSERT_RUN, *args)
+    else:
+        owned, stored = await conn.fetchrow(_INSERT_RUN_WITHIN_LIMIT, *args, max_queued)
     return "stored" if stored else "full" if owned else "not_found"
 
 
