@@ -346,8 +346,10 @@ class Store:
             if self.pg is not None:
                 outcome = await self.pg.write(pg.insert_run, row, message_id, max_queued)
             else:
-                if max_queued is not None and await self._queued(user_id) >= max_queued:
-                    raise queue_full(max_queued)
+                if max_queued is not None:
+                    async with self.read() as s:
+                        if await self._queued(s, user_id) >= max_queued:
+                            raise queue_full(max_queued)
                 inserted = await self.direct.write(direct.insert_run, row, message_id)
                 outcome = "stored" if inserted else "not_found"
             if outcome == "full":
@@ -361,7 +363,7 @@ class Store:
             )
             if owned is None:
                 raise NotFound()
-            if max_queued is not None and await self._queued(user_id, s) >= max_queued:
+            if max_queued is not None and await self._queued(s, user_id) >= max_queued:
                 raise queue_full(max_queued)
             s.add(run)
             s.add(
@@ -500,17 +502,13 @@ class Store:
 
     # Cluster: claiming, heartbeats, dead workers (Postgres) ---------------------------------
 
-    async def _queued(self, user_id: str, session: AsyncSession | None = None) -> int:
-        """The user's queued runs in the database (in ``session``'s transaction, if given)."""
-        q = (
-            select(func.count())
-            .select_from(Run)
-            .where(Run.user_id == user_id, Run.status == "queued")
+    @staticmethod
+    async def _queued(session: AsyncSession, user_id: str) -> int:
+        """The user's queued runs in the database, in ``session``'s transaction."""
+        q = select(func.count()).select_from(Run)
+        return int(
+            await session.scalar(q.where(Run.user_id == user_id, Run.status == "queued")) or 0
         )
-        if session is not None:
-            return int(await session.scalar(q) or 0)
-        async with self.read() as s:
-            return int(await s.scalar(q) or 0)
 
     async def claim_runs(self, worker_id: str, limit: int, user_max: int) -> list[Run] | None:
         """Claim up to ``limit`` runnable runs for ``worker_id`` (Postgres only).

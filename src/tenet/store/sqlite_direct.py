@@ -155,7 +155,7 @@ class _Checkpointer:
                 try:
                     if conn is None:
                         conn = _connect(self._path)
-                    _busy, frames, _copied = _checkpoint(conn)
+                    frames, _copied = _checkpoint(conn)
                     self.runs += 1
                     if frames > self._log_limit and not self._stopping:
                         self._finish_with_writer_held(conn)
@@ -178,7 +178,7 @@ class _Checkpointer:
             # A loop too busy to answer within a second is left alone; the hold still
             # arrives later and is released right after it, in order.
             if held.wait(1.0):
-                _busy, frames, copied = _checkpoint(conn)
+                frames, copied = _checkpoint(conn)
                 if frames == copied:
                     self.restarts += 1
         finally:
@@ -186,10 +186,10 @@ class _Checkpointer:
                 self._release()
 
 
-def _checkpoint(conn: sqlite3.Connection) -> tuple[int, int, int]:
-    """A passive checkpoint: (busy, frames in the log, frames copied)."""
-    busy, log, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-    return int(busy), int(log), int(copied)
+def _checkpoint(conn: sqlite3.Connection) -> tuple[int, int]:
+    """A passive checkpoint: (frames in the log, frames copied)."""
+    _busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    return int(frames), int(copied)
 
 
 class DirectSqlite:
