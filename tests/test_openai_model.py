@@ -26,8 +26,9 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from tenet import Service, Settings
+from tenet.errors import ModelError
 from tenet.examples import default_registry
-from tenet.models.openai import ModelError, OpenAIModel
+from tenet.models.openai import OpenAIModel
 
 Chunk = dict[str, Any]
 

@@ -1,13 +1,13 @@
 """tenet: run many people's AI agents at once, each isolated, streamed live and stored."""
 
-from .agents import Agent, AgentFailed
+from .agents import Agent
 from .context import RunContext
-from .errors import TenetError
+from .errors import AgentFailed, TenetError, ToolFailed
 from .models import ChatModel, ModelReply, ScriptedModel, ToolCall
 from .registry import AgentRegistry
 from .service import Service
 from .settings import Settings
-from .tools import Tool, ToolFailed, tool
+from .tools import Tool, tool
 
 __version__ = "0.1.0"
 

@@ -15,17 +15,9 @@ from typing import Any
 import orjson
 
 from .context import RunContext
-from .errors import TenetError
+from .errors import AgentFailed, ToolFailed
 from .models.base import ChatMessage, ChatModel
-from .tools import Tool, ToolFailed
-
-
-class AgentFailed(TenetError):
-    """An agent could not finish; ``code`` is what ``agent_error`` reports."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+from .tools import Tool
 
 
 class Agent:
@@ -67,7 +59,7 @@ class Agent:
     async def run(self, ctx: RunContext, input: str) -> str:
         """The tool-calling loop; override for a custom flow."""
         runtime = ctx.runtime
-        model = self.model or runtime.model
+        model: ChatModel = self.model or runtime.model
         max_steps = self.max_steps or runtime.max_steps
         messages: list[ChatMessage] = []
         if self.instructions:

@@ -48,3 +48,17 @@ def db_time(us: int) -> str:
 def to_datetime(us: int) -> datetime:
     """The aware UTC datetime of a stamp (for the stores that take datetimes)."""
     return datetime.fromtimestamp(us / 1_000_000, UTC)
+
+
+def utc_now() -> datetime:
+    """The current time as an aware UTC datetime (for the ORM's rows)."""
+    return datetime.now(UTC)
+
+
+def format_time(value: datetime | None) -> str | None:
+    """RFC 3339 UTC with milliseconds, as the protocol wants: ``2026-11-29T06:00:00.123Z``."""
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.isoformat(timespec="milliseconds") + "Z"

@@ -22,10 +22,11 @@ from typing import Any
 
 import orjson
 
+from .clock import utc_now
 from .context import RunContext
 from .engine import Engine, RunHandle, _bare_context
 from .errors import NotFound
-from .events import RUN_CANCELLED, RunStart, make_event, utc_now
+from .events import RUN_CANCELLED, RunStart, make_event
 from .runtime import RunRuntime
 from .sessions import UserSession
 from .store.tables import Run

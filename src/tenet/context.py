@@ -11,14 +11,10 @@ from __future__ import annotations
 
 import contextvars
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from .errors import TenetError
+from .errors import DepthExceeded
 from .ids import is_valid, new_id
-
-if TYPE_CHECKING:
-    from .runtime import RunRuntime
-    from .store.notes import UserNotes
 
 MAX_DEPTH = 10
 
@@ -28,10 +24,43 @@ current_context: contextvars.ContextVar[RunContext | None] = contextvars.Context
 )
 
 
-class DepthExceeded(TenetError):
-    """Delegation went deeper than :data:`MAX_DEPTH` (usually a delegation cycle)."""
+class Notes(Protocol):
+    """One user's notes, already bound to that user (``tenet.store.notes.UserNotes``)."""
 
-    code = "depth_exceeded"
+    async def add(self, text: str) -> str:
+        """Keep a note; returns its id."""
+        ...
+
+    async def search(self, query: str | None = None, limit: int = 20) -> list[str]:
+        """The texts of the user's notes, newest first; with ``query``, the best matches first."""
+        ...
+
+
+class RunServices(Protocol):
+    """What a run offers its executions (``tenet.runtime.RunRuntime``).
+
+    Declared here so that the context, at the bottom of the package, needs nothing
+    above it: the runtime implements this, the engine passes it in.
+    """
+
+    #: The model an agent without its own uses (a ``tenet.models.base.ChatModel``).
+    model: Any
+    #: The model turns an agent without its own limit may take.
+    max_steps: int
+
+    async def emit(self, ctx: RunContext, type: str, fields: dict[str, Any]) -> None: ...
+
+    async def think(self, ctx: RunContext, reasoning: str) -> None: ...
+
+    async def call_tool(
+        self, ctx: RunContext, name: str, arguments: dict[str, Any], *, call_id: str | None = None
+    ) -> Any: ...
+
+    async def delegate(self, ctx: RunContext, agent_name: str, input: str) -> str: ...
+
+    def notes(self, ctx: RunContext) -> Notes: ...
+
+    def user_state(self, ctx: RunContext) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +74,7 @@ class RunContext:
     agent_name: str
     depth: int = 0
     parent_execution_id: str | None = None
-    _runtime: RunRuntime | None = field(default=None, repr=False, compare=False)
+    _runtime: RunServices | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name, prefix in (
@@ -65,7 +94,7 @@ class RunContext:
 
     @classmethod
     def for_run(
-        cls, *, user_id: str, thread_id: str, run_id: str, agent_name: str, runtime: RunRuntime
+        cls, *, user_id: str, thread_id: str, run_id: str, agent_name: str, runtime: RunServices
     ) -> RunContext:
         """The root context of a run (depth 0, a fresh execution id)."""
         return cls(
@@ -94,7 +123,7 @@ class RunContext:
     # What agents do, through the run's runtime -------------------------------------------
 
     @property
-    def runtime(self) -> RunRuntime:
+    def runtime(self) -> RunServices:
         if self._runtime is None:
             raise RuntimeError("this RunContext is not attached to a running run")
         return self._runtime
@@ -110,7 +139,7 @@ class RunContext:
     async def call_tool(self, name: str, /, *, call_id: str | None = None, **arguments: Any) -> Any:
         """Call one of this agent's tools; emits ``tool_executing`` then ``tool_completed``.
 
-        Returns the tool's result, or raises :class:`~tenet.tools.ToolFailed` with the
+        Returns the tool's result, or raises :class:`~tenet.errors.ToolFailed` with the
         error the user saw.
         """
         return await self.runtime.call_tool(self, name, arguments, call_id=call_id)
@@ -120,7 +149,7 @@ class RunContext:
         return await self.runtime.delegate(self, agent_name, input)
 
     @property
-    def notes(self) -> UserNotes:
+    def notes(self) -> Notes:
         """This user's notes, and nobody else's."""
         return self.runtime.notes(self)
 

@@ -1,8 +1,12 @@
-"""The errors tenet reports to callers.
+"""The errors tenet reports to callers, all in one place.
 
 Each carries the protocol's error ``code`` and HTTP status, so the server can turn
 any of them into the one error body of PROTOCOL.md without a lookup table, and
-the engine and store can raise them without knowing about HTTP.
+the engine and store can raise them without knowing about HTTP. The errors of a
+run (:class:`AgentFailed`, :class:`ToolFailed`, :class:`DepthExceeded`,
+:class:`ModelError`) are reported in its events instead: their ``code`` is the one
+of the ``agent_error`` or ``tool_completed`` event's ``error``. This module is at
+the bottom of the package's layers, so every layer can raise and catch them.
 """
 
 from __future__ import annotations
@@ -66,3 +70,54 @@ class Conflict(TenetError):
 class Unavailable(TenetError):
     code = "unavailable"
     status = 503
+
+
+# The errors of a run: reported in its events (``error: {"code", "message"}``). -----------
+
+
+class AgentFailed(TenetError):
+    """An agent could not finish; ``code`` is what ``agent_error`` reports.
+
+    Codes tenet raises: ``max_steps`` (no answer within the agent's steps),
+    ``unknown_agent`` (delegation to a name not registered), ``delegation_failed``
+    (a delegated agent raised something else).
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ToolFailed(TenetError):
+    """A tool call ended without a result; ``code`` says why (as shown to the model).
+
+    Codes tenet raises: ``unknown_tool``, ``invalid_arguments``, ``timeout``,
+    ``tool_error`` (the tool raised), or the code of the :class:`TenetError` the tool
+    raised; a tool may raise its own code.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+    def as_error(self) -> dict[str, str]:
+        """The ``error`` of the ``tool_completed`` event."""
+        return {"code": self.code, "message": self.message}
+
+
+class DepthExceeded(TenetError):
+    """Delegation went deeper than ``tenet.context.MAX_DEPTH`` (usually a delegation cycle)."""
+
+    code = "depth_exceeded"
+
+
+class ModelError(TenetError):
+    """The model endpoint failed; the run that asked ends with ``agent_error``."""
+
+    code = "model_error"
+    status = 502
+
+
+class RegistryFrozen(TenetError, RuntimeError):
+    """An agent was registered after the registry was frozen: a start-up mistake of the
+    application's code, never a caller's, so it reports ``internal``."""

@@ -1,4 +1,4 @@
-"""Event types, their wire form, and the emitter bound to one execution.
+"""Event types, their wire form, and where a run's events go.
 
 An event is one flat JSON object (PROTOCOL.md, Events). It is stamped from the
 :class:`~tenet.context.RunContext` that produced it, never from arguments, given
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from .clock import now_us, wire_time
@@ -53,19 +52,6 @@ IDENTITY_FIELDS: Final = (
     "agent_name",
     "timestamp",
 )
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def format_time(value: datetime | None) -> str | None:
-    """RFC 3339 UTC with milliseconds, as the protocol wants: ``2026-11-29T06:00:00.123Z``."""
-    if value is None:
-        return None
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
-    return value.isoformat(timespec="milliseconds") + "Z"
 
 
 def is_terminal(event: dict[str, Any]) -> bool:
@@ -166,21 +152,3 @@ class EventSink(Protocol):
     def settled(self, event: Event) -> asyncio.Future[None]: ...
 
     async def write(self, event: Event) -> Event: ...
-
-
-class Emitter:
-    """Emits the events of one execution; every event is stamped from its context."""
-
-    __slots__ = ("_ctx", "_sink")
-
-    def __init__(self, ctx: RunContext, sink: EventSink) -> None:
-        self._ctx = ctx
-        self._sink = sink
-
-    @property
-    def context(self) -> RunContext:
-        return self._ctx
-
-    async def emit(self, type: str, **fields: Any) -> Event:
-        """Store and publish one event; returns it with its ``seq``."""
-        return await self._sink.write(make_event(self._ctx, type, fields))

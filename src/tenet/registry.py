@@ -12,10 +12,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .agents import Agent
-
-
-class RegistryFrozen(RuntimeError):
-    """An agent was registered after the registry was frozen."""
+from .errors import RegistryFrozen
 
 
 class AgentRegistry:

@@ -13,8 +13,9 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
-from .agents import Agent, AgentFailed
-from .context import DepthExceeded, RunContext
+from .agents import Agent
+from .context import RunContext
+from .errors import AgentFailed, DepthExceeded, ToolFailed
 from .events import (
     AGENT_COMPLETED,
     AGENT_ERROR,
@@ -29,7 +30,6 @@ from .events import (
     make_event,
 )
 from .store.notes import UserNotes
-from .tools import ToolFailed
 
 if TYPE_CHECKING:
     from .models.base import ChatModel

@@ -20,18 +20,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from pydantic_core import to_jsonable_python
 
 from .context import RunContext
-from .errors import TenetError
-
-
-class ToolFailed(TenetError):
-    """A tool call ended without a result; ``code`` says why (as shown to the model)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-    def as_error(self) -> dict[str, str]:
-        return {"code": self.code, "message": self.message}
+from .errors import TenetError, ToolFailed
 
 
 class Tool:

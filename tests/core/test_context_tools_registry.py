@@ -9,11 +9,10 @@ import pytest
 from core_support import new_thread, new_user, run_to_end, wait_until
 
 from tenet import Agent, AgentRegistry, RunContext, Service, tool
-from tenet.context import MAX_DEPTH, DepthExceeded
+from tenet.context import MAX_DEPTH
+from tenet.errors import DepthExceeded, RegistryFrozen, ToolFailed
 from tenet.ids import new_id
-from tenet.registry import RegistryFrozen
 from tenet.sessions import UserSessions
-from tenet.tools import ToolFailed
 
 
 def root_context(**overrides) -> RunContext:

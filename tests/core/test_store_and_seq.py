@@ -17,9 +17,10 @@ from sqlalchemy.exc import IntegrityError
 
 from tenet import Service, Settings
 from tenet.bus import MemoryBus
+from tenet.clock import format_time, utc_now
 from tenet.context import RunContext
 from tenet.errors import NotFound
-from tenet.events import RunEnd, format_time, make_event, utc_now
+from tenet.events import RunEnd, make_event
 from tenet.ids import new_id
 from tenet.runtime import RunRuntime
 from tenet.store import sqlite_direct

@@ -36,8 +36,9 @@ import orjson
 
 from ..agents import Agent
 from ..context import RunContext
+from ..errors import ToolFailed
 from ..registry import AgentRegistry
-from ..tools import ToolFailed, tool
+from ..tools import tool
 from .procs import ServerProcess, raise_file_limit, rss_bytes
 
 SOAK_APP = "tenet.bench.soak:registry"

@@ -12,8 +12,8 @@ import operator
 from datetime import UTC, datetime
 
 from ..agents import Agent
+from ..clock import format_time
 from ..context import RunContext
-from ..events import format_time
 from ..tools import tool
 
 _OPS = {

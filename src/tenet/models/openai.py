@@ -31,7 +31,7 @@ import openai
 import orjson
 from openai.types.chat.chat_completion_chunk import ChoiceDelta
 
-from ..errors import TenetError
+from ..errors import ModelError
 from .base import Callback, ChatMessage, ModelReply, ToolCall
 
 #: Local servers ignore the key, but the SDK insists on one.
@@ -39,13 +39,6 @@ _NO_KEY = "unused"
 #: Streamed reasoning is sent on in pieces of about this size (or at a blank
 #: line), not token by token: each piece becomes a stored ``agent_thinking`` event.
 _REASONING_BATCH_CHARS = 400
-
-
-class ModelError(TenetError):
-    """The model endpoint failed; the run that asked ends with ``agent_error``."""
-
-    code = "model_error"
-    status = 502
 
 
 @dataclass(slots=True)

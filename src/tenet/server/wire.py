@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-from ..events import format_time
+from ..clock import format_time
 from ..store.db import as_utc
 from ..store.tables import Message, Run, Thread
 

@@ -37,8 +37,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import aliased
 
+from ..clock import utc_now
 from ..errors import Conflict, Invalid, NotFound, RateLimited, queue_full
-from ..events import utc_now
 from ..ids import is_valid, new_id
 from . import postgres_direct as pg
 from . import sqlite_direct as direct
