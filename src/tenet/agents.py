@@ -9,7 +9,7 @@ it does not end the run), and repeats until the model answers.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -105,7 +105,3 @@ class Agent:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
-
-
-def tool_names(agents: Sequence[Agent]) -> list[str]:
-    return sorted({t.name for a in agents for t in a.tools})

@@ -157,6 +157,3 @@ class RunContext:
     def state(self) -> dict[str, Any]:
         """Per-user agent state kept in memory while the user's session lives."""
         return self.runtime.user_state(self)
-
-    def log_fields(self) -> dict[str, str]:
-        return {"user_id": self.user_id, "thread_id": self.thread_id, "run_id": self.run_id}

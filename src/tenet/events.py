@@ -40,18 +40,6 @@ EVENT_TYPES: Final = frozenset(
         RUN_CANCELLED,
     }
 )
-#: The identity fields every event carries; a type's own fields may not overwrite them.
-IDENTITY_FIELDS: Final = (
-    "type",
-    "event_id",
-    "seq",
-    "user_id",
-    "thread_id",
-    "run_id",
-    "execution_id",
-    "agent_name",
-    "timestamp",
-)
 
 
 def is_terminal(event: dict[str, Any]) -> bool:
@@ -150,5 +138,3 @@ class EventSink(Protocol):
     def submit(self, event: Event) -> None: ...
 
     def settled(self, event: Event) -> asyncio.Future[None]: ...
-
-    async def write(self, event: Event) -> Event: ...
