@@ -13,12 +13,12 @@ The statuses (:class:`RunStatus`) are the strings stored in ``runs.status`` and
 sent on the wire::
 
     queued -> running -> completed | failed | cancelled
-                 |  ^
-                 v  |
-           requires_action          (running or requires_action) -> cancelling -> cancelled
+              running <-> requires_action
+    queued | running | requires_action -> cancelling -> cancelled
 
-``requires_action`` is a run that waits for a person before it goes on; nothing
-enters it yet, and it is cancellable like ``running``.
+``requires_action`` is a run waiting for a person (an approval, an answer). Such
+a run is data, not a task: it holds no task and no slot, and an answer re-enters
+it from what is stored. Nothing enters that status yet.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class RunStatus(StrEnum):
 
     QUEUED = "queued"
     RUNNING = "running"
-    #: Waiting for a person (an approval, an answer) before it goes on; cancellable.
+    #: Waiting for a person (an approval, an answer): stored only, no task, no slot.
     REQUIRES_ACTION = "requires_action"
     CANCELLING = "cancelling"
     COMPLETED = "completed"
@@ -64,8 +64,6 @@ class RunStatus(StrEnum):
 
 
 _TERMINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
-#: The statuses in which a run executing here can be cancelled.
-_CANCELLABLE = frozenset({RunStatus.RUNNING, RunStatus.REQUIRES_ACTION})
 
 
 def bare_context(user_id: str, thread_id: str, run_id: str, agent: str) -> RunContext:
@@ -121,7 +119,7 @@ class RunExecution:
     @property
     def cancellable(self) -> bool:
         """Executing here and its end not decided yet."""
-        return self.status in _CANCELLABLE and self.task is not None
+        return self.status is RunStatus.RUNNING and self.task is not None
 
     def request_cancel(self, reason: str) -> bool:
         """Stop the run's task; the task writes ``run_cancelled``. False if too late."""
