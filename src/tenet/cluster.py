@@ -1,10 +1,10 @@
-"""The engine of a cluster: runs claimed from Postgres, signals over Redis.
+"""The queue of a cluster: runs claimed from Postgres, signals over Redis.
 
 In cluster mode (``TENET_REDIS_URL`` set, Postgres as the store) every process
 is identical. A run is stored as ``queued``; each process's dispatcher claims
 runnable runs with ``SELECT ... FOR UPDATE SKIP LOCKED`` (one running run per
 thread, the user's limit held cluster-wide, ``TENET_MAX_RUNS`` per process) and
-executes them exactly like the embedded engine. The claiming process heartbeats
+hands them to its engine, which executes them exactly as in one process. The claiming process heartbeats
 its runs; a sweeper on every process finds runs whose worker stopped
 heartbeating and either requeues them (a run that had not emitted anything yet,
 up to ``TENET_RUN_MAX_ATTEMPTS`` claims) or ends them with ``agent_error`` code
@@ -18,18 +18,21 @@ import asyncio
 import contextlib
 import logging
 from datetime import timedelta
-from typing import Any
 
 import orjson
 
+from .bus import Bus
 from .clock import utc_now
-from .context import RunContext
-from .engine import Engine, RunHandle, _bare_context
 from .errors import NotFound
-from .events import RUN_CANCELLED, RunStart, make_event
+from .events import RunStart
+from .queue import QueueHost
+from .run_lifecycle import RunExecution, RunStatus
 from .runtime import RunRuntime
-from .sessions import UserSession
+from .sessions import UserSession, UserSessions
+from .settings import Settings
+from .store.db import Store
 from .store.tables import Run
+from .store.writer import EventWriter
 
 log = logging.getLogger("tenet.cluster")
 
@@ -39,24 +42,41 @@ CANCEL = "cancel"
 LOST = "lost"
 
 
-class ClusterEngine(Engine):
-    """An :class:`Engine` whose queue is the ``runs`` table, shared by every process."""
+class ClusterQueue:
+    """A :class:`~tenet.queue.RunQueue` that is the ``runs`` table, shared by every process."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        writer: EventWriter,
+        bus: Bus,
+        sessions: UserSessions,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.writer = writer
+        self.bus = bus
+        self.sessions = sessions
+        self._host: QueueHost
         self._wake = asyncio.Event()
         # Runs claimed before the last heartbeat: only those can have been lost (a run
         # claimed a moment ago may not be in the heartbeat's answer yet).
         self._claimed_before: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = False
         self.claimed = 0
+
+    def bind(self, host: QueueHost) -> None:
+        self._host = host
 
     # Lifecycle --------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        bus: Any = self.writer.bus
-        bus.on_signal(WAKE, lambda _payload: self._wake.set())
-        bus.on_signal(CANCEL, self._on_cancel_signal)
+        """Listen for signals, then dispatch, heartbeat and sweep (the sweeper recovers)."""
+        self.bus.on_signal(WAKE, lambda _payload: self._wake.set())
+        self.bus.on_signal(CANCEL, self._on_cancel_signal)
         self._tasks = [
             asyncio.create_task(self._dispatch(), name="tenet-dispatch"),
             asyncio.create_task(self._heartbeat(), name="tenet-heartbeat"),
@@ -64,12 +84,15 @@ class ClusterEngine(Engine):
         ]
         self._wake.set()
 
-    async def close(self, *, grace_s: float = 0.0) -> None:
-        # Claim nothing more, but keep heartbeating while running runs finish or stop,
-        # so that no other process takes them over meanwhile.
-        self._closing = True
+    def stop(self) -> None:
+        """Claim nothing more; keep heartbeating while running runs finish or stop,
+        so that no other process takes them over meanwhile."""
+        self._stopped = True
+
+    async def quiesce(self) -> None:
         await asyncio.sleep(0)  # runs claimed just now start, so their cancel is handled
-        await super().close(grace_s=grace_s)
+
+    async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -77,96 +100,102 @@ class ClusterEngine(Engine):
                 await task
         self._tasks = []
 
-    async def _cancelled(self, ctx: RunContext, runtime: RunRuntime, reason: str) -> None:
-        """At shutdown, a run that has emitted nothing goes back to the queue for another process.
-
-        A run that has emitted events cannot be restarted (its ``agent_started`` is
-        out); it ends with ``run_cancelled`` reason ``shutdown``.
-        """
-        if reason == LOST:
-            return  # another process owns the run now: it writes its end
-        if (
-            reason == "shutdown"
-            and self._closing
-            and runtime.emitted == 0
-            and await self.store.admin_requeue(ctx.run_id, self.worker_id)
-        ):
-            log.warning("released run %s to the queue at shutdown", ctx.run_id)
-            self.writer.bus.signal(WAKE, ctx.run_id)  # type: ignore[attr-defined]
-            return
-        await super()._cancelled(ctx, runtime, reason)
-
-    def _run_start(self) -> RunStart | None:
-        """None: a claimed run is already stored as ``running`` by its claim."""
-        return None
-
-    async def _recover(self) -> None:  # pragma: no cover - the sweeper does this in a cluster
-        return None
-
     # Accepting and cancelling -----------------------------------------------------------------
 
-    def _queue_full(self, session: UserSession) -> bool:
+    def full(self, session: UserSession) -> bool:
         return False  # the user's runs may be queued on any process: the store counts them
 
-    def _stored_queue_limit(self) -> int | None:
+    @property
+    def stored_queue_limit(self) -> int | None:
         return self.settings.user_max_queued
 
-    def _accepted(self, run: Run, session: UserSession) -> None:
+    def accepted(self, run: Run, session: UserSession) -> None:
         self._wake.set()
-        self.writer.bus.signal(WAKE, run.id)  # type: ignore[attr-defined]
+        self.bus.signal(WAKE, run.id)
 
-    def _pump(self) -> None:
+    def pump(self) -> None:
         self._wake.set()
 
-    async def cancel(self, user_id: str, run_id: str, *, reason: str = "user") -> Run:
-        handle = self._runs.get(run_id)
-        if handle is not None and handle.user_id == user_id and self._cancel_task(handle, reason):
-            await self.store.update_run(user_id, run_id, status="cancelling")
-            return await self.store.get_run(user_id, run_id)
+    def ended(self, execution: RunExecution, session: UserSession) -> None:
+        """Nothing to do: the next dispatch claims into the freed slot."""
+
+    def queued_or_running(self, user_id: str, thread_id: str) -> list[str]:
+        return []  # the queue is the store's, not this process's
+
+    async def cancel(
+        self, user_id: str, run_id: str, reason: str, execution: RunExecution | None
+    ) -> Run:
+        """A queued run is settled by whichever process claims its settlement first; a run
+        executing elsewhere (or being claimed right now) is told over the bus."""
         run = await self.store.get_run(user_id, run_id)  # NotFound when foreign or missing
-        if run.status == "queued" and await self.store.admin_claim_settlement(
-            user_id, run_id, self.worker_id
+        if run.status == RunStatus.QUEUED and await self.store.admin_claim_settlement(
+            user_id, run_id, self._host.worker_id
         ):
-            ctx = _bare_context(user_id, run.thread_id, run_id, run.agent)
-            await self.writer.write(
-                make_event(ctx, RUN_CANCELLED, {"status": "cancelled", "reason": reason})
+            await self._host.settler.cancel_unstarted(
+                user_id, run.thread_id, run_id, run.agent, reason
             )
-            await self.store.finish_run(user_id, run_id, status="cancelled")
-            self.finished["cancelled"] += 1
-        elif run.status in ("queued", "running"):
-            # Executing elsewhere (or being claimed right now): tell every process.
-            await self.store.update_run(user_id, run_id, status="cancelling")
+        elif run.status in (RunStatus.QUEUED, RunStatus.RUNNING):
+            await self.store.update_run(user_id, run_id, status=RunStatus.CANCELLING.value)
             payload = orjson.dumps({"run_id": run_id, "reason": reason}).decode()
-            self.writer.bus.signal(CANCEL, payload)  # type: ignore[attr-defined]
+            self.bus.signal(CANCEL, payload)
         return await self.store.get_run(user_id, run_id)
 
     def _on_cancel_signal(self, payload: str) -> None:
         try:
             message = orjson.loads(payload)
-            handle = self._runs.get(message["run_id"])
+            execution = self._host.runs.get(message["run_id"])
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return
-        if handle is not None:
-            self._cancel_task(handle, str(message.get("reason") or "user"))
+        if execution is not None:
+            execution.request_cancel(str(message.get("reason") or "user"))
+
+    # Executing --------------------------------------------------------------------------------
+
+    def run_start(self) -> RunStart | None:
+        """None: a claimed run is already stored as ``running`` by its claim."""
+        return None
+
+    async def release(self, execution: RunExecution, runtime: RunRuntime) -> bool:
+        """At shutdown, a run that has emitted nothing goes back to the queue for another process.
+
+        A run that has emitted events cannot be restarted (its ``agent_started`` is
+        out); it ends with ``run_cancelled`` reason ``shutdown``. A run another
+        process took over is left to it: its new owner writes its end.
+        """
+        reason = execution.cancel_reason or "shutdown"
+        if reason == LOST:
+            return True
+        if (
+            reason == "shutdown"
+            and self._stopped
+            and runtime.emitted == 0
+            and await self.store.admin_requeue(execution.run_id, self._host.worker_id)
+        ):
+            log.warning("released run %s to the queue at shutdown", execution.run_id)
+            execution.status = RunStatus.QUEUED
+            self.bus.signal(WAKE, execution.run_id)
+            return True
+        return False
 
     # Background work --------------------------------------------------------------------------
 
     async def _dispatch(self) -> None:
         poll = self.settings.cluster_poll_s
+        host = self._host
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), poll)
             self._wake.clear()
-            if self._closing:
+            if self._stopped:
                 # Stop for good (not just skip a turn): on Python 3.11 a cancel that lands as
                 # wait_for's inner wait completes is lost, and close() would wait forever.
                 return
-            free = self.settings.max_runs - self._running_total
+            free = self.settings.max_runs - host.running_count
             if free <= 0:
                 continue
             try:
                 runs = await self.store.claim_runs(
-                    self.worker_id, free, self.settings.user_max_runs
+                    host.worker_id, free, self.settings.user_max_runs
                 )
             except Exception as exc:
                 log.warning("claiming runs failed: %s", exc)
@@ -182,21 +211,17 @@ class ClusterEngine(Engine):
                 self._wake.set()  # there may be more to claim
 
     def _start_claimed(self, run: Run) -> None:
-        session = self.sessions.get(run.user_id)
-        handle = RunHandle(run.id, run.user_id, run.thread_id, run.agent, run.input)
-        handle.state = "running"
-        self._runs[run.id] = handle
-        session.running += 1
-        self._running_total += 1
+        execution = RunExecution(run.id, run.user_id, run.thread_id, run.agent, run.input)
+        self._host.runs[run.id] = execution
         self.claimed += 1
         self.writer.forget(run.thread_id)  # another process may have written to it last
-        handle.task = asyncio.create_task(self._execute(handle, session), name=f"run {run.id}")
+        self._host.launch(execution, self.sessions.get(run.user_id))
 
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.settings.heartbeat_s)
             try:
-                held = await self.store.heartbeat(self.worker_id)
+                held = await self.store.heartbeat(self._host.worker_id)
             except Exception as exc:
                 log.warning("heartbeat failed: %s", exc)
                 continue
@@ -210,18 +235,18 @@ class ClusterEngine(Engine):
         another process now owns the run, and two executions must not go on at once.
         The new owner writes the run's events and end; this one writes nothing more.
         """
+        runs = self._host.runs
         lost = [
-            h
-            for h in self._runs.values()
-            if h.state == "running"
-            and h.task is not None
-            and h.run_id not in held
-            and h.run_id in self._claimed_before
+            e
+            for e in runs.values()
+            if e.cancellable and e.run_id not in held and e.run_id in self._claimed_before
         ]
-        for handle in lost:
-            log.error("run %s was taken over by another process; stopping it here", handle.run_id)
-            self._cancel_task(handle, LOST)
-        self._claimed_before = {h.run_id for h in self._runs.values()}
+        for execution in lost:
+            log.error(
+                "run %s was taken over by another process; stopping it here", execution.run_id
+            )
+            execution.request_cancel(LOST)
+        self._claimed_before = set(runs)
         return len(lost)
 
     async def _sweep(self) -> None:
@@ -235,24 +260,25 @@ class ClusterEngine(Engine):
     async def sweep_once(self) -> int:
         """Requeue or end the runs of workers that stopped heartbeating; returns how many."""
         dead_after = timedelta(seconds=self.settings.heartbeat_s * self.settings.dead_after_beats)
+        host = self._host
         handled = 0
         for run in await self.store.admin_dead_runs(utc_now() - dead_after):
-            if run.id in self._runs:
+            if run.id in host.runs:
                 continue  # ours, alive
             if (
-                run.status == "running"
+                run.status == RunStatus.RUNNING
                 and run.attempts < self.settings.run_max_attempts
                 and not await self.store.run_has_events(run.id)
                 and await self.store.admin_requeue(run.id, run.worker_id)
             ):
                 log.warning("requeued run %s of dead worker %s", run.id, run.worker_id)
-                self.writer.bus.signal(WAKE, run.id)  # type: ignore[attr-defined]
+                self.bus.signal(WAKE, run.id)
                 handled += 1
                 continue
-            if await self.store.admin_take_over(run.id, run.worker_id, self.worker_id):
+            if await self.store.admin_take_over(run.id, run.worker_id, host.worker_id):
                 log.warning("ending run %s of dead worker %s", run.id, run.worker_id)
                 with contextlib.suppress(NotFound):
-                    await self.settle(
+                    await host.settler.settle(
                         run.user_id, run.thread_id, run.id, run.agent, interrupted=run.status
                     )
                 handled += 1

@@ -1,4 +1,4 @@
-"""The composition root: one object that owns the store, bus, writer, sessions and engine.
+"""The composition root: one object that owns the store, bus, writer, sessions, queue and engine.
 
 The server, the CLI and the tests all build a :class:`Service` from settings and
 an agent registry, ``start()`` it, use its parts, and ``close()`` it. Nothing
@@ -13,8 +13,10 @@ from typing import Any
 
 from .bus import Bus, MemoryBus
 from .engine import Engine
+from .local_queue import LocalQueue
 from .models.base import ChatModel
 from .models.scripted import ScriptedModel
+from .queue import RunQueue
 from .registry import AgentRegistry
 from .sessions import UserSessions
 from .settings import Settings
@@ -78,18 +80,29 @@ class Service:
         self.sessions = UserSessions(idle_s=self.settings.session_idle_s)
         if self.settings.cluster and self.settings.is_sqlite:
             raise ValueError("cluster mode (TENET_REDIS_URL) needs Postgres as TENET_DATABASE_URL")
-        engine_class = Engine
+        self.queue: RunQueue
         if self.settings.cluster:
-            from .cluster import ClusterEngine
+            from .cluster import ClusterQueue
 
-            engine_class = ClusterEngine
-        self.engine = engine_class(
+            self.queue = ClusterQueue(
+                settings=self.settings,
+                store=self.store,
+                writer=self.writer,
+                bus=self.bus,
+                sessions=self.sessions,
+            )
+        else:
+            self.queue = LocalQueue(
+                settings=self.settings, store=self.store, sessions=self.sessions
+            )
+        self.engine = Engine(
             settings=self.settings,
             store=self.store,
             writer=self.writer,
             registry=self.registry,
             sessions=self.sessions,
             model=model or build_model(self.settings),
+            queue=self.queue,
         )
         self._owns_model = model is None
         self.started = False

@@ -37,20 +37,20 @@ async def test_a_run_taken_over_by_another_process_stops_here_without_writing(
         thread = await service.store.create_thread(user.id)
         run = await service.engine.submit(user.id, thread.id, "slow", "x")
         for _ in range(100):
-            if run.id in service.engine._runs and service.engine._runs[run.id].state == "running":
+            if run.id in service.engine.runs and service.engine.runs[run.id].status == "running":
                 break
             await asyncio.sleep(0.02)
         await asyncio.sleep(0.3)  # a heartbeat or two while it still holds the run
-        assert run.id in service.engine._runs
+        assert run.id in service.engine.runs
 
         # The cluster presumed this process dead and another one claimed the run.
         async with service.store.write() as s:
             await s.execute(update(Run).where(Run.id == run.id).values(worker_id="another:1:x"))
         for _ in range(100):
-            if run.id not in service.engine._runs:
+            if run.id not in service.engine.runs:
                 break
             await asyncio.sleep(0.05)
-        assert run.id not in service.engine._runs, "the run stopped executing here"
+        assert run.id not in service.engine.runs, "the run stopped executing here"
 
         stored = [orjson.loads(b) for b in await service.store.list_events(user.id, thread.id)]
         assert [e["type"] for e in stored] == ["agent_started", "agent_thinking"]

@@ -60,7 +60,7 @@ async def test_runs_complete_while_other_users_hang_crash_and_flood(deploy) -> N
             completed = [e for e in u.events if e["type"] == "agent_completed" and e["depth"] == 0]
             assert len(completed) == 3
         assert any(e["type"] == "agent_error" for e in crasher.events)
-        running = [h for h in d.service.engine._runs.values() if h.user_id == hanger.user_id]
+        running = [h for h in d.service.engine.runs.values() if h.user_id == hanger.user_id]
         assert len(running) == 4, "the hanging user's runs are still hanging, untouched"
         for ws in (hang_ws, crash_ws, flood_ws):
             await ws.close()

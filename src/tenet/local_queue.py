@@ -1,0 +1,190 @@
+"""The queue of one process: a lane per thread, users taking turns.
+
+A run accepted here waits in its thread's lane, and is started when three limits
+allow: one running run per thread (runs of a thread go in the order they were
+accepted), ``TENET_USER_MAX_RUNS`` per user and ``TENET_MAX_RUNS`` in all. Users
+with runnable work take turns, so a user with a hundred queued runs does not
+delay a user with one. The per-user counters (queued, running, ready threads)
+live in the user's :class:`~tenet.sessions.UserSession`.
+
+One process owns the store: at start, the runs its dead predecessor left
+``running`` or ``cancelling`` are settled, and those still ``queued`` are queued
+again.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from .events import RunStart
+from .queue import QueueHost
+from .run_lifecycle import RunExecution, RunStatus
+from .runtime import RunRuntime
+from .sessions import UserSession, UserSessions
+from .settings import Settings
+from .store.db import Store
+from .store.tables import Run
+
+
+@dataclass(eq=False, slots=True)
+class Lane:
+    """One thread's accepted runs, in order; at most one running."""
+
+    queue: deque[RunExecution] = field(default_factory=deque)
+    running: RunExecution | None = None
+
+
+class LocalQueue:
+    """A :class:`~tenet.queue.RunQueue` in this process's memory; see the module docstring."""
+
+    def __init__(self, *, settings: Settings, store: Store, sessions: UserSessions) -> None:
+        self.settings = settings
+        self.store = store
+        self.sessions = sessions
+        self._host: QueueHost
+        self._lanes: dict[str, Lane] = {}
+        self._ready_users: deque[str] = deque()
+        self._stopped = False
+
+    def bind(self, host: QueueHost) -> None:
+        self._host = host
+
+    # Lifecycle --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Settle what a previous process left, then start scheduling."""
+        await self._recover()
+        self.pump()
+
+    async def _recover(self) -> None:
+        """One process owns the store: fail its dead predecessor's running runs, requeue the queued."""
+        settler = self._host.settler
+        for run in await self.store.admin_runs_with_status(["running", "cancelling"]):
+            await settler.settle(
+                run.user_id, run.thread_id, run.id, run.agent, interrupted=run.status
+            )
+        for run in await self.store.admin_runs_with_status(["queued"]):
+            self._enqueue(run, self.sessions.get(run.user_id))
+
+    def stop(self) -> None:
+        self._stopped = True
+
+    async def quiesce(self) -> None:
+        """Nothing to wait for: a run this queue starts has its task at once."""
+
+    async def close(self) -> None:
+        """Nothing runs in the background; queued runs stay queued in the store."""
+
+    # Accepting and cancelling -----------------------------------------------------------------
+
+    def full(self, session: UserSession) -> bool:
+        """This process's own count: every queued run of an embedded server is here."""
+        return session.queued >= self.settings.user_max_queued
+
+    @property
+    def stored_queue_limit(self) -> int | None:
+        return None
+
+    def accepted(self, run: Run, session: UserSession) -> None:
+        self._enqueue(run, session)
+        self.pump()
+
+    async def cancel(
+        self, user_id: str, run_id: str, reason: str, execution: RunExecution | None
+    ) -> Run:
+        """A queued run leaves its lane and ends with ``run_cancelled``; others are returned."""
+        if execution is not None and execution.status is RunStatus.QUEUED:
+            thread_id = execution.thread_id
+            lane = self._lanes.get(thread_id)
+            if lane is not None and execution in lane.queue:
+                lane.queue.remove(execution)
+            self.sessions.get(user_id).queued -= 1
+            execution.status = RunStatus.CANCELLED
+            try:
+                await self._host.settler.cancel_unstarted(
+                    user_id, thread_id, run_id, execution.agent, reason
+                )
+            finally:
+                self._host.forget(execution)
+                lane = self._lanes.get(thread_id)
+                if lane is not None and lane.running is None and not lane.queue:
+                    del self._lanes[thread_id]
+        return await self.store.get_run(user_id, run_id)  # NotFound when foreign or missing
+
+    def run_start(self) -> RunStart | None:
+        """A run's start is stored with its first event: status ``running``, by this process."""
+        return RunStart(self._host.worker_id)
+
+    async def release(self, execution: RunExecution, runtime: RunRuntime) -> bool:
+        return False  # a cancelled run ends here, always
+
+    def queued_or_running(self, user_id: str, thread_id: str) -> list[str]:
+        lane = self._lanes.get(thread_id)
+        if lane is None:
+            return []
+        ids = [e.run_id for e in lane.queue if e.user_id == user_id]
+        if lane.running is not None and lane.running.user_id == user_id:
+            ids.insert(0, lane.running.run_id)
+        return ids
+
+    # Scheduling -------------------------------------------------------------------------------
+
+    def _enqueue(self, run: Run, session: UserSession) -> None:
+        execution = RunExecution(run.id, run.user_id, run.thread_id, run.agent, run.input)
+        self._host.runs[run.id] = execution
+        lane = self._lanes.get(run.thread_id)
+        if lane is None:
+            lane = self._lanes[run.thread_id] = Lane()
+        lane.queue.append(execution)
+        session.queued += 1
+        if lane.running is None and len(lane.queue) == 1:
+            self._mark_ready(session, run.thread_id)
+
+    def _mark_ready(self, session: UserSession, thread_id: str) -> None:
+        session.ready_threads.append(thread_id)
+        if not session.in_ready_users:
+            session.in_ready_users = True
+            self._ready_users.append(session.user_id)
+
+    def pump(self) -> None:
+        """Start every run the limits allow, users taking turns."""
+        host = self._host
+        limit = self.settings.user_max_runs
+        while (
+            host.running_count < self.settings.max_runs and self._ready_users and not self._stopped
+        ):
+            user_id = self._ready_users.popleft()
+            session = self.sessions.get(user_id)
+            session.in_ready_users = False
+            if session.running >= limit:
+                continue  # re-queued when one of its runs finishes
+            lane = None
+            while session.ready_threads:
+                candidate = self._lanes.get(session.ready_threads.popleft())
+                if candidate is not None and candidate.running is None and candidate.queue:
+                    lane = candidate
+                    break
+            if lane is None:
+                continue
+            execution = lane.queue.popleft()
+            lane.running = execution
+            session.queued -= 1
+            host.launch(execution, session)
+            if session.running < limit and session.ready_threads:
+                session.in_ready_users = True
+                self._ready_users.append(user_id)
+
+    def ended(self, execution: RunExecution, session: UserSession) -> None:
+        """The thread's next run becomes ready (or the idle lane goes), the user takes a turn."""
+        thread_id = execution.thread_id
+        lane = self._lanes.get(thread_id)
+        if lane is not None:
+            lane.running = None
+            if lane.queue:
+                self._mark_ready(session, thread_id)
+            else:
+                del self._lanes[thread_id]
+        if session.ready_threads and not session.in_ready_users:
+            session.in_ready_users = True
+            self._ready_users.append(session.user_id)
