@@ -335,3 +335,20 @@ def test_tool_descriptions_are_plain_text() -> None:
     for agent in default_registry().specs():
         for spec in agent["tools"]:
             assert "`" not in spec["description"], spec
+
+
+async def test_a_thread_the_server_makes_for_a_run_is_titled_from_its_input(
+    tmp_path: Path,
+) -> None:
+    from tenet.client import Client
+    from tenet.settings import Settings
+    from tenet.testing import running_server
+
+    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'tenet.db'}")
+    async with running_server(settings) as server:
+        _, token = await server.create_user("wes")
+        async with Client(server.url, token) as client:
+            run = await client.run("assistant", "  what is 6 * 7?  ")
+            await run.result()
+            thread = await client.thread(run.thread_id)
+    assert thread["metadata"] == {"title": "what is 6 * 7?"}
