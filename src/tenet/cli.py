@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
 import os
 import socket
 import sys
@@ -181,8 +182,6 @@ def serve(
     sock = _bind(settings)
 
     async def announce(service: Service) -> None:
-        import logging
-
         logging.getLogger("tenet").info("tenet is serving at %s", _url(sock))
 
     _serve(settings, registry, sock, announce)
