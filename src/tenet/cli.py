@@ -1,42 +1,83 @@
 """The ``tenet`` command: serve, demo, run an agent, manage users, migrate.
 
 Every command reads its configuration from ``TENET_*`` settings (see the README);
-flags override the few that are usually given per call.
+flags override the few that are usually given per call. The settings are checked
+before any command runs: an invalid value is one line naming the variable, the
+value and what is allowed, and exit code 2.
+
+Output never wraps (``soft_wrap``): a URL, a token or a command printed here is one
+line whatever the terminal's width, and in a pipe or a log file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
+import os
+import socket
 import sys
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated, Any
 
+import click
 import orjson
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from .events import is_terminal
 from .registry import AgentRegistry
-from .settings import Settings
+from .settings import Settings, SettingsError
+from .titles import title_metadata
+
+if TYPE_CHECKING:
+    from .service import Service
+
+
+class _SettingsFirst(TyperGroup):
+    """Checks the ``TENET_*`` settings once, before any command (but not for ``--help``)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        args = [*getattr(ctx, "_protected_args", ()), *ctx.args]
+        if not ctx.resilient_parsing and not set(args) & set(ctx.help_option_names):
+            try:
+                Settings()
+            except SettingsError as exc:
+                for line in exc.lines:
+                    err.print(line, markup=False)
+                raise typer.Exit(2) from None
+        return super().invoke(ctx)
+
 
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, help="tenet: isolated multi-user agents."
+    cls=_SettingsFirst,
+    add_completion=False,
+    no_args_is_help=True,
+    help="tenet: isolated multi-user agents.",
 )
 users_app = typer.Typer(no_args_is_help=True, help="Manage users.")
 db_app = typer.Typer(no_args_is_help=True, help="Manage the database.")
 app.add_typer(users_app, name="users")
 app.add_typer(db_app, name="db")
-console = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+console = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def load_registry(spec: str | None, settings: Settings) -> AgentRegistry:
-    """``module:attribute`` naming an AgentRegistry (or a function returning one)."""
+    """``module:attribute`` naming an AgentRegistry (or a function returning one).
+
+    The module is looked up from the current folder first, as uvicorn, gunicorn and
+    flask do: ``tenet serve --app myagents:registry`` beside ``myagents.py`` works.
+    """
     if not spec:
         from .examples import default_registry
 
         return default_registry(settings)
+    here = os.getcwd()
+    if here not in sys.path:
+        sys.path.insert(0, here)
     module_name, _, attr = spec.partition(":")
     try:
         value: Any = getattr(importlib.import_module(module_name), attr or "registry")
@@ -110,7 +151,7 @@ async def _run(
     async with Service(settings, registry) as service:
         found = await service.store.admin_user_by_name(user)
         user_id = found.id if found else (await service.store.create_user(user))[0].id
-        thread = await service.store.create_thread(user_id)
+        thread = await service.store.create_thread(user_id, title_metadata(input))
         events = follow(service.store, service.bus, user_id, thread.id, after=0)
         try:
             run = await service.engine.submit(user_id, thread.id, agent, input)
@@ -137,7 +178,13 @@ def serve(
 ) -> None:
     """Serve the HTTP, WebSocket and SSE API (the example agents by default)."""
     settings = _with(Settings(), host=host, port=port)
-    _serve(settings, load_registry(app_spec, settings))
+    registry = load_registry(app_spec, settings)
+    sock = _bind(settings)
+
+    async def announce(service: Service) -> None:
+        logging.getLogger("tenet").info("tenet is serving at %s", _url(sock))
+
+    _serve(settings, registry, sock, announce)
 
 
 @app.command()
@@ -145,29 +192,34 @@ def demo(
     host: Annotated[str | None, typer.Option(help="Interface to listen on (TENET_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on (TENET_PORT).")] = None,
 ) -> None:
-    """Serve the example agents with a demo user; prints the URL and the demo token."""
+    """Serve the example agents with a demo user; prints the URL and the demo token.
+
+    The port is bound first and the banner printed once the server serves: a busy
+    port fails before any URL or token is shown. Each start replaces the demo
+    user's tokens with one new token (they are stored hashed, so an old one can't
+    be shown again): the token on the screen is the only one that works.
+    """
     settings = _with(Settings(), host=host, port=port)
-    token = asyncio.run(_demo_token(settings))
-    url = f"http://{settings.host}:{settings.port}"
-    console.print(f"tenet is serving at [bold]{url}[/]  (web console at {url}/)")
-    console.print(f"demo user token: [bold]{token}[/]")
-    console.print(f"try: curl -H 'Authorization: Bearer {token}' {url}/v1/agents")
-    _serve(settings, load_registry(None, settings))
+    registry = load_registry(None, settings)
+    sock = _bind(settings)
+
+    async def announce(service: Service) -> None:
+        token = await _demo_token(service)
+        url = _url(sock)
+        console.print(f"tenet is serving at [bold]{url}[/]  (web console at {url}/)")
+        console.print(f"demo user token: [bold]{token}[/]")
+        console.print(f"try: curl -H 'Authorization: Bearer {token}' {url}/v1/agents")
+
+    _serve(settings, registry, sock, announce)
 
 
-async def _demo_token(settings: Settings) -> str:
-    from .store.db import Store
-    from .store.migrate import upgrade
-
-    store = Store(settings.database_url)
-    try:
-        await upgrade(store.engine)
-        user = await store.admin_user_by_name("demo")
-        if user is None:
-            return (await store.create_user("demo"))[1]
-        return await store.create_token(user.id)
-    finally:
-        await store.close()
+async def _demo_token(service: Service) -> str:
+    """A new token of the ``demo`` user (made if new); the user's older tokens stop working."""
+    store = service.store
+    user = await store.admin_user_by_name("demo")
+    if user is None:
+        return (await store.create_user("demo"))[1]
+    return await store.replace_tokens(user.id)
 
 
 def _with(settings: Settings, **values: Any) -> Settings:
@@ -175,10 +227,36 @@ def _with(settings: Settings, **values: Any) -> Settings:
     return settings.model_copy(update=changes) if changes else settings
 
 
-def _serve(settings: Settings, registry: AgentRegistry) -> None:
+def _bind(settings: Settings) -> socket.socket:
+    """The listening socket, or one line saying why not and exit 1."""
+    from .testing import bind
+
+    try:
+        return bind(settings.host, settings.port)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        err.print(
+            f"cannot listen on {settings.host}:{settings.port}: {reason} "
+            "(is another server using it? choose another with --port or TENET_PORT)",
+            markup=False,
+        )
+        raise typer.Exit(1) from None
+
+
+def _url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _serve(
+    settings: Settings,
+    registry: AgentRegistry,
+    sock: socket.socket,
+    on_started: Callable[[Service], Awaitable[None]],
+) -> None:
     from .testing import serve as serve_forever
 
-    serve_forever(settings, registry, host=settings.host, port=settings.port)
+    serve_forever(settings, registry, sock=sock, on_started=on_started)
 
 
 @users_app.command("add")

@@ -45,6 +45,18 @@ def build_model(settings: Settings) -> ChatModel:
     )
 
 
+def describe_model(settings: Settings, model: ChatModel) -> str:
+    """The default model in one line for the start-up log: which model, at which endpoint.
+
+    The API key is never shown, only whether one is set.
+    """
+    endpoint = getattr(model, "endpoint", None)
+    if endpoint is None:
+        return f"{settings.model} ({type(model).__name__}, offline)"
+    key = "set, not shown" if settings.model_api_key else "not set"
+    return f"{settings.model} {settings.model_name!r} at {endpoint} (API key {key})"
+
+
 def build_bus(settings: Settings) -> Bus:
     if settings.redis_url:
         from .bus.redis import RedisBus

@@ -6,16 +6,45 @@ by every user, so nothing may change them while users are being served.
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+#: The stores tenet speaks to (an async driver each).
+DATABASE_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
+LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+#: Settings whose value is a credential: an error names them but never shows the value.
+SECRETS = frozenset({"admin_token", "model_api_key"})
+
+
+class SettingsError(ValueError):
+    """Some ``TENET_*`` values are invalid: one line per value, naming the variable, the
+    value and what is allowed (``lines``). The ``tenet`` command prints them and exits 2."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
 
 
 class Settings(BaseSettings):
-    """tenet's configuration; each field is the environment variable ``TENET_<NAME>``."""
+    """tenet's configuration; each field is the environment variable ``TENET_<NAME>``.
+
+    Invalid values raise :class:`SettingsError` (never pydantic's multi-line report):
+    whoever builds settings, from the environment or from keywords, gets the same
+    one line per value.
+    """
 
     model_config = SettingsConfigDict(env_prefix="TENET_", frozen=True, extra="ignore")
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise SettingsError([_explain(error) for error in exc.errors()]) from None
 
     # Storage and cluster
     database_url: str = "sqlite+aiosqlite:///./tenet.db"
@@ -24,7 +53,7 @@ class Settings(BaseSettings):
 
     # Server
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = Field(8000, ge=0, le=65535)
     admin_token: str | None = None
     public_url: str | None = None
     #: On SIGTERM/SIGINT, how long running runs may go on before they are stopped.
@@ -86,6 +115,49 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        if value.upper() not in LOG_LEVELS:
+            raise ValueError("must be one of " + ", ".join(LOG_LEVELS) + " (any case)")
+        return value.upper()
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        try:
+            driver = make_url(value).drivername
+        except ArgumentError:
+            driver = None
+        if driver not in DATABASE_DRIVERS:
+            raise ValueError(
+                "must be a URL starting with sqlite+aiosqlite:/// or postgresql+asyncpg://"
+            )
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a URL starting with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("model_base_url")
+    @classmethod
+    def _http_endpoint(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL (such as .../v1)")
+        return value
+
+    @model_validator(mode="after")
+    def _cluster_needs_postgres(self) -> Settings:
+        if self.redis_url is not None and self.is_sqlite:
+            raise ValueError(
+                f"TENET_REDIS_URL is set (cluster mode) but TENET_DATABASE_URL="
+                f"{_redact_url(self.database_url)!r} is SQLite: cluster mode needs Postgres"
+            )
+        return self
+
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
@@ -98,3 +170,33 @@ class Settings(BaseSettings):
     def cluster(self) -> bool:
         """Many processes share the store and Redis; requires Postgres."""
         return self.redis_url is not None
+
+
+def _explain(error: Any) -> str:
+    """One pydantic error as one line: variable, value, what is allowed."""
+    loc = [str(part) for part in error.get("loc", ())]
+    message = str(error.get("msg", "is invalid"))
+    message = message.removeprefix("Value error, ")
+    if not loc:  # a rule across settings: its message names the variables
+        return f"invalid settings: {message}"
+    name = loc[0]
+    kind = error.get("type", "")
+    allowed = {
+        "bool_parsing": "must be true or false",
+        "int_parsing": "must be a whole number",
+        "float_parsing": "must be a number",
+    }.get(kind)
+    if allowed is None:
+        allowed = re.sub(r"^Input should be ", "must be ", message)
+    value = error.get("input")
+    shown = (
+        "(hidden)"
+        if name in SECRETS
+        else repr(_redact_url(value) if isinstance(value, str) else value)
+    )
+    return f"invalid setting TENET_{name.upper()}={shown}: {allowed}"
+
+
+def _redact_url(value: str) -> str:
+    """A URL's password is never shown: ``scheme://user:***@host``."""
+    return re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", value)

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 import socket
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ from .server.state import ServerState
 from .service import Service
 from .settings import Settings
 
+log = logging.getLogger("tenet")
+
 
 class TenetServer(uvicorn.Server):
     """uvicorn, but tenet's sockets are closed with 1001 first on shutdown."""
@@ -42,11 +45,19 @@ class TenetServer(uvicorn.Server):
         *,
         handle_signals: bool = True,
         grace_s: float = 0.0,
+        on_started: Callable[[Service], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__(config)
         self.tenet_app = app
         self.handle_signals = handle_signals
         self.grace_s = grace_s
+        self.on_started = on_started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's start-up, then ``on_started``: what is announced is already serving."""
+        await super().startup(sockets)
+        if self.on_started is not None and self.started and not self.should_exit:
+            await self.on_started(self.tenet_app.state.tenet.service)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         """Drain, then close: see "Graceful shutdown" in ``docs/deploy.md``.
@@ -175,24 +186,46 @@ async def running_server(
                 sock.close()
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``, bound before anything is announced.
+
+    Raises ``OSError`` (the port is taken, the address is not this machine's): the
+    caller says so and exits before printing a URL or minting a token.
+    """
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def serve(
     settings: Settings | None = None,
     registry: AgentRegistry | None = None,
-    host: str | None = None,
-    port: int | None = None,
+    *,
+    sock: socket.socket | None = None,
+    on_started: Callable[[Service], Awaitable[None]] | None = None,
 ) -> None:
-    """Run the server until interrupted (``tenet serve``)."""
+    """Run the server until interrupted (``tenet serve``, ``tenet demo``).
+
+    It listens on ``sock`` (default: :func:`bind` of ``TENET_HOST``:``TENET_PORT``) and
+    calls ``on_started`` once the service is up and the socket is served.
+    """
     from .server.logs import configure_logging, redact_library_logs
+    from .service import describe_model
 
     settings = settings or Settings()
     configure_logging(settings.log_level)
+    sock = sock or bind(settings.host, settings.port)
     app = create_app(settings=settings, registry=registry)
-    config = uvicorn_config(
-        app,
-        settings,
-        host=host or settings.host,
-        port=port or settings.port,
-        log_level=settings.log_level.lower(),
-    )
+    config = uvicorn_config(app, settings, log_level=settings.log_level.lower())
     redact_library_logs()  # after uvicorn configured its loggers
-    TenetServer(config, app, grace_s=settings.shutdown_grace_s).run()
+    log.info("model: %s", describe_model(settings, app.state.tenet.service.engine.model))
+    server = TenetServer(config, app, grace_s=settings.shutdown_grace_s, on_started=on_started)
+    server.run(sockets=[sock])

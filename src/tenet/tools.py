@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, get_type_hints, overload
 
@@ -21,6 +22,24 @@ from pydantic_core import to_jsonable_python
 
 from .context import RunContext
 from .errors import TenetError, ToolFailed
+
+
+#: reST markup a docstring may hold: ``:role:`~a.b.C```, ``literal``, `text`.
+_ROLE = re.compile(r":[\w:.-]+:`~?([^`]*?)`")
+_LITERAL = re.compile(r"``(.+?)``|`([^`]+)`")
+
+
+def describe(fn: Callable[..., Any]) -> str:
+    """A tool's description from its docstring's first paragraph, as plain text.
+
+    It is shown to users (``GET /v1/agents``, the web console) and to the model, so
+    reST markup is taken out (``(2 + 3) * 4`` reads ``(2 + 3) * 4``; a role such as
+    ``:class:`~tenet.RunContext``` reads ``RunContext``) and the lines are joined.
+    """
+    doc = inspect.getdoc(fn) or ""
+    text = " ".join(doc.split("\n\n")[0].split())
+    text = _ROLE.sub(lambda m: m[1].rsplit(".", 1)[-1] if "~" in m[0] else m[1], text)
+    return _LITERAL.sub(lambda m: m[1] or m[2], text)
 
 
 class Tool:
@@ -36,8 +55,7 @@ class Tool:
     ) -> None:
         self.fn = fn
         self.name = name or fn.__name__
-        doc = inspect.getdoc(fn) or ""
-        self.description = description if description is not None else doc.split("\n\n")[0].strip()
+        self.description = description if description is not None else describe(fn)
         self.timeout = timeout
         self.is_async = inspect.iscoroutinefunction(fn)
         signature = inspect.signature(fn)

@@ -34,8 +34,8 @@ async def classify(question: str) -> dict[str, object]:
 @tool
 async def lookup(topics: str) -> list[str]:
     """Find facts about the given topics (comma- or space-separated)."""
-    names = [t.strip(" ,.[]'\"").lower() for t in topics.replace(",", " ").split()]
-    found = [_FACTS[n] for n in names if n in _FACTS]
+    names = [t.strip(" ,.;:[]'\"").lower() for t in topics.replace(",", " ").split()]
+    found = list(dict.fromkeys(_FACTS[n] for n in names if n in _FACTS))
     return found or [f"No stored facts about {', '.join(n for n in names if n) or 'that'}."]
 
 

@@ -21,6 +21,7 @@ endpoint and the status, never the API key.
 from __future__ import annotations
 
 import contextlib
+import logging
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from openai.types.chat.chat_completion_chunk import ChoiceDelta
 
 from ..errors import ModelError
 from .base import Callback, ChatMessage, ModelReply, ToolCall
+
+log = logging.getLogger("tenet.models")
 
 #: Local servers ignore the key, but the SDK insists on one.
 _NO_KEY = "unused"
@@ -148,9 +151,9 @@ class OpenAIModel:
             ) from None
         except openai.APIConnectionError as exc:
             cause = type(exc.__cause__).__name__ if exc.__cause__ else "connection error"
-            raise ModelError(
-                f"the model endpoint {self.endpoint} could not be reached ({cause})"
-            ) from None
+            message = f"the model endpoint {self.endpoint} could not be reached ({cause})"
+            log.warning("%s", message)  # the run's user sees it too, as agent_error
+            raise ModelError(message) from None
         except openai.OpenAIError as exc:
             raise ModelError(
                 self._redact(f"the model endpoint {self.endpoint} failed: {exc}")

@@ -154,12 +154,27 @@ def _answer_from(results: list[ChatMessage], names: dict[str, str]) -> str:
         elif name == "clock":
             parts.append(f"It is {value}.")
         else:
-            parts.append(
-                value
-                if isinstance(value, str)
-                else f"{name} returned {orjson.dumps(value).decode()}."
-            )
+            parts.append(_prose(value))
     return " ".join(parts)
+
+
+def _prose(value: Any) -> str:
+    """Any tool result as text a person reads: never JSON.
+
+    A list of sentences is joined into a paragraph, other lists by commas, and an
+    object becomes ``key: value; ...``.
+    """
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        items = [_prose(v) for v in value]
+        sentences = all(i.endswith((".", "!", "?")) for i in items)
+        return (" " if sentences else ", ").join(items) or "nothing"
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {_prose(v)}" for k, v in value.items()) or "nothing"
+    if value is None:
+        return "nothing"
+    return orjson.dumps(value).decode()  # a number or a boolean
 
 
 def _call_id() -> str:

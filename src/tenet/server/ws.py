@@ -34,6 +34,7 @@ from ..bus.follow import ThreadCursor
 from ..errors import Invalid, NotFound, TenetError, Unavailable
 from ..events import Event
 from ..ids import new_id
+from ..titles import title_metadata
 from .auth import Caller, bearer, caller_for_token
 from .errors import STORE_DOWN_MESSAGE, is_store_outage
 from .routes import check_metadata
@@ -381,7 +382,9 @@ class Connection:
                 await store.get_thread(self.user_id, thread_id)
         else:
             thread = await store.create_thread(
-                self.user_id, limit=self.state.settings.max_threads_per_user
+                self.user_id,
+                title_metadata(frame["input"]),
+                limit=self.state.settings.max_threads_per_user,
             )
             thread_id = thread.id
         bus = service.bus

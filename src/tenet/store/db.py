@@ -199,6 +199,21 @@ class Store:
             )
         return bool(result.rowcount)
 
+    async def replace_tokens(self, user_id: str) -> str:
+        """Revoke every token of the user and make one new token, in one transaction."""
+        token = new_token()
+        async with self.write() as s:
+            await s.execute(delete(Token).where(Token.user_id == user_id))
+            s.add(
+                Token(
+                    id=new_id("tok"),
+                    user_id=user_id,
+                    token_hash=hash_token(token),
+                    created_at=utc_now(),
+                )
+            )
+        return token
+
     # Threads ----------------------------------------------------------------------------------
 
     async def create_thread(

@@ -33,7 +33,13 @@ def _log_progress(what: str, done: int, total: int) -> None:
 
 
 def report_progress(what: str, done: int, total: int) -> None:
-    """Called by a migration script during a long step; reaches the caller of :func:`upgrade`."""
+    """Called by a migration script during a long step; reaches the caller of :func:`upgrade`.
+
+    A step with nothing to do (``total`` 0, as on a brand-new database) is not
+    reported: it is not long, and "0 of 0" only puzzles whoever reads the log.
+    """
+    if total <= 0:
+        return
     progress: Progress = context.config.attributes.get("progress", _log_progress)
     progress(what, done, total)
 

@@ -91,11 +91,12 @@ def upgrade() -> None:
         op.drop_index("ix_events_user_id", "events")
         op.drop_index("ix_events_run", "events")
         what = "re-keying the events table"
-        migrate.report_progress(what, 0, 1)  # one statement: no finer progress to report
+        total = op.get_bind().execute(sa.text("SELECT count(*) FROM events")).scalar_one()
+        migrate.report_progress(what, 0, total)  # one statement: no finer progress to report
         op.drop_constraint("events_pkey", "events", type_="primary")
         op.drop_constraint("uq_events_thread_seq", "events", type_="unique")
         op.create_primary_key("events_pkey", "events", ["thread_id", "seq"])
-        migrate.report_progress(what, 1, 1)
+        migrate.report_progress(what, total, total)
     op.create_index(
         "ix_events_run_marks",
         "events",
