@@ -23,7 +23,6 @@ from pydantic_core import to_jsonable_python
 from .context import RunContext
 from .errors import TenetError, ToolFailed
 
-
 #: reST markup a docstring may hold: ``:role:`~a.b.C```, ``literal``, `text`.
 _ROLE = re.compile(r":[\w:.-]+:`~?([^`]*?)`")
 _LITERAL = re.compile(r"``(.+?)``|`([^`]+)`")
