@@ -23,6 +23,7 @@ from server_support import ServerFactory, http, new_user, ready, recv, send
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from tenet.client import Client
 from tenet.settings import Settings
 from tenet.testing import ServerHandle
 from tenet.testing_idp import LocalIdentityProvider, SigningKey, sign
@@ -382,3 +383,18 @@ async def test_a_bad_token_on_an_open_socket_closes_it(
         with pytest.raises(ConnectionClosed) as closed:
             await recv(ws)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+
+
+async def test_the_python_client_signs_in_with_a_jwt_and_refreshes_it_on_its_socket(
+    server_factory: ServerFactory, idp: LocalIdentityProvider
+) -> None:
+    async with server_factory(**idp.settings(), auth_leeway_s=0) as srv:
+        async with Client(srv.url, idp.token("client", ttl_s=3, name="C")) as client:
+            assert (await client.me())["subject"] == "client"
+            run = await client.run("assistant", "what is 6*7?")
+            assert (await run.result())["status"] == "completed"
+            await client.set_token(idp.token("client", ttl_s=600))
+            await asyncio.sleep(3.5)  # past the first token's exp: the socket was signed in again
+            run = await client.run("assistant", "what is 6*7?")
+            assert (await run.result())["status"] == "completed"
+            assert client.reconnects == 0
