@@ -398,3 +398,20 @@ async def test_the_python_client_signs_in_with_a_jwt_and_refreshes_it_on_its_soc
             run = await client.run("assistant", "what is 6*7?")
             assert (await run.result())["status"] == "completed"
             assert client.reconnects == 0
+
+
+async def test_a_stream_opened_with_a_jwt_ends_when_it_expires(
+    server_factory: ServerFactory, idp: LocalIdentityProvider
+) -> None:
+    async with server_factory(**idp.settings(), auth_leeway_s=0) as srv:
+        token = idp.token("streamer", ttl_s=600)
+        async with httpx.AsyncClient(base_url=srv.url, timeout=10) as client:
+            thread = (await client.post("/v1/threads", headers=bearer(token), json={})).json()
+            short = idp.token("streamer", ttl_s=2)
+            async with client.stream(
+                "GET", f"/v1/threads/{thread['id']}/stream", headers=bearer(short)
+            ) as sse:
+                assert sse.status_code == 200
+                async with asyncio.timeout(10):  # ends by itself, though nothing else happens
+                    async for _ in sse.aiter_bytes():
+                        pass
