@@ -123,7 +123,8 @@ class Settings(BaseSettings):
         if len(sources) != 1:
             raise ValueError(
                 f"TENET_AUTH={self.auth} needs exactly one of TENET_AUTH_JWKS_URL, "
-                f"TENET_AUTH_OIDC_ISSUER or TENET_AUTH_JWT_SECRET (set: {', '.join(sources)})"
+                "TENET_AUTH_OIDC_ISSUER or TENET_AUTH_JWT_SECRET "
+                f"(set: {', '.join(sources) or 'none'})"
             )
         algorithms = self.auth_algorithm_list
         unknown = [a for a in algorithms if a not in _JWT_ALGORITHMS]
