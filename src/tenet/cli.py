@@ -251,9 +251,22 @@ def audit(
     json_file: Annotated[
         str | None, typer.Option("--json", help="Write the report as JSON here.")
     ] = None,
+    jwt_key: Annotated[
+        str | None,
+        typer.Option(help="Sign in the canaries with JWTs signed by this PEM private key."),
+    ] = None,
+    jwt_issuer: Annotated[str | None, typer.Option(help="The iss of the canaries' JWTs.")] = None,
+    jwt_audience: Annotated[str, typer.Option(help="The aud of the canaries' JWTs.")] = "tenet",
 ) -> None:
-    """Prove isolation: canary users, every channel checked. Exits 1 on any violation."""
-    report = asyncio.run(_audit(url, admin_token, users, runs, fairness_limit))
+    """Prove isolation: canary users, every channel checked. Exits 1 on any violation.
+
+    With ``--jwt-key`` the canaries sign in with JWTs (``TENET_AUTH=jwt|both``); without
+    ``--url`` the in-process server then trusts that key (served as a JWKS on loopback).
+    """
+    if jwt_key is not None and url is not None and jwt_issuer is None:
+        raise typer.BadParameter("--jwt-issuer is needed with --jwt-key and --url")
+    jwt = (jwt_key, jwt_issuer, jwt_audience) if jwt_key is not None else None
+    report = asyncio.run(_audit(url, admin_token, users, runs, fairness_limit, jwt))
     from rich.table import Table
 
     table = Table(
@@ -279,7 +292,12 @@ def audit(
 
 
 async def _audit(
-    url: str | None, admin_token: str | None, users: int, runs: int, limit: float
+    url: str | None,
+    admin_token: str | None,
+    users: int,
+    runs: int,
+    limit: float,
+    jwt: tuple[str, str | None, str] | None = None,
 ) -> Any:
     import contextlib
     import secrets
@@ -290,13 +308,32 @@ async def _audit(
     from .audit import IsolationAudit
 
     async with contextlib.AsyncExitStack() as stack:
+        sign_jwt = None
+        if jwt is not None:
+            from .testing_idp import LocalIdentityProvider, SigningKey, sign
+
+            key_file, issuer, audience = jwt
+            key = SigningKey.from_pem(key_file)
+            if url is None:  # the in-process server trusts the key, served as a JWKS
+                idp = stack.enter_context(LocalIdentityProvider([key], audience=audience))
+                issuer = issuer or idp.issuer
+            assert issuer is not None
+
+            def sign_jwt(subject: str) -> str:
+                return sign(key, subject, issuer=issuer, audience=audience, ttl_s=3600)
+
         if url is None:
             from .testing import running_server
 
             folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="tenet-audit-"))
             admin_token = secrets.token_urlsafe(24)
+            auth: dict[str, Any] = {}
+            if jwt is not None:
+                auth = {**idp.settings(), "auth_issuer": issuer}
             settings = Settings(
-                database_url=f"sqlite+aiosqlite:///{folder}/audit.db", admin_token=admin_token
+                database_url=f"sqlite+aiosqlite:///{folder}/audit.db",
+                admin_token=admin_token,
+                **auth,
             )
             server = await stack.enter_async_context(running_server(settings))
             url = server.url
@@ -312,8 +349,27 @@ async def _audit(
             runs=runs,
             fairness_limit=limit,
             progress=lambda stage, n: progress.update(task, advance=n, description=stage),
+            sign_jwt=sign_jwt,
         )
         return await auditor.run()
+
+
+@app.command()
+def jwks(
+    key_file: Annotated[str, typer.Argument(help="A PEM key (RSA, or EC P-256).")],
+    kid: Annotated[str, typer.Option(help="The key id tokens name in their header.")] = "tenet",
+) -> None:
+    """Print the public half of a key pair as a JWKS, to publish for TENET_AUTH_JWKS_URL."""
+    from .testing_idp import SigningKey
+
+    try:
+        key = SigningKey.from_pem(key_file, kid=kid)
+    except (OSError, ValueError, TypeError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+    sys.stdout.write(
+        orjson.dumps({"keys": [key.public_jwk()]}, option=orjson.OPT_INDENT_2).decode()
+    )
+    sys.stdout.write("\n")
 
 
 @app.command()

@@ -23,6 +23,7 @@ from server_support import ServerFactory, http, new_user, ready, recv, send
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from tenet.audit import IsolationAudit
 from tenet.client import Client
 from tenet.settings import Settings
 from tenet.testing import ServerHandle
@@ -415,3 +416,44 @@ async def test_a_stream_opened_with_a_jwt_ends_when_it_expires(
                 async with asyncio.timeout(10):  # ends by itself, though nothing else happens
                     async for _ in sse.aiter_bytes():
                         pass
+
+
+async def test_a_refreshed_socket_follows_its_new_token_for_revocation(
+    server: ServerHandle,
+) -> None:
+    alice = await new_user(server)
+    async with http(server, alice) as client:
+        second = (await client.post("/v1/tokens")).json()["token"]
+    async with connect(server.ws_url, additional_headers=bearer(alice.token)) as ws:
+        await ready(ws)
+        await send(ws, {"type": "auth", "token": second})
+        await ready(ws)
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            gone = await client.delete("/v1/tokens/current", headers=bearer(alice.token))
+            assert gone.status_code == 204
+            await send(ws, {"type": "ping"})
+            assert (await recv(ws))["type"] == "pong"  # no longer opened by the revoked token
+            gone = await client.delete("/v1/tokens/current", headers=bearer(second))
+            assert gone.status_code == 204
+        with pytest.raises(ConnectionClosed) as closed:
+            await recv(ws)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+
+
+async def test_the_isolation_audit_passes_with_canaries_signed_in_by_jwt(
+    server_factory: ServerFactory, idp: LocalIdentityProvider
+) -> None:
+    signed: list[str] = []
+
+    def sign_canary(subject: str) -> str:
+        signed.append(subject)
+        return idp.token(subject, key=idp.keys[1], name=subject)
+
+    async with server_factory(**idp.settings()) as srv:
+        audit = IsolationAudit(srv.url, srv.admin_token, users=4, runs=1, sign_jwt=sign_canary)
+        report = await audit.run()
+        assert (await new_user(srv)).token  # users made by name exist, but cannot sign in here
+    details = {name: c.violations[:5] for name, c in report.checks.items() if c.violations}
+    assert report.ok, details
+    assert len(signed) == 4
+    assert all(check.checked > 0 for check in report.checks.values())
