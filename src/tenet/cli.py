@@ -418,8 +418,16 @@ def bench(
     ] = 0.0,
     soak_users: Annotated[int, typer.Option(min=1, help="Simulated users of --soak.")] = 20,
     soak_seed: Annotated[int, typer.Option(help="Random seed of --soak.")] = 1,
+    auth: Annotated[
+        str, typer.Option(help="Instead, with 'jwt': what verifying a JWT costs per request.")
+    ] = "tokens",
 ) -> None:
     """Measure throughput, latency, CPU and memory against the floor and a naive design."""
+    if auth == "jwt":
+        _auth_bench(json_file)
+        return
+    if auth != "tokens":
+        raise typer.BadParameter("--auth is 'tokens' or 'jwt'")
     if soak > 0:
         _soak(soak, soak_users, soak_seed, url, admin_token, json_file)
         return
@@ -446,6 +454,39 @@ def bench(
     )
     command = "tenet bench " + " ".join(sys.argv[2:])
     bench_main(config, console=console, json_file=json_file, plot_file=plot_file, command=command)
+
+
+def _auth_bench(json_file: str | None) -> None:
+    from rich.table import Table
+
+    from .bench.auth import run_auth_bench
+
+    err.print("measuring JWT verification...")
+    report = run_auth_bench()
+    table = Table(title="JWT verification per request (µs)")
+    for column in ("algorithm", "what", "p50", "p90", "p99"):
+        table.add_column(column, justify="left" if column in ("algorithm", "what") else "right")
+    for alg in ("RS256", "ES256"):
+        for what, label in (("verify", "new token"), ("verify_repeat", "same token again")):
+            row = report["verify"][alg][what]
+            table.add_row(alg, label, *(f"{row[k]:.1f}" for k in ("p50_us", "p90_us", "p99_us")))
+    console.print(table)
+    sign_in = report["sign_in"]
+    console.print(
+        "a request's whole sign-in, p50: "
+        f"{sign_in['token']['p50_us']:.1f} µs with a tenet token, "
+        f"{sign_in['jwt_new']['p50_us']:.1f} µs with a new JWT "
+        f"({sign_in['jwt_new_over_token']:.2f}x), "
+        f"{sign_in['jwt_repeat']['p50_us']:.1f} µs with the same JWT again; "
+        f"JWKS fetched {report['verify']['jwks_fetches']} time(s)"
+    )
+    goal = report["goal_p50_us"]
+    rs256 = report["verify"]["RS256"]["verify"]["p50_us"]
+    mark = "[green]ok[/]" if report["ok"] else "[red]over[/]"
+    console.print(f"{mark}: RS256 p50 {rs256:.1f} µs against a goal of {goal:g} µs")
+    if json_file:
+        with open(json_file, "wb") as fh:
+            fh.write(orjson.dumps(report, option=orjson.OPT_INDENT_2))
 
 
 def _soak(
