@@ -457,3 +457,42 @@ async def test_the_isolation_audit_passes_with_canaries_signed_in_by_jwt(
     assert report.ok, details
     assert len(signed) == 4
     assert all(check.checked > 0 for check in report.checks.values())
+
+
+def _hs256(claims: dict[str, Any], headers: dict[str, Any] | None = None) -> str:
+    """Signed with the server's secret, whatever the claims (PyJWT would refuse to make some)."""
+    header = {"alg": "HS256", "typ": "JWT", **(headers or {})}
+    signing_input = b".".join(
+        jwt.utils.base64url_encode(json.dumps(part).encode()) for part in (header, claims)
+    )
+    mac = hmac.new(SECRET.encode(), signing_input, hashlib.sha256).digest()
+    return (signing_input + b"." + jwt.utils.base64url_encode(mac)).decode()
+
+
+async def test_odd_claims_and_headers_are_refused_401_never_500(
+    server_factory: ServerFactory,
+) -> None:
+    far = 4102444800
+    odd = {
+        "exp beyond floats": _hs256({"sub": "s", "exp": 10**400}),
+        "exp a string": _hs256({"sub": "s", "exp": "tomorrow"}),
+        "exp true": _hs256({"sub": "s", "exp": True}),
+        "no exp": _hs256({"sub": "s"}),
+        "sub a number": _hs256({"sub": 7, "exp": far}),
+        "sub empty": _hs256({"sub": "", "exp": far}),
+        "sub too long": _hs256({"sub": "s" * 300, "exp": far}),
+        "iss a list": _hs256({"sub": "s", "iss": ["a"], "exp": far}),
+        "nbf far away": _hs256({"sub": "s", "exp": far, "nbf": 10**400}),
+        "kid a number": _hs256({"sub": "s", "exp": far}, {"kid": 5}),
+        "header not an object": "WzFd.eyJzdWIiOiJzIn0.c2ln",
+        "not base64": "!!!.???.***",
+        "two parts": "abc.def",
+    }
+    async with server_factory(auth="jwt", auth_jwt_secret=SECRET) as srv:
+        for why, token in odd.items():
+            r = await me(srv, token)
+            assert r.status_code == 401, (why, r.status_code, r.text[:200])
+            assert r.json()["error"]["code"] == "unauthorized", why
+        ok = await me(srv, _hs256({"sub": "s", "exp": far, "name": ["not", "a", "name"]}))
+        assert ok.status_code == 200 and ok.json()["name"] == "s"  # falls back to the subject
+        assert await ws_close_code(srv, "éé.éé.éé", header=False) == 4401  # HTTP can't carry it

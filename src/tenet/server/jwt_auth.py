@@ -157,8 +157,8 @@ class JwtVerifier:
         if not isinstance(issuer, str) or len(issuer) > MAX_CLAIM_CHARS:
             raise JwtRefused("wrong issuer")
         exp = claims.get("exp")
-        if not isinstance(exp, int | float) or isinstance(exp, bool):
-            raise JwtRefused("a required claim is missing")
+        if not isinstance(exp, int | float) or isinstance(exp, bool) or not exp < 2**53:
+            raise JwtRefused("a required claim is missing")  # absent, or no time at all
         name = claims.get(self.name_claim)
         if not isinstance(name, str) or not name.strip():
             name = claims.get("email")
