@@ -42,9 +42,7 @@ def create_app(
         metrics=metrics,
         guard=IsolationGuard(metrics.isolation_violations),
         live=live,
-        jwt_users=JwtUsers(service.settings, service.store)
-        if service.settings.auth != "tokens"
-        else None,
+        jwt_users=_jwt_users(service),
     )
 
     on_signal = getattr(service.bus, "on_signal", None)
@@ -89,3 +87,10 @@ def create_app(
     app.include_router(ws.router)
     app.include_router(web.router)
     return app
+
+
+def _jwt_users(service: Service) -> JwtUsers | None:
+    """What verifies JWTs and maps them to users, when ``TENET_AUTH`` takes JWTs."""
+    if service.settings.auth == "tokens":
+        return None
+    return JwtUsers(service.settings, service.store)

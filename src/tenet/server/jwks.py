@@ -14,9 +14,10 @@ fetched lazily, on the first token that needs one, and kept in memory:
   one interval.
 * A provider that is down or slow never blocks a request for long: a fetch gives
   up after :data:`FETCH_TIMEOUT_S`, the cached keys keep working, and a token
-  whose key we do not hold is refused. After a failed fetch the next one may
-  happen after ``min(interval, RETRY_AFTER_FAILURE_S)``, so a server started while
-  its provider was unreachable does not refuse everyone for a whole interval.
+  whose key we do not hold is refused. Only while no key at all is held (the
+  provider was unreachable when the server started) may the next fetch come
+  sooner, after ``min(interval, RETRY_AFTER_FAILURE_S)``, so that such a server
+  does not refuse everyone for a whole interval.
 
 Keys are parsed by PyJWT (:class:`jwt.PyJWK`); no signature code lives here.
 Symmetric (``oct``) keys and keys whose ``use`` is not ``sig`` are ignored: a
@@ -41,7 +42,7 @@ log = logging.getLogger("tenet.server.jwks")
 
 #: How long one fetch (discovery and JWKS together) may take before it is given up.
 FETCH_TIMEOUT_S = 3.0
-#: After a failed fetch, the next may come this soon (or after the interval, if shorter).
+#: While no key is held, a failed fetch may be retried this soon (or after the interval).
 RETRY_AFTER_FAILURE_S = 10.0
 #: A JWKS or discovery document larger than this is refused (they are a few KB).
 MAX_DOCUMENT_BYTES = 1024 * 1024
@@ -134,7 +135,7 @@ class JwksKeys:
         if self._attempted_at is None:
             return True
         wait = self._refresh_s
-        if self._last_failed:
+        if self._last_failed and not self._jwks:  # holding no key at all: try again sooner
             wait = min(wait, RETRY_AFTER_FAILURE_S)
         return self._clock() - self._attempted_at >= wait
 
