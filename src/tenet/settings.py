@@ -126,6 +126,8 @@ class Settings(BaseSettings):
                 "TENET_AUTH_OIDC_ISSUER or TENET_AUTH_JWT_SECRET "
                 f"(set: {', '.join(sources) or 'none'})"
             )
+        if not self.auth_user_claim.strip():
+            raise ValueError("TENET_AUTH_USER_CLAIM must name a claim (default: sub)")
         algorithms = self.auth_algorithm_list
         unknown = [a for a in algorithms if a not in _JWT_ALGORITHMS]
         if unknown or not algorithms:

@@ -96,6 +96,7 @@ async def ws_close_code(server: ServerHandle, token: str, *, header: bool) -> in
         ({"auth": "jwt", "auth_jwt_secret": "short"}, "TENET_AUTH_JWT_SECRET"),
         ({"auth": "jwt", "auth_jwt_secret": SECRET, "auth_algorithms": "none"}, "ALGORITHMS"),
         ({"auth": "jwt", "auth_jwks_url": "file:///etc/passwd"}, "TENET_AUTH_JWKS_URL"),
+        ({"auth": "jwt", "auth_jwt_secret": SECRET, "auth_user_claim": " "}, "USER_CLAIM"),
     ],
 )
 def test_settings_that_cannot_work_fail_at_start_naming_the_variable(
