@@ -362,12 +362,12 @@ async def test_a_fresh_token_keeps_the_socket_open_and_another_users_closes_it(
 ) -> None:
     async with server_factory(**idp.settings(), auth_leeway_s=0) as srv:
         async with connect(srv.ws_url) as ws:
-            await send(ws, {"type": "auth", "token": idp.token("s", ttl_s=2)})
+            await send(ws, {"type": "auth", "token": idp.token("s", ttl_s=4)})
             first = await ready(ws)
             await send(ws, {"type": "auth", "token": idp.token("s", ttl_s=600), "ref": "r1"})
             again = await ready(ws)
             assert again["user_id"] == first["user_id"] and again["ref"] == "r1"
-            await asyncio.sleep(3)  # past the first token's exp
+            await asyncio.sleep(4.5)  # past the first token's exp
             await send(ws, {"type": "ping"})
             assert (await recv(ws))["type"] == "pong"
             await send(ws, {"type": "auth", "token": idp.token("someone-else")})
@@ -391,12 +391,12 @@ async def test_the_python_client_signs_in_with_a_jwt_and_refreshes_it_on_its_soc
     server_factory: ServerFactory, idp: LocalIdentityProvider
 ) -> None:
     async with server_factory(**idp.settings(), auth_leeway_s=0) as srv:
-        async with Client(srv.url, idp.token("client", ttl_s=3, name="C")) as client:
+        async with Client(srv.url, idp.token("client", ttl_s=5, name="C")) as client:
             assert (await client.me())["subject"] == "client"
             run = await client.run("assistant", "what is 6*7?")
             assert (await run.result())["status"] == "completed"
             await client.set_token(idp.token("client", ttl_s=600))
-            await asyncio.sleep(3.5)  # past the first token's exp: the socket was signed in again
+            await asyncio.sleep(5.5)  # past the first token's exp: the socket was signed in again
             run = await client.run("assistant", "what is 6*7?")
             assert (await run.result())["status"] == "completed"
             assert client.reconnects == 0
@@ -409,7 +409,7 @@ async def test_a_stream_opened_with_a_jwt_ends_when_it_expires(
         token = idp.token("streamer", ttl_s=600)
         async with httpx.AsyncClient(base_url=srv.url, timeout=10) as client:
             thread = (await client.post("/v1/threads", headers=bearer(token), json={})).json()
-            short = idp.token("streamer", ttl_s=2)
+            short = idp.token("streamer", ttl_s=3)
             async with client.stream(
                 "GET", f"/v1/threads/{thread['id']}/stream", headers=bearer(short)
             ) as sse:
