@@ -74,3 +74,15 @@ def test_bench_at_tiny_scale_writes_a_complete_report(tmp_path: Path) -> None:
     assert {t["target"] for t in report["targets"]}
     if plot_file is not None:
         assert plot_file.stat().st_size > 0
+
+
+def test_auth_bench_measures_jwt_verification_with_one_jwks_fetch() -> None:
+    from tenet.bench.auth import run_auth_bench
+
+    report = run_auth_bench(requests=40)
+    assert report["verify"]["jwks_fetches"] == 1  # 80 tokens with cached keys: one fetch
+    for alg in ("RS256", "ES256"):
+        for what in ("verify", "verify_repeat"):
+            row = report["verify"][alg][what]
+            assert 0 < row["p50_us"] <= row["p90_us"] <= row["p99_us"]
+    assert set(report["sign_in"]) == {"token", "jwt_new", "jwt_repeat", "jwt_new_over_token"}

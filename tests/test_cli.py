@@ -105,3 +105,32 @@ def test_sqlite_needs_neither_asyncpg_nor_redis(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "The answer is 4" in result.stdout
+
+
+def test_audit_with_jwt_canaries_passes_and_jwks_prints_the_public_key(tmp_path: Path) -> None:
+    import json
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = tmp_path / "signing.pem"
+    pem.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    printed = tenet(tmp_path, "jwks", str(pem), "--kid", "k1")
+    assert printed.returncode == 0, printed.stderr
+    (jwk,) = json.loads(printed.stdout)["keys"]
+    assert jwk["kid"] == "k1" and jwk["alg"] == "ES256" and "d" not in jwk
+
+    report_file = tmp_path / "audit.json"
+    result = tenet(
+        tmp_path, "audit", "--users", "3", "--runs", "1", "--jwt-key", str(pem),
+        "--json", str(report_file),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(report_file.read_text())["ok"] is True

@@ -329,9 +329,22 @@ def audit(
     json_file: Annotated[
         str | None, typer.Option("--json", help="Write the report as JSON here.")
     ] = None,
+    jwt_key: Annotated[
+        str | None,
+        typer.Option(help="Sign in the canaries with JWTs signed by this PEM private key."),
+    ] = None,
+    jwt_issuer: Annotated[str | None, typer.Option(help="The iss of the canaries' JWTs.")] = None,
+    jwt_audience: Annotated[str, typer.Option(help="The aud of the canaries' JWTs.")] = "tenet",
 ) -> None:
-    """Prove isolation: canary users, every channel checked. Exits 1 on any violation."""
-    report = asyncio.run(_audit(url, admin_token, users, runs, fairness_limit))
+    """Prove isolation: canary users, every channel checked. Exits 1 on any violation.
+
+    With ``--jwt-key`` the canaries sign in with JWTs (``TENET_AUTH=jwt|both``); without
+    ``--url`` the in-process server then trusts that key (served as a JWKS on loopback).
+    """
+    if jwt_key is not None and url is not None and jwt_issuer is None:
+        raise typer.BadParameter("--jwt-issuer is needed with --jwt-key and --url")
+    jwt = (jwt_key, jwt_issuer, jwt_audience) if jwt_key is not None else None
+    report = asyncio.run(_audit(url, admin_token, users, runs, fairness_limit, jwt))
     from rich.table import Table
 
     table = Table(
@@ -357,7 +370,12 @@ def audit(
 
 
 async def _audit(
-    url: str | None, admin_token: str | None, users: int, runs: int, limit: float
+    url: str | None,
+    admin_token: str | None,
+    users: int,
+    runs: int,
+    limit: float,
+    jwt: tuple[str, str | None, str] | None = None,
 ) -> Any:
     import contextlib
     import secrets
@@ -368,13 +386,32 @@ async def _audit(
     from .audit import IsolationAudit
 
     async with contextlib.AsyncExitStack() as stack:
+        sign_jwt = None
+        if jwt is not None:
+            from .testing_idp import LocalIdentityProvider, SigningKey, sign
+
+            key_file, issuer, audience = jwt
+            key = SigningKey.from_pem(key_file)
+            if url is None:  # the in-process server trusts the key, served as a JWKS
+                idp = stack.enter_context(LocalIdentityProvider([key], audience=audience))
+                issuer = issuer or idp.issuer
+            assert issuer is not None
+
+            def sign_jwt(subject: str) -> str:
+                return sign(key, subject, issuer=issuer, audience=audience, ttl_s=3600)
+
         if url is None:
             from .testing import running_server
 
             folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="tenet-audit-"))
             admin_token = secrets.token_urlsafe(24)
+            auth: dict[str, Any] = {}
+            if jwt is not None:
+                auth = {**idp.settings(), "auth_issuer": issuer}
             settings = Settings(
-                database_url=f"sqlite+aiosqlite:///{folder}/audit.db", admin_token=admin_token
+                database_url=f"sqlite+aiosqlite:///{folder}/audit.db",
+                admin_token=admin_token,
+                **auth,
             )
             server = await stack.enter_async_context(running_server(settings))
             url = server.url
@@ -390,8 +427,27 @@ async def _audit(
             runs=runs,
             fairness_limit=limit,
             progress=lambda stage, n: progress.update(task, advance=n, description=stage),
+            sign_jwt=sign_jwt,
         )
         return await auditor.run()
+
+
+@app.command()
+def jwks(
+    key_file: Annotated[str, typer.Argument(help="A PEM key (RSA, or EC P-256).")],
+    kid: Annotated[str, typer.Option(help="The key id tokens name in their header.")] = "tenet",
+) -> None:
+    """Print the public half of a key pair as a JWKS, to publish for TENET_AUTH_JWKS_URL."""
+    from .testing_idp import SigningKey
+
+    try:
+        key = SigningKey.from_pem(key_file, kid=kid)
+    except (OSError, ValueError, TypeError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+    sys.stdout.write(
+        orjson.dumps({"keys": [key.public_jwk()]}, option=orjson.OPT_INDENT_2).decode()
+    )
+    sys.stdout.write("\n")
 
 
 @app.command()
@@ -440,8 +496,16 @@ def bench(
     ] = 0.0,
     soak_users: Annotated[int, typer.Option(min=1, help="Simulated users of --soak.")] = 20,
     soak_seed: Annotated[int, typer.Option(help="Random seed of --soak.")] = 1,
+    auth: Annotated[
+        str, typer.Option(help="Instead, with 'jwt': what verifying a JWT costs per request.")
+    ] = "tokens",
 ) -> None:
     """Measure throughput, latency, CPU and memory against the floor and a naive design."""
+    if auth == "jwt":
+        _auth_bench(json_file)
+        return
+    if auth != "tokens":
+        raise typer.BadParameter("--auth is 'tokens' or 'jwt'")
     if soak > 0:
         _soak(soak, soak_users, soak_seed, url, admin_token, json_file)
         return
@@ -468,6 +532,39 @@ def bench(
     )
     command = "tenet bench " + " ".join(sys.argv[2:])
     bench_main(config, console=console, json_file=json_file, plot_file=plot_file, command=command)
+
+
+def _auth_bench(json_file: str | None) -> None:
+    from rich.table import Table
+
+    from .bench.auth import run_auth_bench
+
+    err.print("measuring JWT verification...")
+    report = run_auth_bench()
+    table = Table(title="JWT verification per request (µs)")
+    for column in ("algorithm", "what", "p50", "p90", "p99"):
+        table.add_column(column, justify="left" if column in ("algorithm", "what") else "right")
+    for alg in ("RS256", "ES256"):
+        for what, label in (("verify", "new token"), ("verify_repeat", "same token again")):
+            row = report["verify"][alg][what]
+            table.add_row(alg, label, *(f"{row[k]:.1f}" for k in ("p50_us", "p90_us", "p99_us")))
+    console.print(table)
+    sign_in = report["sign_in"]
+    console.print(
+        "a request's whole sign-in, p50: "
+        f"{sign_in['token']['p50_us']:.1f} µs with a tenet token, "
+        f"{sign_in['jwt_new']['p50_us']:.1f} µs with a new JWT "
+        f"({sign_in['jwt_new_over_token']:.2f}x), "
+        f"{sign_in['jwt_repeat']['p50_us']:.1f} µs with the same JWT again; "
+        f"JWKS fetched {report['verify']['jwks_fetches']} time(s)"
+    )
+    goal = report["goal_p50_us"]
+    rs256 = report["verify"]["RS256"]["verify"]["p50_us"]
+    mark = "[green]ok[/]" if report["ok"] else "[red]over[/]"
+    console.print(f"{mark}: RS256 p50 {rs256:.1f} µs against a goal of {goal:g} µs")
+    if json_file:
+        with open(json_file, "wb") as fh:
+            fh.write(orjson.dumps(report, option=orjson.OPT_INDENT_2))
 
 
 def _soak(

@@ -283,6 +283,19 @@ class Client:
     async def me(self) -> dict[str, Any]:
         return await self._call("GET", "/v1/me")
 
+    async def set_token(self, token: str) -> None:
+        """Use ``token`` from now on, e.g. a fresh JWT before the current one expires.
+
+        HTTP calls send it at once and a reconnecting socket opens with it. An open
+        socket is signed in again with an ``auth`` frame (answered ``ready``), so the
+        server does not close it at the old token's ``exp``; a token of another user
+        closes it (4401) and the client gives up, like any refused credential.
+        """
+        self._token = token
+        self._http.headers["Authorization"] = f"Bearer {token}"
+        if self._ws is not None and self._failure is None:
+            await self._request(lambda: {"type": "auth", "token": self._token}, retry=True)
+
     async def agents(self) -> list[dict[str, Any]]:
         return await self._call("GET", "/v1/agents")
 
@@ -520,10 +533,10 @@ class Client:
     async def _socket_loop(self) -> None:
         """Connect, read until the socket drops, reconnect; until closed or refused for good."""
         ws_url = "ws" + self.url.removeprefix("http") + "/v1/ws"
-        headers = {"Authorization": f"Bearer {self._token}"}
         dropped_at: float | None = None
         delay = 0.05
         while not self._closing:
+            headers = {"Authorization": f"Bearer {self._token}"}  # the latest: see set_token
             try:
                 ws = await connect(
                     ws_url, additional_headers=headers, open_timeout=self.timeout_s, max_size=None

@@ -18,7 +18,7 @@ from sqlalchemy.exc import ArgumentError
 DATABASE_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 #: Settings whose value is a credential: an error names them but never shows the value.
-SECRETS = frozenset({"admin_token", "model_api_key"})
+SECRETS = frozenset({"admin_token", "model_api_key", "auth_jwt_secret"})
 
 
 class SettingsError(ValueError):
@@ -30,6 +30,12 @@ class SettingsError(ValueError):
         self.lines = lines
 
 
+#: The signature algorithms a JWT may use (``none`` never).
+_JWT_ALGORITHMS = frozenset(
+    f"{family}{bits}" for family in ("HS", "RS", "PS", "ES") for bits in (256, 384, 512)
+) | {"EdDSA"}
+
+
 class Settings(BaseSettings):
     """tenet's configuration; each field is the environment variable ``TENET_<NAME>``.
 
@@ -38,7 +44,9 @@ class Settings(BaseSettings):
     one line per value.
     """
 
-    model_config = SettingsConfigDict(env_prefix="TENET_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="TENET_", frozen=True, extra="ignore", hide_input_in_errors=True
+    )
 
     def __init__(self, **values: Any) -> None:
         try:
@@ -113,6 +121,19 @@ class Settings(BaseSettings):
     bench_latency_ms: float = Field(0.0, ge=0)
     bench_events: int = Field(25, ge=5)
 
+    # Identity: tenet's own tokens, the product's JWTs, or both (see docs/auth.md)
+    auth: Literal["tokens", "jwt", "both"] = "tokens"
+    auth_jwks_url: str | None = None
+    auth_oidc_issuer: str | None = None
+    auth_jwt_secret: str | None = None
+    auth_jwks_refresh_s: float = Field(300.0, gt=0)
+    auth_issuer: str | None = None
+    auth_audience: str | None = None
+    auth_algorithms: str = "RS256,ES256"
+    auth_user_claim: str = "sub"
+    auth_name_claim: str = "name"
+    auth_leeway_s: float = Field(30.0, ge=0)
+
     log_level: str = "INFO"
 
     @field_validator("log_level")
@@ -157,6 +178,62 @@ class Settings(BaseSettings):
                 f"{_redact_url(self.database_url)!r} is SQLite: cluster mode needs Postgres"
             )
         return self
+
+    @model_validator(mode="after")
+    def _check_auth(self) -> Settings:
+        """JWT settings that cannot work together fail at start, naming the variable."""
+        if self.auth == "tokens":
+            return self
+        sources = [
+            name
+            for name, value in (
+                ("TENET_AUTH_JWKS_URL", self.auth_jwks_url),
+                ("TENET_AUTH_OIDC_ISSUER", self.auth_oidc_issuer),
+                ("TENET_AUTH_JWT_SECRET", self.auth_jwt_secret),
+            )
+            if value
+        ]
+        if len(sources) != 1:
+            raise ValueError(
+                f"TENET_AUTH={self.auth} needs exactly one of TENET_AUTH_JWKS_URL, "
+                "TENET_AUTH_OIDC_ISSUER or TENET_AUTH_JWT_SECRET "
+                f"(set: {', '.join(sources) or 'none'})"
+            )
+        if not self.auth_user_claim.strip():
+            raise ValueError("TENET_AUTH_USER_CLAIM must name a claim (default: sub)")
+        algorithms = self.auth_algorithm_list
+        unknown = [a for a in algorithms if a not in _JWT_ALGORITHMS]
+        if unknown or not algorithms:
+            raise ValueError(f"TENET_AUTH_ALGORITHMS: unknown or missing algorithm {unknown}")
+        if self.auth_jwt_secret:
+            if len(self.auth_jwt_secret) < 32:
+                raise ValueError("TENET_AUTH_JWT_SECRET must be at least 32 characters")
+            if any(not a.startswith("HS") for a in algorithms):
+                raise ValueError("TENET_AUTH_ALGORITHMS may only name HS256/384/512 with a secret")
+            return self
+        for name in ("auth_jwks_url", "auth_oidc_issuer"):
+            url = getattr(self, name)
+            if url and not url.startswith(("https://", "http://")):
+                raise ValueError(f"TENET_{name.upper()} must be an http(s) URL")
+        if any(a.startswith("HS") for a in algorithms):
+            raise ValueError("TENET_AUTH_ALGORITHMS may not name HS* algorithms with public keys")
+        if not self.jwt_issuer:
+            raise ValueError("TENET_AUTH_ISSUER is required with TENET_AUTH_JWKS_URL")
+        if not self.auth_audience:
+            raise ValueError(f"TENET_AUTH_AUDIENCE is required with {sources[0]}")
+        return self
+
+    @property
+    def auth_algorithm_list(self) -> list[str]:
+        """The JWT algorithms accepted; with a secret and none named, HS256."""
+        if self.auth_jwt_secret and "auth_algorithms" not in self.model_fields_set:
+            return ["HS256"]
+        return [a.strip() for a in self.auth_algorithms.split(",") if a.strip()]
+
+    @property
+    def jwt_issuer(self) -> str | None:
+        """The issuer a JWT must name: TENET_AUTH_ISSUER, else the OIDC issuer."""
+        return self.auth_issuer or self.auth_oidc_issuer
 
     @property
     def is_sqlite(self) -> bool:

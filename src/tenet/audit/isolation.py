@@ -113,7 +113,11 @@ class IsolationAudit:
         fairness_limit: float = 3.0,
         timeout_s: float = 120.0,
         progress: Callable[[str, int], None] | None = None,
+        sign_jwt: Callable[[str], str] | None = None,
     ) -> None:
+        """``sign_jwt``, if given, makes a JWT for a canary's subject: the canaries then sign
+        in with JWTs (a server in ``TENET_AUTH=jwt|both`` mode) instead of being created with
+        the admin token, which is still needed to read the guard's counter."""
         if users < 2:
             raise ValueError("an isolation audit needs at least 2 users")
         self.url = url.rstrip("/")
@@ -126,6 +130,7 @@ class IsolationAudit:
         self._progress = progress or (lambda _stage, _n: None)
         self.checks = {name: CheckResult(name) for name in CHECKS}
         self._tag = secrets.token_hex(4)
+        self._sign_jwt = sign_jwt
 
     @staticmethod
     def step_count(users: int) -> int:
@@ -157,6 +162,9 @@ class IsolationAudit:
     # Phases -----------------------------------------------------------------------------------
 
     async def _create(self, c: Canary) -> None:
+        if self._sign_jwt is not None:
+            await self._sign_in_with_jwt(c)
+            return
         r = await self.http.post(
             "/v1/users",
             json={"name": c.name},
@@ -166,6 +174,20 @@ class IsolationAudit:
             raise RuntimeError(f"cannot create canary users: {r.status_code} {r.text[:200]}")
         body = r.json()
         c.user_id, c.token = body["user_id"], body["token"]
+        c.secret = f"canary{c.index}s{secrets.token_hex(8)}"
+        self._progress("users", 1)
+
+    async def _sign_in_with_jwt(self, c: Canary) -> None:
+        """The canary's user is made by its first JWT; it must be the subject's own."""
+        assert self._sign_jwt is not None
+        c.token = self._sign_jwt(c.name)
+        r = await self.http.get("/v1/me", headers=self._auth(c))
+        if r.status_code != 200:
+            raise RuntimeError(f"the server refused a canary's JWT: {r.status_code} {r.text[:200]}")
+        body = r.json()
+        if body.get("subject") != c.name:
+            raise RuntimeError(f"a canary's JWT signed in someone else: {body}")
+        c.user_id = body["user_id"]
         c.secret = f"canary{c.index}s{secrets.token_hex(8)}"
         self._progress("users", 1)
 

@@ -20,6 +20,7 @@ from ..settings import Settings
 from . import routes, sse, web, ws
 from .errors import GuardMiddleware, install_error_handlers
 from .guard import IsolationGuard
+from .jwt_auth import JwtUsers
 from .live import TOKEN_REVOKED, LiveConnections
 from .metrics import Metrics
 from .state import ServerState
@@ -41,6 +42,7 @@ def create_app(
         metrics=metrics,
         guard=IsolationGuard(metrics.isolation_violations),
         live=live,
+        jwt_users=_jwt_users(service),
     )
 
     on_signal = getattr(service.bus, "on_signal", None)
@@ -58,6 +60,8 @@ def create_app(
             await live.close_all(1001)
             if state.owns_service:
                 await service.close(grace_s=0)
+            if state.jwt_users is not None:
+                await state.jwt_users.aclose()
 
     app = FastAPI(
         title="tenet",
@@ -83,3 +87,10 @@ def create_app(
     app.include_router(ws.router)
     app.include_router(web.router)
     return app
+
+
+def _jwt_users(service: Service) -> JwtUsers | None:
+    """What verifies JWTs and maps them to users, when ``TENET_AUTH`` takes JWTs."""
+    if service.settings.auth == "tokens":
+        return None
+    return JwtUsers(service.settings, service.store)

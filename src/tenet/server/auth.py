@@ -1,15 +1,22 @@
-"""Who is calling: a user (by bearer token) or the admin (by the admin token).
+"""Who is calling: a user (by bearer token or JWT) or the admin (by the admin token).
 
-Identity comes from the credential only. A token is looked up by its hash; the
-caller gets the user id and the hash of the token used, so that revoking
-"the token I am using" can also close that token's open sockets. The admin token
-is compared in constant time and is not a user: it opens user management and
-``/metrics``, nothing else.
+Identity comes from the credential only, and whatever the credential, the
+result is one :class:`Caller`: nothing downstream knows how the user signed in.
+``TENET_AUTH`` says which credentials count: ``tokens`` (tenet's own), ``jwt``
+(the product's JWTs, see :mod:`tenet.server.jwt_auth`) or ``both`` (a credential
+shaped like a JWT is verified as one, anything else is looked up as a token).
+
+A token is looked up by its hash; the caller gets the user id and the hash of
+the token used, so that revoking "the token I am using" can also close that
+token's open sockets. A JWT is refused or accepted with a reason that is logged
+without the token. The admin token is compared in constant time and is not a
+user: it opens user management and ``/metrics``, nothing else.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -18,7 +25,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ..errors import RateLimited, Unauthorized
 from ..store.db import Store
+from .jwt_auth import JwtRefused, looks_like_jwt
 from .state import ServerState
+
+log = logging.getLogger("tenet.server.auth")
 
 MISSING = "missing or malformed bearer token"
 BAD_TOKEN = "invalid token"
@@ -31,6 +41,10 @@ class Caller:
     user_id: str
     name: str
     token_hash: str
+    #: Set for a JWT: its issuer and subject (which key the user) and ``exp`` (Unix seconds).
+    issuer: str | None = None
+    subject: str | None = None
+    expires_at: float | None = None
 
 
 def bearer(value: str | None) -> str | None:
@@ -44,9 +58,42 @@ def bearer(value: str | None) -> str | None:
     return token
 
 
-async def caller_for_token(store: Store, token: str | None) -> Caller | None:
+async def authenticate(state: ServerState, token: str | None) -> Caller:
+    """The caller ``token`` (a tenet token or a JWT, as ``TENET_AUTH`` allows) proves, or 401."""
     if not token:
+        raise Unauthorized(MISSING)
+    jwt_users = state.jwt_users
+    if jwt_users is not None and (state.settings.auth == "jwt" or looks_like_jwt(token)):
+        try:
+            identity, user = await jwt_users.identify(token)
+        except JwtRefused as exc:
+            log.info("a JWT was refused: %s", exc.reason)
+            raise Unauthorized(f"{BAD_TOKEN}: {exc.reason}") from None
+        return Caller(
+            user_id=user.user_id,
+            name=user.name,
+            token_hash=identity.token_hash,
+            issuer=identity.issuer,
+            subject=identity.subject,
+            expires_at=identity.expires_at,
+        )
+    if state.settings.auth == "jwt":
+        raise Unauthorized(BAD_TOKEN)
+    caller = await _caller_for_api_token(state.service.store, token)
+    if caller is None:
+        raise Unauthorized(BAD_TOKEN)
+    return caller
+
+
+async def caller_for_token(state: ServerState, token: str | None) -> Caller | None:
+    """:func:`authenticate`, with None for a credential that is not accepted."""
+    try:
+        return await authenticate(state, token)
+    except Unauthorized:
         return None
+
+
+async def _caller_for_api_token(store: Store, token: str) -> Caller | None:
     found = await store.user_for_token(token)
     if found is None:
         return None
@@ -80,12 +127,7 @@ async def current_caller(
     _declared: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)] = None,
 ) -> Caller:
     """FastAPI dependency: the user making this request, or 401."""
-    token = bearer(request.headers.get("authorization"))
-    if token is None:
-        raise Unauthorized(MISSING)
-    caller = await caller_for_token(server_state(request).service.store, token)
-    if caller is None:
-        raise Unauthorized(BAD_TOKEN)
+    caller = await authenticate(server_state(request), bearer(request.headers.get("authorization")))
     check_rate(server_state(request), caller.user_id)
     request.state.caller = caller
     return caller

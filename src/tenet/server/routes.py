@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from starlette.responses import Response
 
-from ..errors import NotFound, TooLarge, Unavailable
+from ..errors import Invalid, NotFound, TooLarge, Unavailable
 from .auth import Caller, current_caller, require_admin, server_state, state_dependency
 from .live import TOKEN_REVOKED
 from .metrics import CONTENT_TYPE
@@ -108,6 +108,8 @@ async def create_token(caller: CallerDep, state: StateDep) -> Response:
 
 @router.delete("/v1/tokens/current", status_code=204)
 async def revoke_current_token(caller: CallerDep, state: StateDep) -> Response:
+    if caller.issuer is not None:
+        raise Invalid("a JWT is revoked by its issuer, not here")
     await state.service.store.revoke_token(caller.user_id, caller.token_hash)
     closed = state.live.revoke(caller.token_hash)
     signal = getattr(state.service.bus, "signal", None)
@@ -121,7 +123,10 @@ async def revoke_current_token(caller: CallerDep, state: StateDep) -> Response:
 
 @router.get("/v1/me")
 async def me(caller: CallerDep) -> Response:
-    return json_response({"user_id": caller.user_id, "name": caller.name})
+    body = {"user_id": caller.user_id, "name": caller.name}
+    if caller.issuer is not None:  # signed in with a JWT: who the provider says this is
+        body.update(issuer=caller.issuer, subject=caller.subject)
+    return json_response(body)
 
 
 # Agents -----------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ JSON>``, replayed from the store after ``after`` (or after the ``Last-Event-ID``
 a reconnecting browser sends, which wins), then live through
 :func:`tenet.bus.follow.follow`, gap-free and without duplicates. A comment line
 is sent every ``TENET_WS_PING_S`` so proxies keep the stream open. The stream is
-registered like a socket, so revoking its token or shutting down ends it.
+registered like a socket, so revoking its token or shutting down ends it, and a
+stream opened with a JWT ends when the JWT expires (``exp`` + leeway).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -117,6 +119,10 @@ async def stream(
         session.streams.add(conn)
         state.live.add(conn)
         task = asyncio.create_task(pump(), name=f"sse {thread_id}")
+        expiry = None
+        if caller.expires_at is not None:  # a JWT's stream ends when the JWT does
+            delay = caller.expires_at + state.settings.auth_leeway_s - time.time()
+            expiry = asyncio.get_running_loop().call_later(max(delay, 0), conn.request_close, 4401)
         try:
             yield b": stream open\n\n"
             while True:
@@ -134,6 +140,8 @@ async def stream(
                 if state.guard.allows(caller.user_id, item, channel="sse"):
                     yield format_sse(item)
         finally:
+            if expiry is not None:
+                expiry.cancel()
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task

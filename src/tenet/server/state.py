@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from ..service import Service
 from ..settings import Settings
 from .guard import IsolationGuard
+from .jwt_auth import JwtUsers
 from .live import LiveConnections
 from .metrics import Metrics
 
@@ -22,6 +23,8 @@ class ServerState:
     guard: IsolationGuard
     live: LiveConnections
     owns_service: bool = False
+    #: Verifies JWTs and maps them to users (``TENET_AUTH=jwt|both``); None with tokens only.
+    jwt_users: JwtUsers | None = None
 
     @property
     def settings(self) -> Settings:

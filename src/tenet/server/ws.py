@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from typing import Any
 
@@ -81,6 +82,8 @@ class Connection:
         self._reader: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
+        self._expiry: asyncio.TimerHandle | None = None
+        self._expire_at(caller.expires_at)
 
     # Lifecycle --------------------------------------------------------------------------------
 
@@ -100,6 +103,7 @@ class Connection:
         try:
             await asyncio.wait({self._reader})
         finally:
+            self._expire_at(None)
             self._reader.cancel()
             self._detach_all()
             pump.cancel()
@@ -327,8 +331,31 @@ class Connection:
     async def on_ping(self, _frame: dict[str, Any], ref: str | None) -> None:
         self._answer(ref, {"type": "pong"})
 
-    async def on_auth(self, _frame: dict[str, Any], _ref: str | None) -> None:
-        raise Invalid("already authenticated")
+    async def on_auth(self, frame: dict[str, Any], ref: str | None) -> None:
+        """A fresh credential on an open socket (a JWT about to expire): same user only."""
+        token = frame.get("token")
+        caller = await caller_for_token(self.state, token if isinstance(token, str) else None)
+        if caller is None or caller.user_id != self.user_id:
+            self.request_close(CLOSE_UNAUTHORIZED)
+            return
+        self.state.live.remove(self)
+        self.token_hash = caller.token_hash  # revoking the new token now closes this socket
+        self.state.live.add(self)
+        self._expire_at(caller.expires_at)
+        self._answer(
+            ref, {"type": "ready", "user_id": self.user_id, "connection_id": self.connection_id}
+        )
+
+    def _expire_at(self, expires_at: float | None) -> None:
+        """Close with 4401 once a JWT's ``exp`` (+ leeway) passes; None: never."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        if expires_at is not None:
+            delay = expires_at + self.state.settings.auth_leeway_s - time.time()
+            self._expiry = asyncio.get_running_loop().call_later(
+                max(delay, 0), self.request_close, CLOSE_UNAUTHORIZED
+            )
 
     async def on_subscribe(self, frame: dict[str, Any], ref: str | None) -> None:
         thread_id = _field(frame, "thread_id")
@@ -444,7 +471,7 @@ async def _authenticate(ws: WebSocket, state: ServerState) -> tuple[Caller | Non
     """
     header = ws.headers.get("authorization")
     if header is not None:
-        return await caller_for_token(state.service.store, bearer(header)), None
+        return await caller_for_token(state, bearer(header)), None
     try:
         async with asyncio.timeout(state.settings.ws_auth_timeout_s):
             message = await ws.receive()
@@ -465,7 +492,7 @@ async def _authenticate(ws: WebSocket, state: ServerState) -> tuple[Caller | Non
         return None, None
     token = frame.get("token")
     ref = frame.get("ref")
-    caller = await caller_for_token(state.service.store, token if isinstance(token, str) else None)
+    caller = await caller_for_token(state, token if isinstance(token, str) else None)
     return caller, ref if isinstance(ref, str) else None
 
 

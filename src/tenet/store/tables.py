@@ -131,3 +131,20 @@ class Note(Base):
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     text: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ExternalIdentity(Base):
+    """A user signed in by JWT: the provider's (issuer, subject) pair, and who it is here.
+
+    The pair is the key: a subject is one user per issuer, and nothing else (a name,
+    another issuer's same subject) ever leads to that user. ``name`` is the display
+    name the provider last sent; ``users.name`` holds a unique name of tenet's own.
+    """
+
+    __tablename__ = "external_identities"
+
+    issuer: Mapped[str] = mapped_column(String(255), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(255), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
