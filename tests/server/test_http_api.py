@@ -295,6 +295,19 @@ async def test_every_error_has_the_protocol_body(server: ServerHandle, alice: Us
         assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"
         r = await c.post("/v1/threads", json={"metadata": {"k": "v" * 20_000}})
         assert r.status_code == 413
+        # A number JSON carries but the store's encoder can't (beyond 64 bits), in a
+        # thread's or a run's metadata: 422, never a 500.
+        wide = '{"metadata": {"n": 18446744073709551616}}'
+        r = await c.post("/v1/threads", content=wide, headers={"content-type": "application/json"})
+        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid"
+        thread = (await c.post("/v1/threads", json={})).json()
+        run = '{"agent": "assistant", "input": "hi", "metadata": {"n": -18446744073709551616}}'
+        r = await c.post(
+            f"/v1/threads/{thread['id']}/runs",
+            content=run,
+            headers={"content-type": "application/json"},
+        )
+        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid"
 
 
 async def test_a_bug_is_a_bare_500(server: ServerHandle, alice: User) -> None:

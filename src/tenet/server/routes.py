@@ -84,7 +84,11 @@ class RunCreate(_Body):
 def check_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
     if not metadata:
         return {}
-    if len(orjson.dumps(metadata)) > MAX_METADATA_BYTES:
+    try:
+        size = len(orjson.dumps(metadata))
+    except orjson.JSONEncodeError:  # JSON allows it, the store can't hold it: beyond 64 bits
+        raise Invalid("metadata holds a number beyond 64 bits, which cannot be stored") from None
+    if size > MAX_METADATA_BYTES:
         raise TooLarge(f"metadata is larger than {MAX_METADATA_BYTES} bytes")
     return metadata
 
