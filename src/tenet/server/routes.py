@@ -13,8 +13,17 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictStr,
+    WithJsonSchema,
+)
 from starlette.responses import Response
+from typing_extensions import TypeAliasType
 
 from ..errors import Invalid, NotFound, TooLarge, Unavailable
 from .auth import Caller, current_caller, require_admin, server_state, state_dependency
@@ -71,14 +80,36 @@ class UserCreate(_Body):
     name: StrictStr = Field(min_length=1, max_length=200)
 
 
+def _no_integer(value: Any) -> Any:
+    if isinstance(value, int):  # bool included: those take their own branches
+        raise ValueError("an integer is not a fraction")
+    return value
+
+
+#: An integer the store's JSON encoder can hold: signed or unsigned 64 bits.
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**64 - 1)]
+#: A number with a fraction or an exponent; an integer never takes this branch (no rounding).
+Fraction = Annotated[
+    float,
+    BeforeValidator(_no_integer),
+    WithJsonSchema({"type": "number", "not": {"type": "integer"}}),
+]
+#: Any JSON value whose integers fit in 64 bits (RFC 8259 allows wider ones; the store does not).
+MetadataValue = TypeAliasType(
+    "MetadataValue",
+    "Int64 | Fraction | StrictStr | StrictBool | list[MetadataValue] | dict[str, MetadataValue] | None",
+)
+Metadata = dict[str, MetadataValue]
+
+
 class ThreadCreate(_Body):
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata | None = None
 
 
 class RunCreate(_Body):
     agent: StrictStr
     input: StrictStr
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata | None = None
 
 
 def check_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
