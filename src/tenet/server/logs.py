@@ -8,8 +8,8 @@ executes). The filter only annotates records; it never decides anything.
 from __future__ import annotations
 
 import logging
-import re
 
+from .. import linear_re
 from ..context import current_context
 
 FIELDS = ("user_id", "thread_id", "run_id")
@@ -48,8 +48,8 @@ class RedactTokens(logging.Filter):
     """
 
     _PATTERNS = (
-        (re.compile(r"(?i)(bearer\s+)[^\s'\",}]+"), r"\1[redacted]"),
-        (re.compile(r"tnt_[A-Za-z0-9_\-]{4,}"), "tnt_[redacted]"),
+        (linear_re.compile(r"(?i)(bearer\s+)[^\s'\",}]+"), r"\1[redacted]"),
+        (linear_re.compile(r"tnt_[A-Za-z0-9_\-]{4,}"), "tnt_[redacted]"),
     )
 
     def filter(self, record: logging.LogRecord) -> bool:
