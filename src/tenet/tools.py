@@ -21,6 +21,7 @@ from pydantic_core import to_jsonable_python
 
 from .context import RunContext
 from .errors import TenetError
+from .wire_value import Uncarriable, check_carriable
 
 
 class ToolFailed(TenetError):
@@ -111,7 +112,12 @@ class Tool:
             raise ToolFailed(exc.code, exc.message) from exc
         except Exception as exc:
             raise ToolFailed("tool_error", f"{type(exc).__name__}: {exc}") from exc
-        return to_jsonable_python(result, fallback=str)
+        result = to_jsonable_python(result, fallback=str)
+        try:
+            check_carriable(result, f"result of {self.name!r}")
+        except Uncarriable as exc:
+            raise ToolFailed(exc.code, exc.message) from None
+        return result
 
     def __repr__(self) -> str:
         return f"Tool({self.name!r})"
