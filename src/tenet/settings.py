@@ -56,7 +56,12 @@ class Settings(BaseSettings):
     ws_queue: int = Field(1000, ge=1)
     ws_max_connections: int = Field(16, ge=1)
     sse_max_streams: int = Field(16, ge=1)
+    #: The transport's limit on one client frame (bytes); a larger frame closes with 1009.
     ws_max_frame_bytes: int = Field(64 * 1024, ge=256)
+    #: Sockets one client address may hold before they authenticate.
+    ws_max_unauthenticated: int = Field(16, ge=1)
+    #: Threads one socket may follow at once.
+    ws_max_subscriptions: int = Field(100, ge=1)
     ws_auth_timeout_s: float = Field(10.0, gt=0)
     ws_ping_s: float = Field(20.0, gt=0)
     #: permessage-deflate costs ~100 KiB of zlib state per socket and a third of the send

@@ -251,8 +251,16 @@ def make_fuzz_machine(server: ServerHandle, users: list[FuzzUser]) -> type:
             user = users[i]
             if not user.sockets:
                 return
-            user.sockets[0].send(raw)
-            self.sync(user, user.sockets[0])
+            ws = user.sockets[0]
+            ws.send(raw)
+            if len(raw if isinstance(raw, bytes) else raw.encode()) > FRAME_LIMIT:
+                # The transport refuses it from its header: that socket closes with 1009.
+                with pytest.raises(ConnectionClosed) as closed:
+                    self.sync(user, ws)
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+                user.sockets.remove(ws)
+                return
+            self.sync(user, ws)
 
         @rule(i=st.integers(0, USERS - 1))
         def flood(self, i: int) -> None:

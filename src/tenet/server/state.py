@@ -6,10 +6,11 @@ nothing: no module-level registry, counter or connection list.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..service import Service
 from ..settings import Settings
+from .admission import PendingSockets
 from .guard import IsolationGuard
 from .live import LiveConnections
 from .metrics import Metrics
@@ -22,6 +23,7 @@ class ServerState:
     guard: IsolationGuard
     live: LiveConnections
     owns_service: bool = False
+    pending: PendingSockets = field(default_factory=PendingSockets)
 
     @property
     def settings(self) -> Settings:

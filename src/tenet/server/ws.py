@@ -38,6 +38,7 @@ from .auth import Caller, bearer, caller_for_token
 from .errors import STORE_DOWN_MESSAGE, is_store_outage
 from .routes import check_metadata
 from .state import ServerState
+from .subscriptions import check_room, make_room
 
 log = logging.getLogger("tenet.server.ws")
 
@@ -340,6 +341,8 @@ class Connection:
         await store.get_thread(self.user_id, thread_id)
         bus = self.state.service.bus
         async with self._lock:
+            if thread_id not in self._cursors:
+                check_room(len(self._cursors), self.state.settings.ws_max_subscriptions)
             bus.subscribe(thread_id, after, into=self.sub)  # live first, so nothing falls between
             cursor = self._cursors[thread_id] = ThreadCursor(store, self.user_id, thread_id, after)
             last_seq = await store.last_seq(self.user_id, thread_id)
@@ -390,6 +393,9 @@ class Connection:
             # under the lock, so the pump cannot hand it an event before run_accepted is queued.
             fresh = thread_id not in self._cursors
             if fresh:
+                for oldest in make_room(self._cursors, self.state.settings.ws_max_subscriptions):
+                    bus.unsubscribe(oldest, self.sub)
+                    self._answer(None, {"type": "unsubscribed", "thread_id": oldest})
                 bus.subscribe(thread_id, 0, into=self.sub)
             try:
                 run = await service.engine.submit(
@@ -473,8 +479,15 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     if state.live.shutting_down:
         await ws.close(CLOSE_GOING_AWAY)
         return
+    address = ws.client.host if ws.client is not None else "-"
     try:
-        caller, ref = await _authenticate(ws, state)
+        with state.pending.admit(address, state.settings.ws_max_unauthenticated) as admitted:
+            if not admitted:
+                log.warning("too many unauthenticated sockets from one address; closing with 4429")
+                with contextlib.suppress(Exception):
+                    await ws.close(CLOSE_TOO_MANY)
+                return
+            caller, ref = await _authenticate(ws, state)
     except (WebSocketDisconnect, RuntimeError):
         return
     except Exception as exc:
