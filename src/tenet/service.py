@@ -45,9 +45,12 @@ def build_model(settings: Settings) -> ChatModel:
 
 def build_bus(settings: Settings) -> Bus:
     if settings.redis_url:
+        from .bus.namespace import redis_prefix
         from .bus.redis import RedisBus
 
-        return RedisBus(settings.redis_url, queue_size=settings.ws_queue)
+        return RedisBus(
+            settings.redis_url, prefix=redis_prefix(settings), queue_size=settings.ws_queue
+        )
     return MemoryBus(queue_size=settings.ws_queue)
 
 

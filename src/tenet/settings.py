@@ -20,6 +20,8 @@ class Settings(BaseSettings):
     # Storage and cluster
     database_url: str = "sqlite+aiosqlite:///./tenet.db"
     redis_url: str | None = None
+    #: Prefix of every Redis key and channel; unset: derived from the database URL.
+    redis_prefix: str | None = None
     auto_migrate: bool = True
 
     # Server
