@@ -60,6 +60,11 @@ class RedisBus:
         self.published = 0
         self.outages = 0
 
+    @property
+    def client(self) -> aioredis.Redis | None:
+        """The Redis client (once started), for other per-deployment state under ``prefix``."""
+        return self._client
+
     # The Bus interface ------------------------------------------------------------------------
 
     async def start(self) -> None:

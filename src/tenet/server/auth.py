@@ -18,6 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ..errors import RateLimited, Unauthorized
 from ..store.db import Store
+from .cluster_limits import take_request
 from .state import ServerState
 
 MISSING = "missing or malformed bearer token"
@@ -86,15 +87,14 @@ async def current_caller(
     caller = await caller_for_token(server_state(request).service.store, token)
     if caller is None:
         raise Unauthorized(BAD_TOKEN)
-    check_rate(server_state(request), caller.user_id)
+    await check_rate(server_state(request), caller.user_id)
     request.state.caller = caller
     return caller
 
 
-def check_rate(state: ServerState, user_id: str) -> None:
+async def check_rate(state: ServerState, user_id: str) -> None:
     """Spend one of the user's requests (``TENET_USER_RATE``/``TENET_USER_BURST``), or 429."""
-    settings = state.settings
-    wait = state.service.sessions.get(user_id).take(settings.user_rate, settings.user_burst)
+    wait = await take_request(state, user_id)
     if wait is not None:
         raise RateLimited("too many requests; slow down", retry_after=wait)
 

@@ -7,6 +7,7 @@ nothing: no module-level registry, counter or connection list.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..service import Service
 from ..settings import Settings
@@ -24,6 +25,8 @@ class ServerState:
     live: LiveConnections
     owns_service: bool = False
     pending: PendingSockets = field(default_factory=PendingSockets)
+    #: Per-user limits shared through Redis in a cluster (see ``cluster_limits``); made on first use.
+    cluster_limits: Any = None
 
     @property
     def settings(self) -> Settings:

@@ -35,6 +35,7 @@ from ..errors import Invalid, NotFound, TenetError, Unavailable
 from ..events import Event
 from ..ids import new_id
 from .auth import Caller, bearer, caller_for_token
+from .cluster_limits import hold_place, release_place, take_request
 from .errors import STORE_DOWN_MESSAGE, is_store_outage
 from .routes import check_metadata
 from .state import ServerState
@@ -277,10 +278,7 @@ class Connection:
             await self._handle(text)
 
     async def _handle(self, text: str) -> None:
-        settings = self.state.settings
-        wait = self.state.service.sessions.get(self.user_id).take(
-            settings.user_rate, settings.user_burst
-        )
+        wait = await take_request(self.state, self.user_id)
         if wait is not None:  # every frame counts against the user's request rate
             self._error(None, "rate_limited", f"too many requests; retry in {wait:.2f}s")
             return
@@ -502,16 +500,20 @@ async def websocket_endpoint(ws: WebSocket) -> None:
             await ws.close(CLOSE_UNAUTHORIZED)
         return
     session = state.service.sessions.get(caller.user_id)
-    if len(session.connections) >= state.settings.ws_max_connections:
+    conn = Connection(ws, state, caller)
+    limit, held = state.settings.ws_max_connections, len(session.connections)
+    if not await hold_place(
+        state, "ws", caller.user_id, conn.connection_id, local=held, limit=limit
+    ):
         with contextlib.suppress(Exception):
             await ws.close(CLOSE_TOO_MANY)
         return
-    conn = Connection(ws, state, caller)
     session.connections.add(conn)
     state.live.add(conn)
     try:
         await conn.serve(ready_ref=ref)
     finally:
+        await release_place(state, "ws", caller.user_id, conn.connection_id)
         session.connections.discard(conn)
         session.touch()
         state.live.remove(conn)
