@@ -13,6 +13,7 @@ from typing import Any
 
 from .bus import Bus, MemoryBus
 from .engine import Engine
+from .loop_watch import LoopWatch
 from .models.base import ChatModel
 from .models.scripted import ScriptedModel
 from .registry import AgentRegistry
@@ -95,6 +96,7 @@ class Service:
             model=model or build_model(self.settings),
         )
         self._owns_model = model is None
+        self.loop_watch = LoopWatch(self.settings.loop_stall_warn_ms)
         self.started = False
 
     async def start(self) -> Service:
@@ -104,6 +106,7 @@ class Service:
         self.writer.start()
         self.sessions.start()
         await self.engine.start()
+        self.loop_watch.start()
         self.started = True
         return self
 
@@ -112,6 +115,7 @@ class Service:
             await self.store.close()
             return
         self.started = False
+        await self.loop_watch.close()
         await self.engine.close(grace_s=grace_s)
         await self.writer.close()
         await self.sessions.close()

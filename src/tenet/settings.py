@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     bench_events: int = Field(25, ge=5)
 
     log_level: str = "INFO"
+    #: A warning names the run whose step held the event loop longer than this (ms).
+    loop_stall_warn_ms: float = Field(100.0, gt=0)
 
     @property
     def is_sqlite(self) -> bool:
