@@ -47,15 +47,15 @@ async def test_unauthenticated_sockets_are_bounded_per_address(
         async with ws_connect(server) as first, ws_connect(server) as second:
             async with ws_connect(server) as third:
                 assert await close_code(third) == 4429
+            # A socket with a header authenticates at once: it is never counted as waiting.
+            async with ws_connect(server, alice) as with_header:
+                await ready(with_header)
             # Once one of them authenticates, its place is free again.
             await send(first, {"type": "auth", "token": alice.token})
             await ready(first)
             async with ws_connect(server) as fourth:
                 await send(fourth, {"type": "auth", "token": alice.token})
                 await ready(fourth)
-            # A socket with a header authenticates at once and is never left waiting.
-            async with ws_connect(server, alice) as with_header:
-                await ready(with_header)
             await send(second, {"type": "ping"})
             assert await close_code(second) == 4401  # not an auth frame
 

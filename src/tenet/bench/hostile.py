@@ -57,7 +57,13 @@ class PhaseResult:
     run_ms: list[float] = field(default_factory=list)
     probe_ms: list[float] = field(default_factory=list)
     errors: int = 0
+    error_samples: list[str] = field(default_factory=list)
     hostile_actions: int = 0
+
+    def error(self, what: str) -> None:
+        self.errors += 1
+        if len(self.error_samples) < 5:
+            self.error_samples.append(what[:200])
 
 
 def percentile(values: list[float], p: float) -> float | None:
@@ -108,7 +114,7 @@ async def _normal_user(
                         if kind == "run_accepted":
                             run_id = frame["run_id"]
                         elif kind == "error":
-                            out.errors += 1
+                            out.error(f"error frame: {frame.get('code')}: {frame.get('message')}")
                             break
                         elif (
                             kind in TERMINAL
@@ -118,7 +124,7 @@ async def _normal_user(
                             out.run_ms.append((time.perf_counter() - sent) * 1000)
                             break
             except TimeoutError:
-                out.errors += 1
+                out.error("a run did not end within 30 s")
             await asyncio.sleep(config.pause_s)
 
 
@@ -133,7 +139,7 @@ async def _probe(
             if r.status_code == 200:
                 out.probe_ms.append((time.perf_counter() - sent) * 1000)
             else:
-                out.errors += 1
+                out.error(f"GET /v1/me: {r.status_code}")
             await asyncio.sleep(config.probe_every_s)
 
 
@@ -152,7 +158,9 @@ async def _phase(
     tasks = [_normal_user(ws_url, t, config, until, out) for t in tokens]
     tasks.append(_probe(url, probe_token, config, until, out))
     results = await asyncio.gather(*tasks, return_exceptions=True)
-    out.errors += sum(isinstance(r, BaseException) for r in results)
+    for r in results:
+        if isinstance(r, BaseException):
+            out.error(f"{type(r).__name__}: {r}")
     return out
 
 
@@ -243,6 +251,7 @@ def _summary(result: PhaseResult) -> dict[str, Any]:
         "me_p50_ms": percentile(result.probe_ms, 50),
         "me_p99_ms": percentile(result.probe_ms, 99),
         "errors": result.errors,
+        "error_samples": result.error_samples,
     }
 
 

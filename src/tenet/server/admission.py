@@ -2,10 +2,10 @@
 
 Before its credential is checked a socket belongs to no user, so no per-user
 limit applies to it; yet it holds a connection, a task and a read buffer. One
-address may therefore hold at most ``TENET_WS_MAX_UNAUTHENTICATED`` such
-sockets at a time, each for at most ``TENET_WS_AUTH_TIMEOUT_S`` (the frame
-limit, ``TENET_WS_MAX_FRAME_BYTES``, is the transport's and bounds what each
-may send). The address is the peer's as uvicorn reports it (behind a proxy,
+address may therefore hold at most ``TENET_WS_MAX_UNAUTHENTICATED`` sockets
+waiting for an ``auth`` frame at a time, each for at most
+``TENET_WS_AUTH_TIMEOUT_S`` (the frame limit, ``TENET_WS_MAX_FRAME_BYTES``, is
+the transport's and bounds what each may send). The address is the peer's as uvicorn reports it (behind a proxy,
 the forwarded one when uvicorn trusts that proxy).
 """
 
@@ -27,8 +27,15 @@ class PendingSockets:
         return sum(self._counts.values())
 
     @contextmanager
-    def admit(self, address: str, limit: int) -> Iterator[bool]:
-        """Yield whether a socket from ``address`` may authenticate now; counted while inside."""
+    def admit(self, address: str, limit: int | None) -> Iterator[bool]:
+        """Yield whether a socket from ``address`` may authenticate now; counted while inside.
+
+        ``limit`` None: not counted (a socket with an ``Authorization`` header is
+        authenticated at once, by one lookup, and never waits for a frame).
+        """
+        if limit is None:
+            yield True
+            return
         count = self._counts.get(address, 0)
         if count >= limit:
             yield False

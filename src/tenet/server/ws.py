@@ -478,8 +478,11 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         await ws.close(CLOSE_GOING_AWAY)
         return
     address = ws.client.host if ws.client is not None else "-"
+    # Only a socket that waits for an auth frame is counted: a header is checked at once.
+    waits = "authorization" not in ws.headers
+    limit = state.settings.ws_max_unauthenticated if waits else None
     try:
-        with state.pending.admit(address, state.settings.ws_max_unauthenticated) as admitted:
+        with state.pending.admit(address, limit) as admitted:
             if not admitted:
                 log.warning("too many unauthenticated sockets from one address; closing with 4429")
                 with contextlib.suppress(Exception):
