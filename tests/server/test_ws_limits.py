@@ -94,3 +94,23 @@ async def test_a_socket_follows_a_bounded_number_of_threads(
             assert (await recv(ws))["type"] == "unsubscribed"
             await send(ws, {"type": "subscribe", "thread_id": threads[3]})
             assert (await recv(ws))["type"] == "subscribed"
+
+
+async def test_a_large_frame_costs_more_of_the_users_rate(server_factory: ServerFactory) -> None:
+    async with server_factory(user_rate=0.001, user_burst=20) as server:
+        alice, bob = await new_user(server), await new_user(server)
+        async with ws_connect(server, alice) as ws:
+            await ready(ws)
+            big = {"type": "ping", "pad": "p" * 60_000}  # 15 of 20: one more of these is too much
+            await send(ws, {**big, "ref": "1"})
+            assert await recv(ws) == {"type": "pong", "ref": "1"}
+            await send(ws, {**big, "ref": "2"})
+            refused = await recv(ws)
+            assert (refused["type"], refused["code"]) == ("error", "rate_limited")
+            for i in range(4):  # small frames still fit in what is left
+                await send(ws, {"type": "ping", "ref": f"s{i}"})
+                assert (await recv(ws))["type"] == "pong"
+        async with ws_connect(server, bob) as ws:  # another user's bucket is whole
+            await ready(ws)
+            await send(ws, {**big, "ref": "b"})
+            assert (await recv(ws))["type"] == "pong"

@@ -50,6 +50,8 @@ class HostileConfig:
     probe_every_s: float = 0.02
     max_input_chars: int = 32_000
     max_frame_bytes: int = 64 * 1024
+    #: What the hostile user does: worst-input runs, oversized frames, anonymous socket bursts.
+    attacks: tuple[str, ...] = ("runs", "oversized", "anonymous")
 
 
 @dataclass
@@ -221,7 +223,8 @@ async def _hostile(url: str, token: str, config: HostileConfig, stop: Any, count
                 with contextlib.suppress(Exception):
                     await ws.close()
 
-    await asyncio.gather(runs(), oversized(), anonymous())
+    chosen = {"runs": runs, "oversized": oversized, "anonymous": anonymous}
+    await asyncio.gather(*(chosen[name]() for name in config.attacks))
 
 
 def _hostile_main(url: str, token: str, config: HostileConfig, stop: Any, counter: Any) -> None:

@@ -87,14 +87,17 @@ async def current_caller(
     caller = await caller_for_token(server_state(request).service.store, token)
     if caller is None:
         raise Unauthorized(BAD_TOKEN)
-    await check_rate(server_state(request), caller.user_id)
+    length = request.headers.get("content-length", "")
+    size = int(length) if length.isdigit() and len(length) < 12 else 0
+    await check_rate(server_state(request), caller.user_id, size)
     request.state.caller = caller
     return caller
 
 
-async def check_rate(state: ServerState, user_id: str) -> None:
-    """Spend one of the user's requests (``TENET_USER_RATE``/``TENET_USER_BURST``), or 429."""
-    wait = await take_request(state, user_id)
+async def check_rate(state: ServerState, user_id: str, size_bytes: int = 0) -> None:
+    """Spend one of the user's requests (``TENET_USER_RATE``/``TENET_USER_BURST``; a large
+    body costs more, see ``cluster_limits.request_cost``), or 429."""
+    wait = await take_request(state, user_id, size_bytes=size_bytes)
     if wait is not None:
         raise RateLimited("too many requests; slow down", retry_after=wait)
 

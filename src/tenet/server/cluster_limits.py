@@ -32,9 +32,11 @@ log = logging.getLogger("tenet.server.limits")
 
 #: How long a connection's lease lasts without renewal (seconds).
 LEASE_S = 30.0
+#: Each started unit of this many bytes of a request or frame costs one more request.
+REQUEST_UNIT_BYTES = 4096
 
 _BUCKET = """
-local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local rate, burst, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local b = redis.call('HMGET', KEYS[1], 'tokens', 'at')
@@ -42,7 +44,7 @@ local tokens, at = tonumber(b[1]), tonumber(b[2])
 if tokens == nil then tokens, at = burst, now end
 tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
 local wait = 0
-if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+if tokens >= cost then tokens = tokens - cost else wait = (cost - tokens) / rate end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
 redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 1)
 return tostring(wait)
@@ -83,16 +85,18 @@ class ClusterLimits:
             log.warning("redis unreachable for limits (%s); counting per process", exc)
 
     async def take(
-        self, session: UserSession, user_id: str, rate: float, burst: int
+        self, session: UserSession, user_id: str, rate: float, burst: int, cost: float = 1.0
     ) -> float | None:
-        """Spend one of the user's requests: None, or seconds until one is available."""
+        """Spend ``cost`` of the user's requests: None, or seconds until they are available."""
         if rate <= 0:
             return None
+        cost = min(cost, float(burst))
+        key = self._key("rate", user_id)
         try:
-            wait = float(await self._bucket(keys=[self._key("rate", user_id)], args=[rate, burst]))
+            wait = float(await self._bucket(keys=[key], args=[rate, burst, cost]))
         except Exception as exc:  # Redis down: the process's own bucket
             self._degraded(exc)
-            return session.take(rate, burst)
+            return session.take(rate, burst, cost=cost)
         return wait if wait > 0 else None
 
     async def acquire(self, kind: str, user_id: str, conn_id: str, limit: int, local: int) -> bool:
@@ -168,15 +172,23 @@ def cluster_limits(state: Any) -> ClusterLimits | None:
     return limits
 
 
-async def take_request(state: Any, user_id: str) -> float | None:
-    """Spend one of the user's requests (``TENET_USER_RATE``/``TENET_USER_BURST``), cluster-wide
-    when Redis is configured: None, or the seconds until one is available."""
+def request_cost(size_bytes: int) -> float:
+    """What a request or frame of ``size_bytes`` costs from the user's rate: one, and one
+    more for every :data:`REQUEST_UNIT_BYTES`, so a user cannot buy large work at the
+    price of small (a 64 KiB frame costs 17)."""
+    return 1.0 + max(0, size_bytes) // REQUEST_UNIT_BYTES
+
+
+async def take_request(state: Any, user_id: str, *, size_bytes: int = 0) -> float | None:
+    """Spend a request of ``size_bytes`` (``TENET_USER_RATE``/``TENET_USER_BURST``), cluster-wide
+    when Redis is configured: None, or the seconds until it may go on."""
     settings = state.settings
     session = state.service.sessions.get(user_id)
+    cost = request_cost(size_bytes)
     limits = cluster_limits(state)
     if limits is None:
-        return session.take(settings.user_rate, settings.user_burst)
-    return await limits.take(session, user_id, settings.user_rate, settings.user_burst)
+        return session.take(settings.user_rate, settings.user_burst, cost=cost)
+    return await limits.take(session, user_id, settings.user_rate, settings.user_burst, cost)
 
 
 async def hold_place(

@@ -278,7 +278,7 @@ class Connection:
             await self._handle(text)
 
     async def _handle(self, text: str) -> None:
-        wait = await take_request(self.state, self.user_id)
+        wait = await take_request(self.state, self.user_id, size_bytes=len(text))
         if wait is not None:  # every frame counts against the user's request rate
             self._error(None, "rate_limited", f"too many requests; retry in {wait:.2f}s")
             return
