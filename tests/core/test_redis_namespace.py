@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 import orjson
 import pytest
 
-from conftest import REDIS_URL, needs_redis
 from tenet import Settings
 from tenet.bus.namespace import derived_prefix, redis_prefix
 from tenet.bus.redis import RedisBus
 from tenet.events import Event
 from tenet.ids import new_id
+
+REDIS_URL = os.environ.get("TENET_TEST_REDIS_URL")
+needs_redis = pytest.mark.skipif(
+    not REDIS_URL, reason="set TENET_TEST_REDIS_URL to run the Redis tests"
+)
 
 PG_A = "postgresql+asyncpg://app:secret@db.example:5432/deployment_a"
 PG_B = "postgresql+asyncpg://app:secret@db.example:5432/deployment_b"
