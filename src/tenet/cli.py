@@ -499,6 +499,11 @@ def bench(
     auth: Annotated[
         str, typer.Option(help="Instead, with 'jwt': what verifying a JWT costs per request.")
     ] = "tokens",
+    hostile: Annotated[
+        bool, typer.Option(help="Instead: the others' latency with and without a hostile user.")
+    ] = False,
+    hostile_users: Annotated[int, typer.Option(min=1, help="Normal users of --hostile.")] = 50,
+    hostile_seconds: Annotated[float, typer.Option(min=1, help="Each --hostile phase (s).")] = 20,
 ) -> None:
     """Measure throughput, latency, CPU and memory against the floor and a naive design."""
     if auth == "jwt":
@@ -508,6 +513,17 @@ def bench(
         raise typer.BadParameter("--auth is 'tokens' or 'jwt'")
     if soak > 0:
         _soak(soak, soak_users, soak_seed, url, admin_token, json_file)
+        return
+    if hostile:
+        from .bench.hostile import HostileConfig, print_hostile, run_hostile
+
+        report = run_hostile(
+            HostileConfig(users=hostile_users, seconds=hostile_seconds), progress=err.print
+        )
+        print_hostile(report, console)
+        if json_file:
+            with open(json_file, "wb") as fh:
+                fh.write(orjson.dumps(report, option=orjson.OPT_INDENT_2))
         return
     from .bench import BenchConfig
     from .bench.report import main as bench_main

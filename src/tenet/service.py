@@ -14,6 +14,7 @@ from typing import Any
 from .bus import Bus, MemoryBus
 from .engine import Engine
 from .local_queue import LocalQueue
+from .loop_watch import LoopWatch
 from .models.base import ChatModel
 from .models.scripted import ScriptedModel
 from .queue import RunQueue
@@ -59,9 +60,12 @@ def describe_model(settings: Settings, model: ChatModel) -> str:
 
 def build_bus(settings: Settings) -> Bus:
     if settings.redis_url:
+        from .bus.namespace import redis_prefix
         from .bus.redis import RedisBus
 
-        return RedisBus(settings.redis_url, queue_size=settings.ws_queue)
+        return RedisBus(
+            settings.redis_url, prefix=redis_prefix(settings), queue_size=settings.ws_queue
+        )
     return MemoryBus(queue_size=settings.ws_queue)
 
 
@@ -117,6 +121,7 @@ class Service:
             queue=self.queue,
         )
         self._owns_model = model is None
+        self.loop_watch = LoopWatch(self.settings.loop_stall_warn_ms)
         self.started = False
 
     async def start(self) -> Service:
@@ -126,6 +131,7 @@ class Service:
         self.writer.start()
         self.sessions.start()
         await self.engine.start()
+        self.loop_watch.start()
         self.started = True
         return self
 
@@ -134,6 +140,7 @@ class Service:
             await self.store.close()
             return
         self.started = False
+        await self.loop_watch.close()
         await self.engine.close(grace_s=grace_s)
         await self.writer.close()
         await self.sessions.close()

@@ -45,26 +45,29 @@ class UserSession:
     def touch(self) -> None:
         self.last_active = time.monotonic()
 
-    def take(self, rate: float, burst: int, now: float | None = None) -> float | None:
-        """Spend one request from the user's token bucket.
+    def take(
+        self, rate: float, burst: int, now: float | None = None, *, cost: float = 1.0
+    ) -> float | None:
+        """Spend ``cost`` requests (one, or more for a large one) from the user's token bucket.
 
-        Returns None when the request may go on, or the seconds until one token is
-        back when the bucket is empty. The bucket holds ``burst`` tokens and refills
+        Returns None when the request may go on, or the seconds until enough tokens
+        are back when the bucket is short. The bucket holds ``burst`` tokens and refills
         at ``rate`` per second; ``rate`` 0 means no limit. It lives in the session,
         so it goes when the session is evicted (a returning user starts full).
         """
         if rate <= 0:
             return None
+        cost = min(cost, float(burst))
         now = time.monotonic() if now is None else now
         if self.bucket is None:
             self.bucket = float(burst)
         else:
             self.bucket = min(float(burst), self.bucket + (now - self.bucket_at) * rate)
         self.bucket_at = now
-        if self.bucket >= 1.0:
-            self.bucket -= 1.0
+        if self.bucket >= cost:
+            self.bucket -= cost
             return None
-        return (1.0 - self.bucket) / rate
+        return (cost - self.bucket) / rate
 
 
 class UserSessions:

@@ -6,13 +6,14 @@ by every user, so nothing may change them while users are being served.
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+
+from . import linear_re
 
 #: The stores tenet speaks to (an async driver each).
 DATABASE_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
@@ -57,6 +58,8 @@ class Settings(BaseSettings):
     # Storage and cluster
     database_url: str = "sqlite+aiosqlite:///./tenet.db"
     redis_url: str | None = None
+    #: Prefix of every Redis key and channel; unset: derived from the database URL.
+    redis_prefix: str | None = None
     auto_migrate: bool = True
 
     # Server
@@ -93,7 +96,13 @@ class Settings(BaseSettings):
     ws_queue: int = Field(1000, ge=1)
     ws_max_connections: int = Field(16, ge=1)
     sse_max_streams: int = Field(16, ge=1)
+    #: The largest client frame (bytes): a larger one is answered ``too_large`` and the
+    #: socket stays open (PROTOCOL.md); over :attr:`ws_transport_max_bytes` it closes 1009.
     ws_max_frame_bytes: int = Field(64 * 1024, ge=256)
+    #: Sockets one client address may hold before they authenticate.
+    ws_max_unauthenticated: int = Field(16, ge=1)
+    #: Threads one socket may follow at once.
+    ws_max_subscriptions: int = Field(100, ge=1)
     ws_auth_timeout_s: float = Field(10.0, gt=0)
     ws_ping_s: float = Field(20.0, gt=0)
     #: permessage-deflate costs ~100 KiB of zlib state per socket and a third of the send
@@ -135,6 +144,8 @@ class Settings(BaseSettings):
     auth_leeway_s: float = Field(30.0, ge=0)
 
     log_level: str = "INFO"
+    #: A warning names the run whose step held the event loop longer than this (ms).
+    loop_stall_warn_ms: float = Field(100.0, gt=0)
 
     @field_validator("log_level")
     @classmethod
@@ -236,6 +247,17 @@ class Settings(BaseSettings):
         return self.auth_issuer or self.auth_oidc_issuer
 
     @property
+    def ws_transport_max_bytes(self) -> int:
+        """The transport's limit on one frame (16 x ``TENET_WS_MAX_FRAME_BYTES``, 1 MiB by
+        default): refused from the frame's header, before it is read, with close 1009.
+
+        Between the two limits a frame is read and answered ``too_large``, as the
+        protocol says; above, reading it would let a client make the server hold
+        any amount of memory (before authentication too), so the transport refuses it.
+        """
+        return 16 * self.ws_max_frame_bytes
+
+    @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 
@@ -264,7 +286,9 @@ def _explain(error: Any) -> str:
         "float_parsing": "must be a number",
     }.get(kind)
     if allowed is None:
-        allowed = re.sub(r"^Input should be ", "must be ", message)
+        allowed = "must be " + message.removeprefix("Input should be ")
+        if not message.startswith("Input should be "):
+            allowed = message
     value = error.get("input")
     shown = (
         "(hidden)"
@@ -274,6 +298,10 @@ def _explain(error: Any) -> str:
     return f"invalid setting TENET_{name.upper()}={shown}: {allowed}"
 
 
+#: The password of a URL (``scheme://user:password@host``).
+_PASSWORD = linear_re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
+
+
 def _redact_url(value: str) -> str:
     """A URL's password is never shown: ``scheme://user:***@host``."""
-    return re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", value)
+    return _PASSWORD.sub(r"\1***@", value)

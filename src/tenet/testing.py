@@ -93,7 +93,7 @@ def uvicorn_config(app: FastAPI, settings: Settings, **kwargs: Any) -> uvicorn.C
         ws_ping_interval=settings.ws_ping_s,
         ws_ping_timeout=settings.ws_ping_s,
         ws_per_message_deflate=settings.ws_compression,
-        ws_max_size=max(16 * 1024 * 1024, settings.ws_max_frame_bytes * 4),
+        ws_max_size=settings.ws_transport_max_bytes,  # refused from the frame's header: 1009
         lifespan="on",
         timeout_graceful_shutdown=5,
         **kwargs,

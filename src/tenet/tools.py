@@ -13,19 +13,20 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any, get_type_hints, overload
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from pydantic_core import to_jsonable_python
 
+from . import linear_re
 from .context import RunContext
 from .errors import TenetError, ToolFailed
+from .wire_value import Uncarriable, check_carriable
 
 #: reST markup a docstring may hold: ``:role:`~a.b.C```, ``literal``, `text`.
-_ROLE = re.compile(r":[\w:.-]+:`~?([^`]*?)`")
-_LITERAL = re.compile(r"``(.+?)``|`([^`]+)`")
+_ROLE = linear_re.compile(r":[\w:.-]+:`~?([^`]*?)`")
+_LITERAL = linear_re.compile(r"``(.+?)``|`([^`]+)`")
 
 
 def describe(fn: Callable[..., Any]) -> str:
@@ -37,8 +38,10 @@ def describe(fn: Callable[..., Any]) -> str:
     """
     doc = inspect.getdoc(fn) or ""
     text = " ".join(doc.split("\n\n")[0].split())
-    text = _ROLE.sub(lambda m: m[1].rsplit(".", 1)[-1] if "~" in m[0] else m[1], text)
-    return _LITERAL.sub(lambda m: m[1] or m[2], text)
+    text = _ROLE.sub(
+        lambda m: m.group(1).rsplit(".", 1)[-1] if "~" in m.group(0) else m.group(1), text
+    )
+    return _LITERAL.sub(lambda m: m.group(1) or m.group(2), text)
 
 
 class Tool:
@@ -117,7 +120,12 @@ class Tool:
             raise ToolFailed(exc.code, exc.message) from exc
         except Exception as exc:
             raise ToolFailed("tool_error", f"{type(exc).__name__}: {exc}") from exc
-        return to_jsonable_python(result, fallback=str)
+        result = to_jsonable_python(result, fallback=str)
+        try:
+            check_carriable(result, f"result of {self.name!r}")
+        except Uncarriable as exc:
+            raise ToolFailed(exc.code, exc.message) from None
+        return result
 
     def __repr__(self) -> str:
         return f"Tool({self.name!r})"

@@ -8,6 +8,7 @@ Every event is stored before it is published, so the store always has it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from ..events import Event
@@ -15,6 +16,8 @@ from ..store.db import Store
 from .base import Bus, SubscriptionOverflow
 
 PAGE = 500
+#: Events of a replay handed on between two returns to the event loop.
+YIELD_EVERY = 50
 
 
 class ThreadCursor:
@@ -47,9 +50,13 @@ class ThreadCursor:
             bodies = await self.store.list_events(
                 self.user_id, self.thread_id, after=self.last, limit=PAGE, check_owner=False
             )
-            for body in bodies:
+            for i, body in enumerate(bodies, 1):
                 self.last += 1
                 yield body
+                if i % YIELD_EVERY == 0:
+                    # A page may hold megabytes (events of 32,000-character inputs): let
+                    # other users' work run between slices of it.
+                    await asyncio.sleep(0)
             if len(bodies) < PAGE:
                 return
 

@@ -26,18 +26,30 @@ import redis.asyncio as aioredis
 from ..events import Event
 from .base import Subscription
 from .memory import MemoryBus
+from .namespace import glob_escape
 
 log = logging.getLogger("tenet.bus")
 
-EVENTS = "tenet:ev:"
-SIGNALS = "tenet:sig:"
+#: Channel suffixes; each channel is ``<deployment prefix><kind><name>`` (see ``namespace``).
+EVENTS = "ev:"
+SIGNALS = "sig:"
 
 
 class RedisBus:
     """Publishes to Redis, delivers from Redis to local subscriptions."""
 
-    def __init__(self, url: str, *, queue_size: int = 1000, reconnect_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "tenet:",
+        queue_size: int = 1000,
+        reconnect_s: float = 0.5,
+    ) -> None:
         self.url = url
+        self.prefix = prefix
+        self._events = prefix + EVENTS
+        self._signals = prefix + SIGNALS
         self._local = MemoryBus(queue_size=queue_size)
         self._reconnect_s = reconnect_s
         self._outbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
@@ -47,6 +59,11 @@ class RedisBus:
         self.connected = asyncio.Event()
         self.published = 0
         self.outages = 0
+
+    @property
+    def client(self) -> aioredis.Redis | None:
+        """The Redis client (once started), for other per-deployment state under ``prefix``."""
+        return self._client
 
     # The Bus interface ------------------------------------------------------------------------
 
@@ -74,7 +91,7 @@ class RedisBus:
         if event.thread_id != thread_id:
             raise ValueError("an event is published on its own thread only")
         self.published += 1
-        self._outbox.put_nowait((EVENTS + thread_id, event.json))
+        self._outbox.put_nowait((self._events + thread_id, event.json))
 
     def subscribe(
         self, thread_id: str, after: int = 0, *, into: Subscription | None = None
@@ -88,7 +105,7 @@ class RedisBus:
 
     def signal(self, name: str, payload: str) -> None:
         """Tell every process (this one included) ``payload`` on ``name``."""
-        self._outbox.put_nowait((SIGNALS + name, payload))
+        self._outbox.put_nowait((self._signals + name, payload))
 
     def on_signal(self, name: str, handler: Callable[[str], Any]) -> None:
         self._handlers.setdefault(name, []).append(handler)
@@ -119,7 +136,9 @@ class RedisBus:
             try:
                 assert self._client is not None
                 pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-                await pubsub.psubscribe(EVENTS + "*", SIGNALS + "*")
+                await pubsub.psubscribe(
+                    glob_escape(self._events) + "*", glob_escape(self._signals) + "*"
+                )
                 self._resume_everyone()  # whatever was published while we were away
                 self.connected.set()
                 log.info("redis bus connected")
@@ -146,8 +165,9 @@ class RedisBus:
     def _dispatch(self, message: dict[str, Any]) -> None:
         channel: str = message.get("channel") or ""
         data: str = message.get("data") or ""
-        if channel.startswith(EVENTS):
-            if not self._local.has_subscribers(channel[len(EVENTS) :]):
+        events, signals = self._events, self._signals
+        if channel.startswith(events):
+            if not self._local.has_subscribers(channel[len(events) :]):
                 # Nobody here follows that thread: skip the parse. A reader that attaches
                 # later reads the store after attaching, and the event is stored already.
                 return
@@ -164,10 +184,10 @@ class RedisBus:
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 log.error("dropped a malformed message on %s", channel)
                 return
-            if event.thread_id == channel[len(EVENTS) :]:
+            if event.thread_id == channel[len(events) :]:
                 self._local.publish(event.thread_id, event)
-        elif channel.startswith(SIGNALS):
-            for handler in self._handlers.get(channel[len(SIGNALS) :], ()):
+        elif channel.startswith(signals):
+            for handler in self._handlers.get(channel[len(signals) :], ()):
                 try:
                     handler(data)
                 except Exception:

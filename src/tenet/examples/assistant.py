@@ -8,6 +8,7 @@ they get the caller's :class:`~tenet.context.RunContext`.
 from __future__ import annotations
 
 import ast
+import math
 import operator
 from datetime import UTC, datetime
 
@@ -28,8 +29,43 @@ _OPS = {
 }
 
 
+#: The widest integer any step may produce (bits): about 308 digits, a float's range.
+MAX_BITS = 1024
+#: The largest exponent (absolute value) of ``**``.
+MAX_EXPONENT = 100
+#: An answer the wire carries exactly: a 64-bit integer; a wider one is given as a float.
+_INT64 = 1 << 63
+
+
+def _bounded(value: float | int) -> float | int:
+    """``value`` if it is within the calculator's size; ``ValueError`` otherwise."""
+    if isinstance(value, int):
+        if value.bit_length() > MAX_BITS:
+            raise ValueError("result too large")
+    elif not math.isfinite(value):
+        raise ValueError("result too large")
+    return value
+
+
+def _power(base: float | int, exponent: float | int) -> float | int:
+    """``base ** exponent``, refused *before* computing when the result would be too wide."""
+    if abs(exponent) > MAX_EXPONENT:
+        raise ValueError("exponent too large")
+    if isinstance(base, int) and isinstance(exponent, int) and exponent > 0:
+        if (abs(base).bit_length() - 1) * exponent > MAX_BITS:
+            raise ValueError("result too large")
+    return operator.pow(base, exponent)
+
+
 def evaluate(expression: str) -> float | int:
-    """Evaluate plain arithmetic safely (no names, no calls, bounded powers)."""
+    """Evaluate plain arithmetic safely: no names, no calls, and bounded size.
+
+    Every step's result stays within :data:`MAX_BITS` (a power is refused from its
+    operands' sizes before it is computed), so a user's expression costs
+    microseconds on the event loop. An integer answer wider than 64 bits is
+    returned as a float (the wire's JSON carries 64-bit integers). Raises
+    ``ValueError`` with the reason otherwise.
+    """
     if len(expression) > 200:
         raise ValueError("expression is too long")
 
@@ -41,19 +77,24 @@ def evaluate(expression: str) -> float | int:
             and isinstance(node.value, int | float)
             and not isinstance(node.value, bool)
         ):
-            return node.value
+            return _bounded(node.value)
         if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
             left, right = ev(node.left), ev(node.right)
-            if isinstance(node.op, ast.Pow) and abs(right) > 100:
-                raise ValueError("exponent too large")
-            return _OPS[type(node.op)](left, right)  # type: ignore[operator]
+            if isinstance(node.op, ast.Pow):
+                return _bounded(_power(left, right))
+            return _bounded(_OPS[type(node.op)](left, right))  # type: ignore[operator]
         if isinstance(node, ast.UnaryOp) and type(node.op) in _OPS:
             return _OPS[type(node.op)](ev(node.operand))  # type: ignore[operator]
         raise ValueError("only numbers and + - * / % ** are allowed")
 
-    result = ev(ast.parse(expression, mode="eval"))
-    if isinstance(result, float) and result.is_integer():
-        return int(result)
+    try:
+        result = ev(ast.parse(expression, mode="eval"))
+        if isinstance(result, float) and result.is_integer() and abs(result) < _INT64:
+            return int(result)
+        if isinstance(result, int) and not -_INT64 <= result < _INT64:
+            return _bounded(float(result))
+    except OverflowError:
+        raise ValueError("result too large") from None
     return result
 
 

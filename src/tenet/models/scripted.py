@@ -23,21 +23,23 @@ doing first (``on_reasoning``), and answers stream word by word (``on_delta``),
 from __future__ import annotations
 
 import asyncio
-import re
 import secrets
 from typing import Any
 
 import orjson
 
+from .. import linear_re
 from .base import Callback, ChatMessage, ModelReply, ToolCall
 
-_REMEMBER = re.compile(r"^\s*(?:please\s+)?remember\s+(?:that\s+)?(?P<text>.+)$", re.I | re.S)
-_RECALL = re.compile(
-    r"\b(what\s+is\s+my|what's\s+my|what\s+did\s+i|do\s+you\s+remember|recall)\b", re.I
+# Linear-time patterns (RE2): they read user text on the event loop, where a
+# backtracking engine would let one crafted input stall every user.
+_REMEMBER = linear_re.compile(r"(?is)^\s*(?:please\s+)?remember\s+(?:that\s+)?(?P<text>.+)$")
+_RECALL = linear_re.compile(
+    r"(?i)\b(what\s+is\s+my|what's\s+my|what\s+did\s+i|do\s+you\s+remember|recall)\b"
 )
-_EXPR = re.compile(r"[-(]*\d+(?:\.\d+)?\)*(?:\s*[-+*/%]\s*[-(]*\d+(?:\.\d+)?\)*)+")
-_CLOCK = re.compile(r"\b(time|date|clock|today)\b", re.I)
-_USE = re.compile(r"\buse\s+(?P<name>[A-Za-z_][\w]*)(?P<args>(?:\s+\w+=\S+)*)", re.I)
+_EXPR = linear_re.compile(r"[-(]*\d+(?:\.\d+)?\)*(?:\s*[-+*/%]\s*[-(]*\d+(?:\.\d+)?\)*)+")
+_CLOCK = linear_re.compile(r"(?i)\b(time|date|clock|today)\b")
+_USE = linear_re.compile(r"(?i)\buse\s+(?P<name>[A-Za-z_][\w]*)(?P<args>(?:\s+\w+=\S+)*)")
 
 
 class ScriptedModel:

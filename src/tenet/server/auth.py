@@ -25,6 +25,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ..errors import RateLimited, Unauthorized
 from ..store.db import Store
+from .cluster_limits import take_request
 from .jwt_auth import JwtRefused, looks_like_jwt
 from .state import ServerState
 
@@ -128,15 +129,17 @@ async def current_caller(
 ) -> Caller:
     """FastAPI dependency: the user making this request, or 401."""
     caller = await authenticate(server_state(request), bearer(request.headers.get("authorization")))
-    check_rate(server_state(request), caller.user_id)
+    length = request.headers.get("content-length", "")
+    size = int(length) if length.isdigit() and len(length) < 12 else 0
+    await check_rate(server_state(request), caller.user_id, size)
     request.state.caller = caller
     return caller
 
 
-def check_rate(state: ServerState, user_id: str) -> None:
-    """Spend one of the user's requests (``TENET_USER_RATE``/``TENET_USER_BURST``), or 429."""
-    settings = state.settings
-    wait = state.service.sessions.get(user_id).take(settings.user_rate, settings.user_burst)
+async def check_rate(state: ServerState, user_id: str, size_bytes: int = 0) -> None:
+    """Spend one of the user's requests (``TENET_USER_RATE``/``TENET_USER_BURST``; a large
+    body costs more, see ``cluster_limits.request_cost``), or 429."""
+    wait = await take_request(state, user_id, size_bytes=size_bytes)
     if wait is not None:
         raise RateLimited("too many requests; slow down", retry_after=wait)
 

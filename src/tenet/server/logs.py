@@ -8,8 +8,8 @@ executes). The filter only annotates records; it never decides anything.
 from __future__ import annotations
 
 import logging
-import re
 
+from .. import linear_re
 from ..context import current_context
 
 FIELDS = ("user_id", "thread_id", "run_id")
@@ -48,11 +48,16 @@ class RedactTokens(logging.Filter):
     """
 
     _PATTERNS = (
-        (re.compile(r"(?i)(bearer\s+)[^\s'\",}]+"), r"\1[redacted]"),
-        (re.compile(r"tnt_[A-Za-z0-9_\-]{4,}"), "tnt_[redacted]"),
+        (linear_re.compile(r"(?i)(bearer\s+)[^\s'\",}]+"), r"\1[redacted]"),
+        (linear_re.compile(r"tnt_[A-Za-z0-9_\-]{4,}"), "tnt_[redacted]"),
     )
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(map(_is_frame, record.args)):
+            # A WebSocket frame's payload is never logged: an ``auth`` frame holds a token,
+            # and the library shortens long payloads to head...tail, which no pattern can
+            # tell apart from other text. Its kind and size remain.
+            record.args = tuple(_frame_summary(a) if _is_frame(a) else a for a in record.args)
         try:
             text = record.getMessage()
         except Exception:  # a malformed record is left to the handler to report
@@ -63,6 +68,17 @@ class RedactTokens(logging.Filter):
         if redacted != text:
             record.msg, record.args = redacted, None
         return True
+
+
+def _is_frame(value: object) -> bool:
+    """A frame of the ``websockets`` library (its legacy and current classes alike)."""
+    return hasattr(value, "opcode") and hasattr(value, "data") and hasattr(value, "fin")
+
+
+def _frame_summary(frame: object) -> str:
+    opcode = getattr(frame, "opcode", None)
+    size = len(getattr(frame, "data", b"") or b"")
+    return f"{getattr(opcode, 'name', opcode)} [{size} bytes, payload not logged]"
 
 
 def redact_library_logs() -> None:

@@ -47,6 +47,11 @@ class _LiveCollector(Collector):
         yield GaugeMetricFamily(
             "tenet_user_sessions", "Live per-user sessions.", value=len(self._service.sessions)
         )
+        yield GaugeMetricFamily(
+            "tenet_event_loop_lag_seconds",
+            "The longest the event loop ran late in the last 10 s (seconds).",
+            value=self._service.loop_watch.lag_s,
+        )
 
 
 class Metrics:

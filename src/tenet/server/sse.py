@@ -24,7 +24,9 @@ from starlette.responses import StreamingResponse
 
 from ..bus.follow import follow
 from ..errors import RateLimited
+from ..ids import new_id
 from .auth import Caller, current_caller, server_state
+from .cluster_limits import hold_place, places_taken, release_place
 from .routes import ERROR_RESPONSES
 from .state import ServerState
 
@@ -102,9 +104,11 @@ async def stream(
     resume = _last_event_id(request.headers.get("last-event-id"))
     start = resume if resume is not None else after
     limit = state.settings.sse_max_streams
-    if len(state.service.sessions.get(caller.user_id).streams) >= limit:
+    held = len(state.service.sessions.get(caller.user_id).streams)
+    if await places_taken(state, "sse", caller.user_id, local=held) >= limit:
         raise RateLimited("too many open streams; close one first", retry_after=1)
     conn = SseStream(caller)
+    place = new_id("con")
 
     async def pump() -> None:
         async for body in follow(store, state.service.bus, caller.user_id, thread_id, after=start):
@@ -114,8 +118,9 @@ async def stream(
         # Registered only once the body runs: a response whose body never starts (the
         # client left first) has no finally to let its place go.
         session = state.service.sessions.get(caller.user_id)
-        if len(session.streams) >= limit:  # others opened meanwhile: end at once
-            return
+        held = len(session.streams)
+        if not await hold_place(state, "sse", caller.user_id, place, local=held, limit=limit):
+            return  # others opened meanwhile: end at once
         session.streams.add(conn)
         state.live.add(conn)
         task = asyncio.create_task(pump(), name=f"sse {thread_id}")
@@ -145,6 +150,7 @@ async def stream(
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
+            await release_place(state, "sse", caller.user_id, place)
             state.live.remove(conn)
             session.streams.discard(conn)
             session.touch()

@@ -6,10 +6,12 @@ nothing: no module-level registry, counter or connection list.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from ..service import Service
 from ..settings import Settings
+from .admission import PendingSockets
 from .guard import IsolationGuard
 from .jwt_auth import JwtUsers
 from .live import LiveConnections
@@ -25,6 +27,9 @@ class ServerState:
     owns_service: bool = False
     #: Verifies JWTs and maps them to users (``TENET_AUTH=jwt|both``); None with tokens only.
     jwt_users: JwtUsers | None = None
+    pending: PendingSockets = field(default_factory=PendingSockets)
+    #: Per-user limits shared through Redis in a cluster (see ``cluster_limits``); made on first use.
+    cluster_limits: Any = None
 
     @property
     def settings(self) -> Settings:

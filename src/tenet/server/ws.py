@@ -37,9 +37,11 @@ from ..events import Event
 from ..ids import new_id
 from ..titles import title_metadata
 from .auth import Caller, bearer, caller_for_token
+from .cluster_limits import hold_place, release_place, take_request
 from .errors import STORE_DOWN_MESSAGE, is_store_outage
 from .routes import check_metadata
 from .state import ServerState
+from .subscriptions import check_room, make_room
 
 log = logging.getLogger("tenet.server.ws")
 
@@ -281,10 +283,7 @@ class Connection:
             await self._handle(text)
 
     async def _handle(self, text: str) -> None:
-        settings = self.state.settings
-        wait = self.state.service.sessions.get(self.user_id).take(
-            settings.user_rate, settings.user_burst
-        )
+        wait = await take_request(self.state, self.user_id, size_bytes=len(text))
         if wait is not None:  # every frame counts against the user's request rate
             self._error(None, "rate_limited", f"too many requests; retry in {wait:.2f}s")
             return
@@ -368,6 +367,8 @@ class Connection:
         await store.get_thread(self.user_id, thread_id)
         bus = self.state.service.bus
         async with self._lock:
+            if thread_id not in self._cursors:
+                check_room(len(self._cursors), self.state.settings.ws_max_subscriptions)
             bus.subscribe(thread_id, after, into=self.sub)  # live first, so nothing falls between
             cursor = self._cursors[thread_id] = ThreadCursor(store, self.user_id, thread_id, after)
             last_seq = await store.last_seq(self.user_id, thread_id)
@@ -420,6 +421,9 @@ class Connection:
             # under the lock, so the pump cannot hand it an event before run_accepted is queued.
             fresh = thread_id not in self._cursors
             if fresh:
+                for oldest in make_room(self._cursors, self.state.settings.ws_max_subscriptions):
+                    bus.unsubscribe(oldest, self.sub)
+                    self._answer(None, {"type": "unsubscribed", "thread_id": oldest})
                 bus.subscribe(thread_id, 0, into=self.sub)
             try:
                 run = await service.engine.submit(
@@ -503,8 +507,18 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     if state.live.shutting_down:
         await ws.close(CLOSE_GOING_AWAY)
         return
+    address = ws.client.host if ws.client is not None else "-"
+    # Only a socket that waits for an auth frame is counted: a header is checked at once.
+    waits = "authorization" not in ws.headers
+    limit = state.settings.ws_max_unauthenticated if waits else None
     try:
-        caller, ref = await _authenticate(ws, state)
+        with state.pending.admit(address, limit) as admitted:
+            if not admitted:
+                log.warning("too many unauthenticated sockets from one address; closing with 4429")
+                with contextlib.suppress(Exception):
+                    await ws.close(CLOSE_TOO_MANY)
+                return
+            caller, ref = await _authenticate(ws, state)
     except (WebSocketDisconnect, RuntimeError):
         return
     except Exception as exc:
@@ -519,16 +533,20 @@ async def websocket_endpoint(ws: WebSocket) -> None:
             await ws.close(CLOSE_UNAUTHORIZED)
         return
     session = state.service.sessions.get(caller.user_id)
-    if len(session.connections) >= state.settings.ws_max_connections:
+    conn = Connection(ws, state, caller)
+    limit, held = state.settings.ws_max_connections, len(session.connections)
+    if not await hold_place(
+        state, "ws", caller.user_id, conn.connection_id, local=held, limit=limit
+    ):
         with contextlib.suppress(Exception):
             await ws.close(CLOSE_TOO_MANY)
         return
-    conn = Connection(ws, state, caller)
     session.connections.add(conn)
     state.live.add(conn)
     try:
         await conn.serve(ready_ref=ref)
     finally:
+        await release_place(state, "ws", caller.user_id, conn.connection_id)
         session.connections.discard(conn)
         session.touch()
         state.live.remove(conn)

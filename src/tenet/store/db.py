@@ -46,6 +46,7 @@ from .postgres_direct import DirectPostgres
 from .rows import from_db_json, to_db_json
 from .sqlite_direct import DirectSqlite
 from .tables import RUN_MARKS, EventRow, Message, Note, Run, Thread, Token, User
+from .user_lock import lock_user
 
 #: Repeats the partial run index's predicate, so that lookups by run can use it.
 RUN_MARKED = text(RUN_MARKS)
@@ -177,6 +178,7 @@ class Store:
         token = new_token()
         async with self.write() as s:
             if limit is not None:
+                await lock_user(s, user_id)
                 count = await s.scalar(
                     select(func.count()).select_from(Token).where(Token.user_id == user_id)
                 )
@@ -237,6 +239,7 @@ class Store:
             return thread
         async with self.write() as s:
             if limit is not None:
+                await lock_user(s, user_id)
                 count = await s.scalar(
                     select(func.count()).select_from(Thread).where(Thread.user_id == user_id)
                 )

@@ -1,0 +1,35 @@
+"""What the wire can carry: a value that serializes to JSON as every event does.
+
+Events are serialized once, by the event writer, in a batch shared by every
+user's runs; a value that cannot be serialized there (an integer wider than
+64 bits, an object orjson does not know) would fail the whole batch. So each
+value a user's code produces is checked where it enters an event, and a value
+the wire can't carry becomes the error of that tool call or that run alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from .errors import TenetError
+
+
+class Uncarriable(TenetError):
+    """A value JSON can't carry; ``code`` ``unserializable``."""
+
+    code = "unserializable"
+    status = 422
+
+
+def check_carriable(value: Any, what: str = "value") -> None:
+    """Raise :class:`Uncarriable` unless ``value`` serializes as an event field would.
+
+    orjson carries integers of at most 64 bits, str keys, and JSON's own types;
+    the check costs one serialization (microseconds for an event's fields).
+    """
+    try:
+        orjson.dumps(value)
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        raise Uncarriable(f"the {what} cannot be sent: {exc}") from None

@@ -1,0 +1,121 @@
+"""Limits at the socket's edge: frame size at the transport, unauthenticated sockets per
+address, threads followed per socket."""
+
+from __future__ import annotations
+
+import json
+
+from server_support import (
+    ServerFactory,
+    close_code,
+    http,
+    new_user,
+    ready,
+    recv,
+    send,
+    until_terminal,
+    ws_connect,
+)
+
+
+async def test_an_oversized_frame_closes_with_1009_before_and_after_auth(
+    server_factory: ServerFactory,
+) -> None:
+    async with server_factory(ws_max_frame_bytes=4096) as server:
+        transport = server.service.settings.ws_transport_max_bytes
+        alice = await new_user(server)
+        # Unauthenticated: the transport refuses it from its header, not after buffering it.
+        async with ws_connect(server) as ws:
+            await ws.send(
+                json.dumps({"type": "auth", "token": alice.token, "pad": "x" * transport})
+            )
+            assert await close_code(ws) == 1009
+        async with ws_connect(server, alice) as ws:
+            await ready(ws)
+            # Over the frame limit: the protocol's too_large answer, and the socket stays open.
+            await send(ws, {"type": "ping", "ref": "big", "pad": "y" * 4096})
+            answer = await recv(ws)
+            assert answer["type"] == "error" and answer["code"] == "too_large", answer
+            await send(ws, {"type": "ping", "pad": "y" * transport})
+            assert await close_code(ws) == 1009
+        async with ws_connect(server, alice) as ws:  # a frame within the limit is served
+            await ready(ws)
+            await send(ws, {"type": "ping", "pad": "z" * 4000})
+            assert (await recv(ws))["type"] == "pong"
+
+
+async def test_unauthenticated_sockets_are_bounded_per_address(
+    server_factory: ServerFactory,
+) -> None:
+    async with server_factory(ws_max_unauthenticated=2, ws_auth_timeout_s=30) as server:
+        alice = await new_user(server)
+        async with ws_connect(server) as first, ws_connect(server) as second:
+            async with ws_connect(server) as third:
+                assert await close_code(third) == 4429
+            # A socket with a header authenticates at once: it is never counted as waiting.
+            async with ws_connect(server, alice) as with_header:
+                await ready(with_header)
+            # Once one of them authenticates, its place is free again.
+            await send(first, {"type": "auth", "token": alice.token})
+            await ready(first)
+            async with ws_connect(server) as fourth:
+                await send(fourth, {"type": "auth", "token": alice.token})
+                await ready(fourth)
+            await send(second, {"type": "ping"})
+            assert await close_code(second) == 4401  # not an auth frame
+
+
+async def test_a_socket_follows_a_bounded_number_of_threads(
+    server_factory: ServerFactory,
+) -> None:
+    async with server_factory(ws_max_subscriptions=3) as server:
+        alice = await new_user(server)
+        async with http(server, alice) as c:
+            threads = [(await c.post("/v1/threads")).json()["id"] for _ in range(4)]
+        async with ws_connect(server, alice) as ws:
+            await ready(ws)
+            for thread in threads[:3]:
+                await send(ws, {"type": "subscribe", "thread_id": thread})
+                assert (await recv(ws))["type"] == "subscribed"
+            await send(ws, {"type": "subscribe", "thread_id": threads[3], "ref": "4th"})
+            refused = await recv(ws)
+            assert (refused["type"], refused["code"], refused["ref"]) == (
+                "error",
+                "rate_limited",
+                "4th",
+            )
+            # Subscribing again to a followed thread takes no new place (and keeps its age).
+            await send(ws, {"type": "subscribe", "thread_id": threads[0], "after": 0})
+            assert (await recv(ws))["type"] == "subscribed"
+            # A run on a new thread makes room: the oldest subscription is dropped, and said so.
+            await send(ws, {"type": "run", "agent": "assistant", "input": "2 + 2"})
+            dropped = await recv(ws)
+            assert dropped == {"type": "unsubscribed", "thread_id": threads[0]}
+            accepted = await recv(ws)
+            assert accepted["type"] == "run_accepted"
+            frames = await until_terminal(ws, accepted["run_id"])
+            assert frames[-1]["type"] == "agent_completed"
+            await send(ws, {"type": "unsubscribe", "thread_id": threads[2]})
+            assert (await recv(ws))["type"] == "unsubscribed"
+            await send(ws, {"type": "subscribe", "thread_id": threads[3]})
+            assert (await recv(ws))["type"] == "subscribed"
+
+
+async def test_a_large_frame_costs_more_of_the_users_rate(server_factory: ServerFactory) -> None:
+    async with server_factory(user_rate=0.001, user_burst=20) as server:
+        alice, bob = await new_user(server), await new_user(server)
+        async with ws_connect(server, alice) as ws:
+            await ready(ws)
+            big = {"type": "ping", "pad": "p" * 60_000}  # 15 of 20: one more of these is too much
+            await send(ws, {**big, "ref": "1"})
+            assert await recv(ws) == {"type": "pong", "ref": "1"}
+            await send(ws, {**big, "ref": "2"})
+            refused = await recv(ws)
+            assert (refused["type"], refused["code"]) == ("error", "rate_limited")
+            for i in range(4):  # small frames still fit in what is left
+                await send(ws, {"type": "ping", "ref": f"s{i}"})
+                assert (await recv(ws))["type"] == "pong"
+        async with ws_connect(server, bob) as ws:  # another user's bucket is whole
+            await ready(ws)
+            await send(ws, {**big, "ref": "b"})
+            assert (await recv(ws))["type"] == "pong"

@@ -1,0 +1,34 @@
+"""``tenet bench --hostile`` at a tiny scale: both phases run in one run, the server survives
+the worst inputs, and the report has every figure. No figure is asserted (shared machines
+are noisy); the measured numbers live in docs/benchmarks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.timeout(180)
+def test_bench_hostile_reports_both_phases_and_the_server_survives(tmp_path: Path) -> None:
+    report_file = tmp_path / "hostile.json"
+    args = ["bench", "--hostile", "--hostile-users", "3", "--hostile-seconds", "3"]
+    done = subprocess.run(
+        [sys.executable, "-m", "tenet.cli", *args, "--json", str(report_file)],
+        capture_output=True,
+        text=True,
+        timeout=170,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(report_file.read_text())
+    assert report["server_survived"] is True
+    for phase in ("baseline", "hostile"):
+        figures = report[phase]
+        assert figures["runs"] > 0 and figures["probes"] > 0, figures
+        assert figures["run_p99_ms"] is not None and figures["me_p99_ms"] is not None
+    assert report["hostile"]["hostile_actions"] > 0
+    assert set(report["added_ms"]) == {"run_p99_ms", "me_p99_ms"}
+    assert "GET /v1/me p99" in done.stdout
