@@ -196,16 +196,6 @@ class DirectPostgres:
             return [stmt.row(r) for r in found]
         raise ValueError(f"unknown op {kind!r}")
 
-    async def write(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        return await self._transaction(fn, args, True)
-
-    async def read(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """A read; retried once on a fresh connection when the pooled one had gone stale."""
-        try:
-            return await self._transaction(fn, args, False)
-        except _CONNECTION_ERRORS:
-            return await self._transaction(fn, args, False)
-
     async def close(self) -> None:
         if self._pool is not None:
             pool, self._pool = self._pool, None
