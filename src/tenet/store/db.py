@@ -55,8 +55,6 @@ from .tables import RUN_MARKS, EventRow, Message, Note, Run, Thread, Token, User
 #: Repeats the partial run index's predicate, so that lookups by run can use it.
 RUN_MARKED = text(RUN_MARKS)
 
-TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
-
 
 def hash_token(token: str) -> str:
     """Tokens are 256 random bits, so one SHA-256 is enough; only the hash is stored."""

@@ -1,17 +1,19 @@
-"""The hot path of the store on Postgres: plain ``asyncpg`` on a pool of its own.
+"""The store's executor on Postgres: plain ``asyncpg`` on a pool of its own.
 
 Every run makes a handful of writes (its creation, its claim, its events, its
 end) and each socket a few reads. Through the async ORM each costs about a
 millisecond of CPU or more: statements are built and compiled, results turned
-into objects, and every checkout pings the server. Here each is one prepared
-statement (cached by ``asyncpg`` per connection), most of them a single round
-trip without an explicit transaction: a run's creation and its end are single
-statements (CTEs) that check ownership and write in one go, and the event
-writer inserts a whole batch as one ``INSERT ... SELECT FROM unnest(...)``.
+into objects, and every checkout pings the server. Here each is a unit of work
+(:mod:`tenet.store.units`) whose statements were compiled once at start-up
+(:mod:`tenet.store.statements`) and are prepared by ``asyncpg`` once per
+connection; a unit of one statement (a read, a run's start, the event writer's
+batch without a run's end) runs without an explicit transaction, one round
+trip, and the event writer inserts a whole batch as one
+``INSERT ... SELECT FROM unnest(...)`` made from the catalogue's row insert.
 
 The rows are the same rows, in the same formats, that the ORM reads and writes
 elsewhere (``timestamptz``, JSON columns of type ``json`` holding JSON text), so
-both paths see one database; the cold paths (users, tokens, listing, the sweeper)
+both see one database; the cold paths (users, tokens, listing, the sweeper)
 stay on SQLAlchemy.
 """
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .statements import RUN_COLUMNS, TERMINAL, from_db_json, to_db_json
+from .statements import RUN_COLUMNS, from_db_json, to_db_json
 from .tables import Run, Thread
 
-__all__ = ["TERMINAL", "from_db_json", "run_from_row", "thread_from_row", "to_db_json"]
+__all__ = ["from_db_json", "run_from_row", "thread_from_row", "to_db_json"]
 
 #: The ORM attribute of each column of ``RUN_COLUMNS`` (``metadata`` is ``meta``).
 _RUN_ATTRIBUTES = tuple("meta" if c.name == "metadata" else c.name for c in RUN_COLUMNS)

@@ -1,11 +1,13 @@
-"""The hot path of the embedded store: plain ``sqlite3``, run on the event loop itself.
+"""The store's executor on SQLite: plain ``sqlite3``, run on the event loop itself.
 
 Every run makes a handful of writes (its creation, its events, its end).
 Through the async ORM each costs about a millisecond of CPU: statements are
 built and compiled, and aiosqlite hands every call to its thread and back.
-Here each call is one Python function of a ``sqlite3`` connection, and the
-calls made during one turn of the event loop share one transaction (group
-commit): one commit for many calls, statements cached by ``sqlite3``.
+Here each call is one unit of work (:mod:`tenet.store.units`) run on a
+``sqlite3`` connection, its statements compiled once at start-up
+(:mod:`tenet.store.statements`), and the calls made during one turn of the event
+loop share one transaction (group commit): one commit for many calls,
+statements cached by ``sqlite3``.
 
 The calls run on the event loop's own thread, between its callbacks. A thread
 of their own was tried first and measured slower: every ``sqlite3`` call
@@ -18,7 +20,7 @@ where it needs no GIL.
 
 The rows it writes are the same rows, in the same formats, that the ORM reads
 and writes elsewhere (times as ``YYYY-MM-DD HH:MM:SS.ffffff`` UTC text, JSON as
-text), so both paths see one database.
+text; the statements' converters make them), so both see one database.
 """
 
 from __future__ import annotations
