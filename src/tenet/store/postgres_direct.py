@@ -149,7 +149,8 @@ class DirectPostgres:
             return await self._drive(conn, unit(*args))
 
     async def _drive(self, conn: asyncpg.Connection, gen: Any) -> Any:
-        """:func:`tenet.store.executor.drive`, awaiting each statement."""
+        """Run a unit's generator: each statement it yields awaited, its result (or a busy
+        lock, as :class:`~tenet.store.executor.LockBusy`) sent back."""
         try:
             op = gen.send(None)
             while True:
@@ -163,26 +164,24 @@ class DirectPostgres:
             return stop.value
 
     async def _op(self, conn: asyncpg.Connection, op: Op) -> Any:
+        kind, index, params = op
         catalogue = self._catalogue
-        if op.index >= len(catalogue):
+        if index >= len(catalogue):
             statements.compiled("postgresql")  # a statement added since (grows the same list)
-        stmt: Compiled = catalogue[op.index]
-        kind = op.kind
+        stmt: Compiled = catalogue[index]
         if kind == ONE:
-            return stmt.row(await conn.fetchrow(stmt.sql, *stmt.args(op.params)))
+            return stmt.row(await conn.fetchrow(stmt.sql, *stmt.args(params)))
         if kind == ROWS:
-            found = await conn.fetch(stmt.sql, *stmt.args(op.params))
+            found = await conn.fetch(stmt.sql, *stmt.args(params))
             return [stmt.row(r) for r in found] if stmt.columns else found
         if kind == COUNT:
-            status = await conn.execute(stmt.sql, *stmt.args(op.params))
+            status = await conn.execute(stmt.sql, *stmt.args(params))
             return int(status.rsplit(" ", 1)[-1])
         if kind == EACH:
-            bulk = _bulk_insert(op.index)
+            bulk = _bulk_insert(index)
             if bulk is not None:
                 sql, converters = bulk
-                columns = (
-                    list(zip(*op.params, strict=True)) if op.params else [()] * len(converters)
-                )
+                columns = list(zip(*params, strict=True)) if params else [()] * len(converters)
                 await conn.execute(
                     sql,
                     *(
@@ -191,10 +190,10 @@ class DirectPostgres:
                     ),
                 )
             else:
-                await conn.executemany(stmt.sql, [stmt.args(p) for p in op.params])
+                await conn.executemany(stmt.sql, [stmt.args(p) for p in params])
             return None
         if kind == EACH_ONE:
-            found = await conn.fetchmany(stmt.sql, [stmt.args(p) for p in op.params])
+            found = await conn.fetchmany(stmt.sql, [stmt.args(p) for p in params])
             return [stmt.row(r) for r in found]
         raise ValueError(f"unknown op {kind!r}")
 

@@ -43,7 +43,6 @@ from .executor import (
     Compiled,
     Op,
     Unit,
-    drive,
 )
 
 T = TypeVar("T")
@@ -269,32 +268,35 @@ class DirectSqlite:
         return await self._submit(self._unit, (unit, args), write)
 
     def _unit(self, conn: sqlite3.Connection, unit: Unit[T], args: tuple[Any, ...]) -> T:
+        """Run ``unit(*args)`` on ``conn``: each statement it yields, its result sent back."""
+        gen = unit(*args)
+        op = self._op
+        try:
+            step = gen.send(None)
+            while True:
+                step = gen.send(op(conn, step))
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    def _op(self, conn: sqlite3.Connection, op: Op) -> Any:
+        kind, index, params = op
         catalogue = self._catalogue
-
-        def run_op(op: Op) -> Any:
-            if op.index >= len(catalogue):
-                statements.compiled("sqlite")  # a statement added since (grows the same list)
-            stmt: Compiled = catalogue[op.index]
-            kind = op.kind
-            if kind == ONE:
-                found = conn.execute(stmt.sql, stmt.args(op.params)).fetchall()
-                return stmt.row(found[0]) if found else None
-            if kind == ROWS:
-                found = conn.execute(stmt.sql, stmt.args(op.params)).fetchall()
-                return [stmt.row(r) for r in found] if stmt.columns else found
-            if kind == COUNT:
-                return conn.execute(stmt.sql, stmt.args(op.params)).rowcount
-            if kind == EACH:
-                args = stmt.args
-                conn.executemany(stmt.sql, [args(p) for p in op.params])
-                return None
-            if kind == EACH_ONE:
-                return [
-                    stmt.row(conn.execute(stmt.sql, stmt.args(p)).fetchone()) for p in op.params
-                ]
-            raise ValueError(f"unknown op {kind!r}")
-
-        return drive(unit(*args), run_op)
+        if index >= len(catalogue):
+            statements.compiled("sqlite")  # a statement added since (grows the same list)
+        stmt: Compiled = catalogue[index]
+        if kind == ONE:
+            return stmt.row(conn.execute(stmt.sql, stmt.args(params)).fetchone())
+        if kind == ROWS:
+            found = conn.execute(stmt.sql, stmt.args(params)).fetchall()
+            return [stmt.row(r) for r in found] if stmt.columns else found
+        if kind == COUNT:
+            return conn.execute(stmt.sql, stmt.args(params)).rowcount
+        if kind == EACH:
+            conn.executemany(stmt.sql, map(stmt.args, params))
+            return None
+        if kind == EACH_ONE:
+            return [stmt.row(conn.execute(stmt.sql, stmt.args(p)).fetchone()) for p in params]
+        raise ValueError(f"unknown op {kind!r}")
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(connection, *args)`` in a write transaction.

@@ -439,12 +439,13 @@ def compile_for(stmt: Statement, dialect: Dialect) -> Compiled:
     else:
         plan_or_none = plan
     results = _RESULT[dialect.name]
+    exported = list(getattr(stmt.clause, "exported_columns", ()))
     columns = tuple(
         (i, convert)
-        for i, column in enumerate(getattr(stmt.clause, "exported_columns", ()))
+        for i, column in enumerate(exported)
         if (convert := _converter(results, column.type)) is not None
     )
-    return Compiled(stmt.name, compiled.string, plan_or_none, columns)
+    return Compiled(stmt.name, compiled.string, plan_or_none, columns, len(exported))
 
 
 def dialect_of(name: str) -> Dialect:
