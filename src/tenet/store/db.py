@@ -316,9 +316,7 @@ class Store:
             c: getattr(run, c)
             for c in ("id", "user_id", "thread_id", "agent", "input", "meta", "created_at")
         }
-        outcome = await self.executor.run(
-            units.insert_run, row, message_id, max_queued, atomic=True
-        )
+        outcome = await self.executor.run(units.insert_run, row, message_id, max_queued)
         if outcome == "full":
             raise queue_full(max_queued or 0)
         if outcome == "not_found":
@@ -356,7 +354,6 @@ class Store:
             error,
             utc_now(),
             new_id("msg"),
-            atomic=output is not None,
         )
 
     async def admin_runs_with_status(self, statuses: Iterable[str]) -> Sequence[Run]:

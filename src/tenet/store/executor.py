@@ -101,7 +101,7 @@ class Compiled:
     ``width`` columns. :meth:`args` and :meth:`row` apply them.
     """
 
-    __slots__ = ("args", "columns", "name", "plan", "row", "sql")
+    __slots__ = ("args", "columns", "name", "plan", "row", "sql", "then")
 
     def __init__(
         self,
@@ -113,6 +113,9 @@ class Compiled:
     ) -> None:
         self.name = name
         self.sql = sql
+        #: A chained statement's second write, where it is a statement of its own (run
+        #: for each row this one returns, with the declared parameters and that row).
+        self.then: Compiled | None = None
         self.plan = plan
         self.columns = columns
         #: The driver's positional parameters of the declared ``params`` (a sequence).

@@ -290,7 +290,11 @@ class DirectSqlite:
             found = conn.execute(stmt.sql, stmt.args(params)).fetchall()
             return [stmt.row(r) for r in found] if stmt.columns else found
         if kind == COUNT:
-            return conn.execute(stmt.sql, stmt.args(params)).rowcount
+            then = stmt.then
+            if then is None:
+                return conn.execute(stmt.sql, stmt.args(params)).rowcount
+            written = conn.execute(stmt.sql, stmt.args(params)).fetchall()
+            return sum(conn.execute(then.sql, then.args((*params, *r))).rowcount for r in written)
         if kind == EACH:
             conn.executemany(stmt.sql, map(stmt.args, params))
             return None

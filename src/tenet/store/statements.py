@@ -17,6 +17,7 @@ anything else.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
@@ -87,19 +88,34 @@ def p(name: str, type_: TypeEngine[Any] | type[TypeEngine[Any]] = String) -> Any
 
 @dataclass(slots=True)
 class Statement:
-    """One statement of the catalogue: a Core clause and its parameters' names, in order."""
+    """One statement of the catalogue: a Core clause and its parameters' names, in order.
+
+    A *chained* statement is two writes that commit together, the second only for
+    the row the first wrote (a run and its message): ``clause`` is the first, with
+    ``RETURNING``, and ``then`` builds the second from a source of that row. Where
+    the dialect runs writes inside ``WITH`` (Postgres), both compile to one
+    statement, one round trip; elsewhere (SQLite, in-process, where a statement
+    costs no round trip) to two, the second run for each row the first returned.
+    Either way the statement answers the rows the second wrote.
+    """
 
     name: str
     params: tuple[str, ...]
     clause: ClauseElement
     index: int = field(default=-1)
+    then: Callable[[Any], ClauseElement] | None = None
 
 
 CATALOGUE: list[Statement] = []
 
 
-def statement(name: str, params: tuple[str, ...], clause: ClauseElement) -> Statement:
-    stmt = Statement(name, params, clause, len(CATALOGUE))
+def statement(
+    name: str,
+    params: tuple[str, ...],
+    clause: ClauseElement,
+    then: Callable[[Any], ClauseElement] | None = None,
+) -> Statement:
+    stmt = Statement(name, params, clause, len(CATALOGUE), then)
     CATALOGUE.append(stmt)
     return stmt
 
@@ -187,10 +203,45 @@ def _insert_run(*, limited: bool) -> ClauseElement:
     return insert(runs).from_select(list(_RUN_INSERTED), values)
 
 
-_RUN_PARAMS = ("id", "user_id", "thread_id", "agent", "input", "metadata", "created_at")
-INSERT_RUN = statement("insert_run", _RUN_PARAMS, _insert_run(limited=False))
+def _user_message(run: Any) -> ClauseElement:
+    """The user's message of the run ``run`` (a source of the stored run's id) stored."""
+    return insert(messages).from_select(
+        ["id", "user_id", "thread_id", "run_id", "role", "content", "created_at"],
+        select(
+            p("message_id"),
+            p("user_id"),
+            p("thread_id"),
+            run.c.id,
+            const("user"),
+            p("input", Text),
+            p("created_at", DateTime(timezone=True)),
+        ).select_from(run),
+    )
+
+
+_RUN_PARAMS = (
+    "id",
+    "user_id",
+    "thread_id",
+    "agent",
+    "input",
+    "metadata",
+    "created_at",
+    "message_id",
+)
+#: The run and the user's message (chained): answers 1 when stored, 0 when the thread
+#: is not the user's (or, within the limit, ``max_queued`` of the user's runs wait).
+INSERT_RUN = statement(
+    "insert_run",
+    _RUN_PARAMS,
+    _insert_run(limited=False).returning(runs.c.id),
+    then=_user_message,
+)
 INSERT_RUN_WITHIN_LIMIT = statement(
-    "insert_run_within_limit", (*_RUN_PARAMS, "max_queued"), _insert_run(limited=True)
+    "insert_run_within_limit",
+    (*_RUN_PARAMS, "max_queued"),
+    _insert_run(limited=True).returning(runs.c.id),
+    then=_user_message,
 )
 
 INSERT_MESSAGE = statement(
@@ -259,10 +310,31 @@ START_RUN = statement(
     ),
 )
 
-#: A run's end (a no-op on a run that has ended); returns its thread.
+
+def _assistant_message(run: Any) -> ClauseElement:
+    """The run's output as the assistant's message, when it has one (``run``: a source
+    of the ended run's thread)."""
+    return insert(messages).from_select(
+        ["id", "user_id", "thread_id", "run_id", "role", "content", "created_at"],
+        select(
+            p("message_id"),
+            p("user_id"),
+            run.c.thread_id,
+            p("run_id"),
+            const("assistant"),
+            p("output", Text),
+            p("now", DateTime(timezone=True)),
+        )
+        .select_from(run)
+        .where(p("output", Text).is_not(None)),
+    )
+
+
+#: A run's end and its output as the assistant's message (chained; a no-op on a run
+#: that has ended).
 END_RUN = statement(
     "end_run",
-    ("user_id", "run_id", "status", "output", "error", "now"),
+    ("user_id", "run_id", "status", "output", "error", "now", "message_id"),
     update(runs)
     .where(
         runs.c.id == p("run_id"),
@@ -276,6 +348,7 @@ END_RUN = statement(
         finished_at=p("now", DateTime(timezone=True)),
     )
     .returning(runs.c.thread_id),
+    then=_assistant_message,
 )
 
 # Events -------------------------------------------------------------------------------------
@@ -421,31 +494,64 @@ def _converter(table: dict[type[TypeEngine[Any]], Convert], type_: Any) -> Conve
     return None
 
 
+#: The dialects that run writes inside ``WITH`` (a chained statement is one statement).
+WRITES_IN_WITH = frozenset({"postgresql"})
+
+
 def compile_for(stmt: Statement, dialect: Dialect) -> Compiled:
     """``stmt`` as ``dialect``'s driver runs it; fails on a parameter it does not declare."""
-    compiled = stmt.clause.compile(dialect=dialect)
+    if stmt.then is None:
+        return _compile(stmt.name, stmt.clause, stmt.params, dialect)
+    first = stmt.clause
+    if dialect.name in WRITES_IN_WITH:
+        written = first.cte("written")  # type: ignore[attr-defined]
+        return _compile(stmt.name, stmt.then(written), stmt.params, dialect)
+    # The first write's returned row reaches the second as parameters (``written_*``).
+    returned = [c.name for c in first.exported_columns]  # type: ignore[attr-defined]
+    row = select(*(bindparam(f"written_{c}").label(c) for c in returned)).subquery("written")
+    compiled = _compile(stmt.name, first, stmt.params, dialect, partial=True)
+    then = stmt.then(row)
+    compiled.then = _compile(
+        f"{stmt.name} (then)",
+        then,
+        (*stmt.params, *(f"written_{c}" for c in returned)),
+        dialect,
+        partial=True,
+    )
+    return compiled
+
+
+def _compile(
+    name: str,
+    clause: ClauseElement,
+    params: tuple[str, ...],
+    dialect: Dialect,
+    *,
+    partial: bool = False,
+) -> Compiled:
+    """``clause`` compiled; ``partial``: it may leave some of the declared parameters unused."""
+    compiled = clause.compile(dialect=dialect)
     order = compiled.positiontup or []
-    declared = {name: i for i, name in enumerate(stmt.params)}
+    declared = {name: i for i, name in enumerate(params)}
     unknown = [name for name in order if name not in declared]
-    if unknown or set(stmt.params) - set(order):
+    if unknown or (not partial and set(params) - set(order)):
         raise ValueError(
-            f"statement {stmt.name}: binds {order}, declares {list(stmt.params)}"
-            f" ({unknown} not declared)"
+            f"statement {name}: binds {order}, declares {list(params)} ({unknown} not declared)"
         )
     binds = _BIND[dialect.name]
     plan = tuple((declared[name], _converter(binds, compiled.binds[name].type)) for name in order)
-    if [i for i, _ in plan] == list(range(len(stmt.params))) and all(c is None for _, c in plan):
+    if [i for i, _ in plan] == list(range(len(params))) and all(c is None for _, c in plan):
         plan_or_none = None
     else:
         plan_or_none = plan
     results = _RESULT[dialect.name]
-    exported = list(getattr(stmt.clause, "exported_columns", ()))
+    exported = list(getattr(clause, "exported_columns", ()))
     columns = tuple(
         (i, convert)
         for i, column in enumerate(exported)
         if (convert := _converter(results, column.type)) is not None
     )
-    return Compiled(stmt.name, compiled.string, plan_or_none, columns, len(exported))
+    return Compiled(name, compiled.string, plan_or_none, columns, len(exported))
 
 
 def dialect_of(name: str) -> Dialect:

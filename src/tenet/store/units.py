@@ -53,25 +53,16 @@ def insert_run(run: dict[str, Any], message_id: str, max_queued: int | None) -> 
         run["input"],
         run["meta"],
         run["created_at"],
+        message_id,
     )
     if max_queued is None:
         stored = yield count(q.INSERT_RUN, *values)
     else:
         stored = yield count(q.INSERT_RUN_WITHIN_LIMIT, *values, max_queued)
-    if not stored:
-        owned = yield one(q.THREAD_OWNED, run["user_id"], run["thread_id"])
-        return "full" if owned is not None else "not_found"
-    yield count(
-        q.INSERT_MESSAGE,
-        message_id,
-        run["user_id"],
-        run["thread_id"],
-        run["id"],
-        "user",
-        run["input"],
-        run["created_at"],
-    )
-    return "stored"
+    if stored:
+        return "stored"
+    owned = yield one(q.THREAD_OWNED, run["user_id"], run["thread_id"])
+    return "full" if owned is not None else "not_found"
 
 
 def select_run(user_id: str, run_id: str) -> Steps:
@@ -103,11 +94,7 @@ def finish_run(
     message_id: str,
 ) -> Steps:
     """Terminal status, output and the assistant's message (a no-op on a finished run)."""
-    ended = yield one(q.END_RUN, user_id, run_id, status, output, error, now)
-    if ended is not None and output is not None:
-        yield count(
-            q.INSERT_MESSAGE, message_id, user_id, ended[0], run_id, "assistant", output, now
-        )
+    yield count(q.END_RUN, user_id, run_id, status, output, error, now, message_id)
 
 
 def select_events(user_id: str, thread_id: str, after: int, limit: int) -> Steps:
