@@ -101,7 +101,7 @@ class Compiled:
     ``width`` columns. :meth:`args` and :meth:`row` apply them.
     """
 
-    __slots__ = ("args", "columns", "name", "plan", "row", "sql", "then")
+    __slots__ = ("args", "columns", "name", "plan", "returns", "row", "sql", "then")
 
     def __init__(
         self,
@@ -113,9 +113,11 @@ class Compiled:
     ) -> None:
         self.name = name
         self.sql = sql
-        #: A chained statement's second write, where it is a statement of its own (run
-        #: for each row this one returns, with the declared parameters and that row).
+        #: A chained statement's second write, where it is a statement of its own: run
+        #: for each row this one returns (``returns``), with the declared parameters and
+        #: that row, or else once if this one wrote a row, with the declared parameters.
         self.then: Compiled | None = None
+        self.returns = False
         self.plan = plan
         self.columns = columns
         #: The driver's positional parameters of the declared ``params`` (a sequence).

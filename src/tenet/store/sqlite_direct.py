@@ -293,6 +293,10 @@ class DirectSqlite:
             then = stmt.then
             if then is None:
                 return conn.execute(stmt.sql, stmt.args(params)).rowcount
+            if not stmt.returns:
+                if not conn.execute(stmt.sql, stmt.args(params)).rowcount:
+                    return 0
+                return conn.execute(then.sql, then.args(params)).rowcount
             written = conn.execute(stmt.sql, stmt.args(params)).fetchall()
             return sum(conn.execute(then.sql, then.args((*params, *r))).rowcount for r in written)
         if kind == EACH:

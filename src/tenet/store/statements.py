@@ -91,12 +91,15 @@ class Statement:
     """One statement of the catalogue: a Core clause and its parameters' names, in order.
 
     A *chained* statement is two writes that commit together, the second only for
-    the row the first wrote (a run and its message): ``clause`` is the first, with
-    ``RETURNING``, and ``then`` builds the second from a source of that row. Where
-    the dialect runs writes inside ``WITH`` (Postgres), both compile to one
-    statement, one round trip; elsewhere (SQLite, in-process, where a statement
-    costs no round trip) to two, the second run for each row the first returned.
-    Either way the statement answers the rows the second wrote.
+    the row the first wrote (a run and its message): ``clause`` is the first,
+    ``returning`` the columns of its row the second reads, and ``then`` builds the
+    second from a source of that row. Where the dialect runs writes inside
+    ``WITH`` (Postgres), both compile to one statement, one round trip; elsewhere
+    (SQLite, in-process, where a statement costs no round trip) to two, the second
+    run for each row the first returned, or, when ``known`` names the parameter
+    each returned column was written from, for the row the first counted (no
+    ``RETURNING``, which costs SQLite more than the check). Either way the
+    statement answers the rows the second wrote.
     """
 
     name: str
@@ -104,6 +107,11 @@ class Statement:
     clause: ClauseElement
     index: int = field(default=-1)
     then: Callable[[Any], ClauseElement] | None = None
+    returning: tuple[Any, ...] = ()
+    known: dict[str, str] = field(default_factory=dict)
+    #: ``clause`` with ``RETURNING`` (made before either is compiled: SQLAlchemy keeps
+    #: a compiled clause's columns, and a copy made later would keep them too).
+    returning_clause: Any = None
 
 
 CATALOGUE: list[Statement] = []
@@ -114,8 +122,12 @@ def statement(
     params: tuple[str, ...],
     clause: ClauseElement,
     then: Callable[[Any], ClauseElement] | None = None,
+    returning: tuple[Any, ...] = (),
+    known: dict[str, str] | None = None,
 ) -> Statement:
-    stmt = Statement(name, params, clause, len(CATALOGUE), then)
+    stmt = Statement(name, params, clause, len(CATALOGUE), then, returning, known or {})
+    if returning:
+        stmt.returning_clause = clause.returning(*returning)  # type: ignore[attr-defined]
     CATALOGUE.append(stmt)
     return stmt
 
@@ -234,14 +246,18 @@ _RUN_PARAMS = (
 INSERT_RUN = statement(
     "insert_run",
     _RUN_PARAMS,
-    _insert_run(limited=False).returning(runs.c.id),
+    _insert_run(limited=False),
     then=_user_message,
+    returning=(runs.c.id,),
+    known={"id": "id"},
 )
 INSERT_RUN_WITHIN_LIMIT = statement(
     "insert_run_within_limit",
     (*_RUN_PARAMS, "max_queued"),
-    _insert_run(limited=True).returning(runs.c.id),
+    _insert_run(limited=True),
     then=_user_message,
+    returning=(runs.c.id,),
+    known={"id": "id"},
 )
 
 INSERT_MESSAGE = statement(
@@ -346,9 +362,9 @@ END_RUN = statement(
         output=p("output", Text),
         error=p("error", JSON),
         finished_at=p("now", DateTime(timezone=True)),
-    )
-    .returning(runs.c.thread_id),
+    ),
     then=_assistant_message,
+    returning=(runs.c.thread_id,),
 )
 
 # Events -------------------------------------------------------------------------------------
@@ -502,21 +518,24 @@ def compile_for(stmt: Statement, dialect: Dialect) -> Compiled:
     """``stmt`` as ``dialect``'s driver runs it; fails on a parameter it does not declare."""
     if stmt.then is None:
         return _compile(stmt.name, stmt.clause, stmt.params, dialect)
-    first = stmt.clause
+    first: Any = stmt.clause
     if dialect.name in WRITES_IN_WITH:
-        written = first.cte("written")  # type: ignore[attr-defined]
+        written = stmt.returning_clause.cte("written")
         return _compile(stmt.name, stmt.then(written), stmt.params, dialect)
-    # The first write's returned row reaches the second as parameters (``written_*``).
-    returned = [c.name for c in first.exported_columns]  # type: ignore[attr-defined]
-    row = select(*(bindparam(f"written_{c}").label(c) for c in returned)).subquery("written")
-    compiled = _compile(stmt.name, first, stmt.params, dialect, partial=True)
-    then = stmt.then(row)
+    returned = [c.name for c in stmt.returning]
+    if all(c in stmt.known for c in returned):
+        # The row the first wrote is known from the parameters: counted, not returned.
+        row = select(*(bindparam(stmt.known[c]).label(c) for c in returned)).subquery("written")
+        compiled = _compile(stmt.name, first, stmt.params, dialect, partial=True)
+        then_params = stmt.params
+    else:
+        # The first write's returned row reaches the second as parameters (``written_*``).
+        row = select(*(bindparam(f"written_{c}").label(c) for c in returned)).subquery("written")
+        compiled = _compile(stmt.name, stmt.returning_clause, stmt.params, dialect, partial=True)
+        compiled.returns = True
+        then_params = (*stmt.params, *(f"written_{c}" for c in returned))
     compiled.then = _compile(
-        f"{stmt.name} (then)",
-        then,
-        (*stmt.params, *(f"written_{c}" for c in returned)),
-        dialect,
-        partial=True,
+        f"{stmt.name} (then)", stmt.then(row), then_params, dialect, partial=True
     )
     return compiled
 
