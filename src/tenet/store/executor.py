@@ -1,7 +1,7 @@
 """How the store's units of work reach a database: one executor per driver.
 
 A store method is written once, as a *unit*: a generator that yields
-:class:`Op` values (a statement of :mod:`tenet.store.statements` and its
+:data:`Op` values (a statement of :mod:`tenet.store.statements` and its
 parameters) and receives each one's result::
 
     def get_thread(user_id, thread_id):
