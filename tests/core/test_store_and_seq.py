@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,9 +24,10 @@ from tenet.errors import NotFound
 from tenet.events import RunEnd, make_event
 from tenet.ids import new_id
 from tenet.runtime import RunRuntime
-from tenet.store import sqlite_direct
+from tenet.store import units
 from tenet.store.db import Store
 from tenet.store.migrate import upgrade
+from tenet.store.sqlite_direct import DirectSqlite
 from tenet.store.tables import EventRow
 from tenet.store.writer import ROOM_GRANT, EventWriter
 
@@ -242,14 +244,14 @@ async def test_runs_wait_their_turn_when_the_store_falls_behind(
     every run finishes with all its events, numbered without a gap.
     """
     stalls = [0.2, 0.2, 0.2]
-    insert_events = sqlite_direct.insert_events
+    insert_events = units.insert_events
 
-    def slow_insert_events(conn: Any, rows: list[tuple[Any, ...]]) -> None:
+    def slow_insert_events(rows: list[tuple[Any, ...]]) -> units.Steps:
         if stalls and any(row[4] >= 30 for row in rows):  # (id, user, thread, run, seq, ...)
             time.sleep(stalls.pop())
-        insert_events(conn, rows)
+        return (yield from insert_events(rows))
 
-    monkeypatch.setattr(sqlite_direct, "insert_events", slow_insert_events)
+    monkeypatch.setattr(units, "insert_events", slow_insert_events)
     async with Service(make_settings(event_backlog_max=32, max_runs=200, user_max_runs=100)) as svc:
         user = await new_user(svc)
         threads = [await new_thread(svc, user) for _ in range(100)]
@@ -269,10 +271,12 @@ async def test_runs_wait_their_turn_when_the_store_falls_behind(
     assert 32 <= peak <= 32 + 2 * ROOM_GRANT, f"{peak} events piled up behind a stalled store"
 
 
-async def test_the_orm_path_stores_runs_events_and_ends_too() -> None:
-    """An in-memory SQLite database has no direct path: the ORM writes everything."""
+async def test_an_in_memory_database_stores_runs_events_and_ends_too() -> None:
+    """An in-memory SQLite database takes the same path as a file (the executor's
+    connection and the ORM's see one database), and leaves no file behind."""
     async with Service(Settings(database_url="sqlite+aiosqlite:///:memory:")) as svc:
-        assert svc.store.direct is None and svc.store.pg is None
+        assert isinstance(svc.store.executor, DirectSqlite)
+        scratch = Path(svc.store.executor.path).parent
         user = await new_user(svc)
         thread = await new_thread(svc, user)
         run, events = await run_to_end(svc, user, thread, "benchmark", "events=12")
@@ -282,6 +286,7 @@ async def test_the_orm_path_stores_runs_events_and_ends_too() -> None:
         messages = await svc.store.list_messages(user, thread)
         assert [m.role for m in messages] == ["user", "assistant"]
         assert messages[-1].content == run.output
+    assert not scratch.exists()
 
 
 def _congested_runtime(store: Store) -> tuple[RunRuntime, RunContext]:

@@ -51,16 +51,20 @@ async def test_no_store_session_touches_two_users(deploy) -> None:
         for obj in session.new | session.dirty:
             ids |= _user_ids(getattr(obj, "user_id", None))
 
-    # The embedded store's hot path runs calls on its SQLite thread (several may share
-    # one commit, each under its own savepoint): each call is one "session" here,
-    # attributed by the ids it was given.
+    # The store's hot path runs units of work through its executor (on SQLite several
+    # share one commit): each unit is one "session" here, attributed by the ids it was
+    # given. A call's arguments are (the unit, the unit's arguments, ...).
+    def unit_session(args: tuple[Any, ...]) -> dict[str, Any]:
+        unit, unit_args = args[0], args[1]
+        info: dict[str, Any] = {"tracked": _user_ids(list(unit_args))}
+        if unit.__qualname__ == "EventWriter._transaction":  # the event writer's batch
+            info["role"] = "event-writer"
+        return info
+
     original_call = DirectSqlite._call
 
     def tracked_call(self: DirectSqlite, conn: Any, fn: Any, args: tuple[Any, ...]) -> Any:
-        info: dict[str, Any] = {"tracked": _user_ids(list(args))}
-        if fn.__name__ == "transaction":  # the event writer's batch
-            info["role"] = "event-writer"
-        seen.append(info)
+        seen.append(unit_session(args))
         return original_call(self, conn, fn, args)
 
     # The same on Postgres: each call of the asyncpg pool is one "session".
@@ -69,10 +73,7 @@ async def test_no_store_session_touches_two_users(deploy) -> None:
     async def tracked_pg_transaction(
         self: DirectPostgres, fn: Any, args: tuple[Any, ...], write: bool
     ) -> Any:
-        info: dict[str, Any] = {"tracked": _user_ids(list(args))}
-        if fn.__name__ == "transaction":  # the event writer's batch
-            info["role"] = "event-writer"
-        seen.append(info)
+        seen.append(unit_session(args))
         return await original_pg_transaction(self, fn, args, write)
 
     event.listen(Session, "do_orm_execute", on_execute)

@@ -18,7 +18,7 @@ from tenet.audit import IsolationAudit
 from tenet.bus.memory import MemoryBus
 from tenet.errors import NotFound, TenetError
 from tenet.events import Event
-from tenet.store import sqlite_direct
+from tenet.store import units
 from tenet.store.db import Store
 from tenet.store.tables import Thread
 
@@ -96,12 +96,12 @@ async def test_a_skipped_seq_is_caught(deploy, monkeypatch: pytest.MonkeyPatch) 
             found[first] += 1
         return found
 
-    original = sqlite_direct.max_seqs  # the embedded store's writer numbers events from this
+    original = units.max_seqs  # the store's writer numbers events from this
 
-    def skipping(conn: Any, thread_ids: list[str]) -> dict[str, int]:
-        return skip_first(original(conn, thread_ids))
+    def skipping(thread_ids: list[str]) -> units.Steps:
+        return skip_first((yield from original(thread_ids)))
 
-    monkeypatch.setattr(sqlite_direct, "max_seqs", skipping)
+    monkeypatch.setattr(units, "max_seqs", skipping)
     report = await audit(deploy)
     assert skipped
     assert not report.checks["sequence"].ok

@@ -10,9 +10,13 @@ requests, let alone between users. On SQLite, writes are serialized by one
 process-wide lock (SQLite allows one writer; waiting on a lock is cheaper and
 more predictable than ``database is locked`` retries).
 
-The hot methods (a run's creation, reads, updates and end, a thread's check, its
-events, the cluster's claim) skip the ORM: on SQLite through ``sqlite_direct``,
-on Postgres (asyncpg) through ``postgres_direct``; the rows are the same.
+The hot methods (a thread's creation and check, a run's creation, reads,
+updates and end, a thread's events, the cluster's claim) skip the ORM: each is
+one unit of work (:mod:`tenet.store.units`) over statements written once in
+SQLAlchemy Core (:mod:`tenet.store.statements`), run by the executor of the
+database's driver (:mod:`tenet.store.executor`): plain ``sqlite3`` on the event
+loop with group commit, or ``asyncpg`` on a pool of its own. A method has one
+path on every database; the rows are the ones the ORM reads.
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ import asyncio
 import contextlib
 import hashlib
 import secrets
+import tempfile
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import case, delete, event, func, select, text, tuple_, update
+from sqlalchemy import delete, event, func, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
@@ -35,23 +41,20 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import aliased
 
 from ..clock import utc_now
 from ..errors import Conflict, Invalid, NotFound, RateLimited, queue_full
 from ..ids import is_valid, new_id
-from . import postgres_direct as pg
-from . import sqlite_direct as direct
+from . import units
+from .executor import Executor
 from .postgres_direct import DirectPostgres
-from .rows import from_db_json, to_db_json
+from .rows import run_from_row, thread_from_row
 from .sqlite_direct import DirectSqlite
 from .tables import RUN_MARKS, EventRow, Message, Note, Run, Thread, Token, User
 from .user_lock import lock_user
 
 #: Repeats the partial run index's predicate, so that lookups by run can use it.
 RUN_MARKED = text(RUN_MARKS)
-
-TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 
 
 def hash_token(token: str) -> str:
@@ -69,32 +72,44 @@ class Store:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        #: The directory of an in-memory database's file (removed on close).
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None
         kwargs: dict[str, Any] = {"echo": echo}
+        executor: Executor
         if self.is_sqlite:
+            database = make_url(url).database
+            if database in (None, "", ":memory:"):
+                # The executor's connection and the ORM's must see one database, which an
+                # in-memory one cannot be: it lives in a file that goes with the store.
+                self._scratch = tempfile.TemporaryDirectory(prefix="tenet-")
+                database = str(Path(self._scratch.name) / "memory.db")
+                url = make_url(url).set(database=database).render_as_string(hide_password=False)
+            assert database is not None
             kwargs["connect_args"] = {"timeout": 30}
-            if make_url(url).database not in (None, "", ":memory:"):
-                # The hot path has its own connection; each pooled one holds a thread and
-                # a page cache, and SQLite writes one at a time anyway.
-                kwargs.update(pool_size=2, max_overflow=4)
+            # The hot path has its own connection; each pooled one holds a thread and
+            # a page cache, and SQLite writes one at a time anyway.
+            kwargs.update(pool_size=2, max_overflow=4)
+            #: The hot path on SQLite: plain sqlite3 on the event loop (see sqlite_direct).
+            executor = DirectSqlite(database)
         else:
             kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
+            #: The hot path on Postgres: plain asyncpg on a pool of its own (any driver of
+            #: the URL: the ORM uses it, the executor asyncpg).
+            executor = DirectPostgres(url)
+        #: Runs every hot method's unit of work (see :mod:`tenet.store.executor`).
+        self.executor: Executor = executor
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
-        database = make_url(url).database if self.is_sqlite else None
-        #: The hot path on SQLite: plain sqlite3 on the event loop (see sqlite_direct).
-        self.direct = DirectSqlite(database) if database and database != ":memory:" else None
-        #: The hot path on Postgres: plain asyncpg on a pool of its own (see postgres_direct).
-        self.pg = DirectPostgres(url) if url.startswith("postgresql+asyncpg") else None
 
     async def close(self) -> None:
-        if self.direct is not None:
-            await self.direct.close()
-        if self.pg is not None:
-            await self.pg.close()
+        await self.executor.close()
         await self.engine.dispose()
+        if self._scratch is not None:
+            self._scratch.cleanup()
+            self._scratch = None
 
     # Sessions -------------------------------------------------------------------------------
 
@@ -107,22 +122,15 @@ class Store:
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         """A session in one transaction, committed at the end of the block."""
-        if self._write_lock is None:
-            async with self._sessions() as session, session.begin():
-                yield session
-        elif self.direct is None:
-            async with self._write_lock, self._sessions() as session, session.begin():
-                yield session
-        else:
-            # The direct path runs no transaction while the ORM writes, so that neither
-            # connection ever waits on the other's lock.
-            async with (
-                self._write_lock,
-                self.direct.paused(),
-                self._sessions() as session,
-                session.begin(),
-            ):
-                yield session
+        # The executor runs no transaction while the ORM writes (on SQLite), so that
+        # neither connection ever waits on the other's lock.
+        async with (
+            self._write_lock or contextlib.nullcontext(),
+            self.executor.paused(),
+            self._sessions() as session,
+            session.begin(),
+        ):
+            yield session
 
     async def ping(self) -> None:
         """Raises when the database cannot be reached."""
@@ -224,55 +232,20 @@ class Store:
         thread = Thread(
             id=new_id("thr"), user_id=user_id, meta=dict(metadata or {}), created_at=utc_now()
         )
-        if self.direct is not None:
-            # On the direct path, beside the runs and events: an ORM write would pause it.
-            created = await self.direct.write(
-                direct.insert_thread,
-                thread.id,
-                user_id,
-                to_db_json(thread.meta),
-                thread.created_at,
-                limit,
-            )
-            if not created:
-                raise RateLimited(f"a user may hold at most {limit} threads")
-            return thread
-        async with self.write() as s:
-            if limit is not None:
-                await lock_user(s, user_id)
-                count = await s.scalar(
-                    select(func.count()).select_from(Thread).where(Thread.user_id == user_id)
-                )
-                if (count or 0) >= limit:
-                    raise RateLimited(f"a user may hold at most {limit} threads")
-            s.add(thread)
+        created = await self.executor.run(
+            units.insert_thread, thread.id, user_id, thread.meta, thread.created_at, limit
+        )
+        if not created:
+            raise RateLimited(f"a user may hold at most {limit} threads")
         return thread
 
     async def get_thread(self, user_id: str, thread_id: str) -> Thread:
         if not is_valid(thread_id, "thr"):
             raise NotFound()
-        if self.direct is not None or self.pg is not None:
-            if self.direct is not None:
-                found = await self.direct.read(direct.thread_owned, user_id, thread_id)
-                created = direct.from_db_time(found[3]) if found is not None else None
-            else:
-                assert self.pg is not None
-                found = await self.pg.read(pg.thread_owned, user_id, thread_id)
-                created = found[3] if found is not None else None
-            if found is None:
-                raise NotFound()
-            return Thread(
-                id=found[0], user_id=found[1], meta=from_db_json(found[2]) or {}, created_at=created
-            )
-        async with self.read() as s:
-            row = (
-                await s.execute(
-                    select(Thread).where(Thread.id == thread_id, Thread.user_id == user_id)
-                )
-            ).scalar_one_or_none()
-        if row is None:
+        found = await self.executor.run(units.thread_owned, user_id, thread_id, write=False)
+        if found is None:
             raise NotFound()
-        return row
+        return thread_from_row(found)
 
     async def list_threads(
         self, user_id: str, *, limit: int = 50, before: str | None = None
@@ -356,84 +329,28 @@ class Store:
             attempts=0,
         )
         message_id = new_id("msg")
-        if self.direct is not None or self.pg is not None:
-            row = {
-                c: getattr(run, c)
-                for c in ("id", "user_id", "thread_id", "agent", "input", "meta", "created_at")
-            }
-            if self.pg is not None:
-                outcome = await self.pg.write(pg.insert_run, row, message_id, max_queued)
-            else:
-                if max_queued is not None:
-                    async with self.read() as s:
-                        if await self._queued(s, user_id) >= max_queued:
-                            raise queue_full(max_queued)
-                inserted = await self.direct.write(direct.insert_run, row, message_id)
-                outcome = "stored" if inserted else "not_found"
-            if outcome == "full":
-                raise queue_full(max_queued or 0)
-            if outcome == "not_found":
-                raise NotFound()
-            return run
-        async with self.write() as s:
-            owned = await s.scalar(
-                select(Thread.id).where(Thread.id == thread_id, Thread.user_id == user_id)
-            )
-            if owned is None:
-                raise NotFound()
-            if max_queued is not None and await self._queued(s, user_id) >= max_queued:
-                raise queue_full(max_queued)
-            s.add(run)
-            s.add(
-                Message(
-                    id=message_id,
-                    user_id=user_id,
-                    thread_id=thread_id,
-                    run_id=run.id,
-                    role="user",
-                    content=input,
-                    created_at=now,
-                )
-            )
+        row = {
+            c: getattr(run, c)
+            for c in ("id", "user_id", "thread_id", "agent", "input", "meta", "created_at")
+        }
+        outcome = await self.executor.run(units.insert_run, row, message_id, max_queued)
+        if outcome == "full":
+            raise queue_full(max_queued or 0)
+        if outcome == "not_found":
+            raise NotFound()
         return run
 
     async def get_run(self, user_id: str, run_id: str) -> Run:
         if not is_valid(run_id, "run"):
             raise NotFound()
-        if self.direct is not None:
-            found = await self.direct.read(direct.select_run, user_id, run_id)
-            if found is None:
-                raise NotFound()
-            return Run(**found)
-        if self.pg is not None:
-            found = await self.pg.read(pg.select_run, user_id, run_id)
-            if found is None:
-                raise NotFound()
-            return Run(**found)
-        async with self.read() as s:
-            row = (
-                await s.execute(select(Run).where(Run.id == run_id, Run.user_id == user_id))
-            ).scalar_one_or_none()
-        if row is None:
+        found = await self.executor.run(units.select_run, user_id, run_id, write=False)
+        if found is None:
             raise NotFound()
-        return row
+        return run_from_row(found)
 
     async def update_run(self, user_id: str, run_id: str, **values: Any) -> None:
         """Set run fields; a finished run keeps its terminal status."""
-        if self.direct is not None:
-            await self.direct.write(direct.update_run, user_id, run_id, values)
-            return
-        if self.pg is not None:
-            await self.pg.write(pg.update_run, user_id, run_id, values)
-            return
-        async with self.write() as s:
-            await s.execute(
-                update(Run)
-                .where(
-                    Run.id == run_id, Run.user_id == user_id, Run.status.not_in(TERMINAL_STATUSES)
-                )
-                .values(**values)
-            )
+        await self.executor.run(units.update_run, user_id, run_id, values)
 
     async def finish_run(
         self,
@@ -445,72 +362,16 @@ class Store:
         error: dict[str, Any] | None = None,
     ) -> None:
         """Terminal status, output and the assistant's message, in one transaction."""
-        now = utc_now()
-        if self.direct is not None:
-            await self.direct.write(
-                direct.finish_run, user_id, run_id, status, output, error, now, new_id("msg")
-            )
-            return
-        if self.pg is not None:
-            await self.pg.write(
-                pg.finish_run, user_id, run_id, status, output, error, now, new_id("msg")
-            )
-            return
-        async with self.write() as s:
-            await self.finish_run_in(s, user_id, run_id, status, output, error, now, new_id("msg"))
-
-    @staticmethod
-    async def start_run_in(
-        s: AsyncSession, user_id: str, run_id: str, now: datetime, worker_id: str
-    ) -> None:
-        """A run's start inside a session the caller commits (see ``rows.START_RUN``)."""
-        await s.execute(
-            update(Run)
-            .where(Run.id == run_id, Run.user_id == user_id, Run.status.not_in(TERMINAL_STATUSES))
-            .values(
-                status=case((Run.status == "queued", "running"), else_=Run.status),
-                started_at=func.coalesce(Run.started_at, now),
-                worker_id=worker_id,
-            )
+        await self.executor.run(
+            units.finish_run,
+            user_id,
+            run_id,
+            status,
+            output,
+            error,
+            utc_now(),
+            new_id("msg"),
         )
-
-    @staticmethod
-    async def finish_run_in(
-        s: AsyncSession,
-        user_id: str,
-        run_id: str,
-        status: str,
-        output: str | None,
-        error: dict[str, Any] | None,
-        now: datetime,
-        message_id: str,
-    ) -> None:
-        """:meth:`finish_run` inside a session the caller commits (the ORM path).
-
-        The same arguments as the direct paths' ``finish_run``, so the event writer
-        can end a run the same way on every backend.
-        """
-        run = (
-            await s.execute(select(Run).where(Run.id == run_id, Run.user_id == user_id))
-        ).scalar_one_or_none()
-        if run is None or run.status in TERMINAL_STATUSES:
-            return
-        run.status = status
-        run.output = output
-        run.error = error
-        run.finished_at = now
-        if output is not None:
-            s.add(
-                Message(
-                    id=message_id,
-                    user_id=user_id,
-                    thread_id=run.thread_id,
-                    run_id=run_id,
-                    role="assistant",
-                    content=output,
-                    created_at=now,
-                )
-            )
 
     async def admin_runs_with_status(self, statuses: Iterable[str]) -> Sequence[Run]:
         """Runs in the given statuses across all users: start-up recovery only."""
@@ -520,14 +381,6 @@ class Store:
 
     # Cluster: claiming, heartbeats, dead workers (Postgres) ---------------------------------
 
-    @staticmethod
-    async def _queued(session: AsyncSession, user_id: str) -> int:
-        """The user's queued runs in the database, in ``session``'s transaction."""
-        q = select(func.count()).select_from(Run)
-        return int(
-            await session.scalar(q.where(Run.user_id == user_id, Run.status == "queued")) or 0
-        )
-
     async def claim_runs(self, worker_id: str, limit: int, user_max: int) -> list[Run] | None:
         """Claim up to ``limit`` runnable runs for ``worker_id`` (Postgres only).
 
@@ -535,81 +388,26 @@ class Store:
         running, its user under ``user_max`` running runs cluster-wide. Rows are
         taken with ``FOR UPDATE SKIP LOCKED``; one transaction-scoped advisory lock
         serializes the claimers, so per-user counts cannot race between processes.
-        Returns None when another process holds the claim: on asyncpg (the direct
-        path) after waiting up to a second for it, otherwise at once.
+        Returns None when another process held the claim for a second.
         """
         if limit <= 0:
             return []
-        if self.pg is not None:
-            rows = await self.pg.write(pg.claim_runs, worker_id, limit, user_max, utc_now())
-            return None if rows is None else [Run(**row) for row in rows]
-        active = ("running", "cancelling")
-        busy = aliased(Run)
-        earlier = aliased(Run)
-        async with self.write() as s:
-            got = await s.scalar(text("SELECT pg_try_advisory_xact_lock(7312001)"))
-            if not got:
-                return None
-            candidates = (
-                (
-                    await s.execute(
-                        select(Run)
-                        .where(
-                            Run.status == "queued",
-                            ~select(busy.id)
-                            .where(busy.thread_id == Run.thread_id, busy.status.in_(active))
-                            .exists(),
-                            ~select(earlier.id)
-                            .where(
-                                earlier.thread_id == Run.thread_id,
-                                earlier.status == "queued",
-                                tuple_(earlier.created_at, earlier.id)
-                                < tuple_(Run.created_at, Run.id),
-                            )
-                            .exists(),
-                        )
-                        .order_by(Run.created_at, Run.id)
-                        .limit(limit * 8)
-                        .with_for_update(skip_locked=True, of=Run)
-                    )
-                )
-                .scalars()
-                .all()
-            )
-            if not candidates:
-                return []
-            users = {r.user_id for r in candidates}
-            running = dict(
-                (
-                    await s.execute(
-                        select(Run.user_id, func.count())
-                        .where(Run.user_id.in_(users), Run.status.in_(active))
-                        .group_by(Run.user_id)
-                    )
-                ).all()
-            )
-            # Users take turns: each user's first runnable run before anyone's second.
-            rank: dict[str, int] = {}
-            ordered = []
-            for run in candidates:
-                rank[run.user_id] = rank.get(run.user_id, 0) + 1
-                ordered.append((rank[run.user_id], run.created_at, run.id, run))
-            chosen: list[Run] = []
-            for _, _, _, run in sorted(ordered, key=lambda t: t[:3]):
-                if len(chosen) >= limit:
-                    break
-                if running.get(run.user_id, 0) >= user_max:
-                    continue
-                running[run.user_id] = running.get(run.user_id, 0) + 1
-                chosen.append(run)
-            now = utc_now()
-            for run in chosen:
-                run.status = "running"
-                run.worker_id = worker_id
-                run.heartbeat_at = now
-                run.started_at = now
-                run.attempts = (run.attempts or 0) + 1
-        return chosen
+        now = utc_now()
+        found = await self.executor.run(
+            units.claim_runs, worker_id, limit, user_max, now, atomic=True
+        )
+        if found is None:
+            return None
+        claimed = []
+        for row in found:
+            run = run_from_row(row)
+            run.status = "running"
+            run.worker_id = worker_id
+            run.heartbeat_at = now
+            run.started_at = now
+            run.attempts = (run.attempts or 0) + 1
+            claimed.append(run)
+        return claimed
 
     async def heartbeat(self, worker_id: str) -> set[str]:
         """Tell the cluster this worker is alive; returns the ids of the runs it still holds.
@@ -741,22 +539,9 @@ class Store:
         """Stored event bodies (JSON text) of the thread with ``seq > after``, ascending."""
         if check_owner:
             await self.get_thread(user_id, thread_id)
-        if self.direct is not None:
-            return await self.direct.read(direct.select_events, user_id, thread_id, after, limit)
-        if self.pg is not None:
-            return await self.pg.read(pg.select_events, user_id, thread_id, after, limit)
-        async with self.read() as s:
-            q = (
-                select(EventRow.body)
-                .where(
-                    EventRow.thread_id == thread_id,
-                    EventRow.user_id == user_id,
-                    EventRow.seq > after,
-                )
-                .order_by(EventRow.seq)
-                .limit(limit)
-            )
-            return list((await s.execute(q)).scalars().all())
+        return await self.executor.run(
+            units.select_events, user_id, thread_id, after, limit, write=False
+        )
 
     async def last_seq(self, user_id: str, thread_id: str) -> int:
         async with self.read() as s:
@@ -766,19 +551,6 @@ class Store:
                 )
             )
         return int(value or 0)
-
-    async def max_seqs(self, session: AsyncSession, thread_ids: Iterable[str]) -> dict[str, int]:
-        """The highest stored ``seq`` of each thread (writer only, inside its transaction)."""
-        ids = list(thread_ids)
-        if not ids:
-            return {}
-        q = (
-            select(EventRow.thread_id, func.max(EventRow.seq))
-            .where(EventRow.thread_id.in_(ids))
-            .group_by(EventRow.thread_id)
-        )
-        found = {tid: int(seq) for tid, seq in (await session.execute(q)).all()}
-        return {tid: found.get(tid, 0) for tid in ids}
 
     # Notes ------------------------------------------------------------------------------------
 

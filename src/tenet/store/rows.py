@@ -1,56 +1,31 @@
-"""Row shapes shared by the store's direct paths (SQLite and Postgres).
+"""Rows of the store's statements as the ORM's objects (which the rest of tenet reads).
 
-Both write and read the same rows as the ORM; what differs is only how a time is
-stored (text on SQLite, ``timestamptz`` on Postgres), so the converters are
-passed in.
+The executors hand back rows with times as aware ``datetime`` and JSON decoded,
+on every driver (see :mod:`tenet.store.executor`); these only name the columns.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import orjson
+from .statements import RUN_COLUMNS, from_db_json, to_db_json
+from .tables import Run, Thread
 
-TERMINAL = ("completed", "failed", "cancelled")
-RUN_COLUMNS = (
-    "id, user_id, thread_id, agent, status, input, output, error, metadata, created_at, "
-    "started_at, finished_at, worker_id, heartbeat_at, attempts"
-)
+__all__ = ["from_db_json", "run_from_row", "thread_from_row", "to_db_json"]
 
-#: A run's start, with placeholders for each dialect: ``queued`` becomes ``running`` (a
-#: cancel stored first keeps ``cancelling``); a run that has ended is left alone.
-START_RUN = (
-    "UPDATE runs SET status = CASE status WHEN 'queued' THEN 'running' ELSE status END, "
-    "started_at = coalesce(started_at, {now}), worker_id = {worker} "
-    "WHERE id = {run} AND user_id = {user} AND status NOT IN ('completed', 'failed', 'cancelled')"
-)
+#: The ORM attribute of each column of ``RUN_COLUMNS`` (``metadata`` is ``meta``).
+_RUN_ATTRIBUTES = tuple("meta" if c.name == "metadata" else c.name for c in RUN_COLUMNS)
 
 
-def to_db_json(value: Any) -> str | None:
-    return None if value is None else orjson.dumps(value).decode()
+def run_from_row(row: Sequence[Any]) -> Run:
+    """A ``runs`` row (``RUN_COLUMNS`` first) as a detached ORM ``Run``."""
+    run = Run(**dict(zip(_RUN_ATTRIBUTES, row, strict=False)))
+    if run.meta is None:
+        run.meta = {}
+    return run
 
 
-def from_db_json(value: str | None) -> Any:
-    return None if value is None else orjson.loads(value)
-
-
-def run_from_row(row: Sequence[Any], time: Callable[[Any], Any] = lambda v: v) -> dict[str, Any]:
-    """A ``runs`` row (``RUN_COLUMNS``) as the keyword arguments of the ORM's ``Run``."""
-    return {
-        "id": row[0],
-        "user_id": row[1],
-        "thread_id": row[2],
-        "agent": row[3],
-        "status": row[4],
-        "input": row[5],
-        "output": row[6],
-        "error": from_db_json(row[7]),
-        "meta": from_db_json(row[8]) or {},
-        "created_at": time(row[9]),
-        "started_at": time(row[10]),
-        "finished_at": time(row[11]),
-        "worker_id": row[12],
-        "heartbeat_at": time(row[13]),
-        "attempts": row[14],
-    }
+def thread_from_row(row: Sequence[Any]) -> Thread:
+    """A row of ``statements.THREAD_OWNED`` as a detached ORM ``Thread``."""
+    return Thread(id=row[0], user_id=row[1], meta=row[2] or {}, created_at=row[3])

@@ -1,11 +1,13 @@
-"""The hot path of the embedded store: plain ``sqlite3``, run on the event loop itself.
+"""The store's executor on SQLite: plain ``sqlite3``, run on the event loop itself.
 
 Every run makes a handful of writes (its creation, its events, its end).
 Through the async ORM each costs about a millisecond of CPU: statements are
 built and compiled, and aiosqlite hands every call to its thread and back.
-Here each call is one Python function of a ``sqlite3`` connection, and the
-calls made during one turn of the event loop share one transaction (group
-commit): one commit for many calls, statements cached by ``sqlite3``.
+Here each call is one unit of work (:mod:`tenet.store.units`) run on a
+``sqlite3`` connection, its statements compiled once at start-up
+(:mod:`tenet.store.statements`), and the calls made during one turn of the event
+loop share one transaction (group commit): one commit for many calls,
+statements cached by ``sqlite3``.
 
 The calls run on the event loop's own thread, between its callbacks. A thread
 of their own was tried first and measured slower: every ``sqlite3`` call
@@ -18,7 +20,7 @@ where it needs no GIL.
 
 The rows it writes are the same rows, in the same formats, that the ORM reads
 and writes elsewhere (times as ``YYYY-MM-DD HH:MM:SS.ffffff`` UTC text, JSON as
-text), so both paths see one database.
+text; the statements' converters make them), so both see one database.
 """
 
 from __future__ import annotations
@@ -29,10 +31,19 @@ import logging
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from .rows import RUN_COLUMNS, START_RUN, TERMINAL, run_from_row, to_db_json
+from . import statements
+from .executor import (
+    COUNT,
+    EACH,
+    EACH_ONE,
+    ONE,
+    ROWS,
+    Compiled,
+    Op,
+    Unit,
+)
 
 T = TypeVar("T")
 
@@ -51,21 +62,6 @@ LOG_FILE_LIMIT_BYTES = 64 * 1024 * 1024
 #: A connection waits at most this long for another one's write lock (an ORM write of
 #: this process never overlaps, see :meth:`DirectSqlite.paused`; only another process can).
 BUSY_TIMEOUT_MS = 5_000
-
-
-def to_db_time(value: datetime | None) -> str | None:
-    """The text SQLAlchemy stores for a UTC datetime on SQLite."""
-    if value is None:
-        return None
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
-    return value.isoformat(sep=" ", timespec="microseconds")  # strftime is several times slower
-
-
-def from_db_time(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    return datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -218,6 +214,7 @@ class DirectSqlite:
         self._closed = False
         #: Transactions committed (a test reads it to see calls share one).
         self.groups = 0
+        self._catalogue = statements.compiled("sqlite")
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -259,6 +256,55 @@ class DirectSqlite:
     def _release(self) -> None:
         self._held = False
         self._wake(asyncio.get_running_loop())
+
+    dialect = "sqlite"
+
+    async def run(self, unit: Unit[T], *args: Any, write: bool = True, atomic: bool = False) -> T:
+        """Run a unit of work in the transaction of its loop turn (always atomic here).
+
+        Returns once that transaction is committed. The unit runs synchronously on
+        the event loop, its statements compiled once (:mod:`tenet.store.statements`).
+        """
+        return await self._submit(self._unit, (unit, args), write)
+
+    def _unit(self, conn: sqlite3.Connection, unit: Unit[T], args: tuple[Any, ...]) -> T:
+        """Run ``unit(*args)`` on ``conn``: each statement it yields, its result sent back."""
+        gen = unit(*args)
+        op = self._op
+        try:
+            step = gen.send(None)
+            while True:
+                step = gen.send(op(conn, step))
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    def _op(self, conn: sqlite3.Connection, op: Op) -> Any:
+        kind, index, params = op
+        catalogue = self._catalogue
+        if index >= len(catalogue):
+            statements.compiled("sqlite")  # a statement added since (grows the same list)
+        stmt: Compiled = catalogue[index]
+        if kind == ONE:
+            return stmt.row(conn.execute(stmt.sql, stmt.args(params)).fetchone())
+        if kind == ROWS:
+            found = conn.execute(stmt.sql, stmt.args(params)).fetchall()
+            return [stmt.row(r) for r in found] if stmt.columns else found
+        if kind == COUNT:
+            then = stmt.then
+            if then is None:
+                return conn.execute(stmt.sql, stmt.args(params)).rowcount
+            if not stmt.returns:
+                if not conn.execute(stmt.sql, stmt.args(params)).rowcount:
+                    return 0
+                return conn.execute(then.sql, then.args(params)).rowcount
+            written = conn.execute(stmt.sql, stmt.args(params)).fetchall()
+            return sum(conn.execute(then.sql, then.args((*params, *r))).rowcount for r in written)
+        if kind == EACH:
+            conn.executemany(stmt.sql, map(stmt.args, params))
+            return None
+        if kind == EACH_ONE:
+            return [stmt.row(conn.execute(stmt.sql, stmt.args(p)).fetchone()) for p in params]
+        raise ValueError(f"unknown op {kind!r}")
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(connection, *args)`` in a write transaction.
@@ -385,169 +431,3 @@ class DirectSqlite:
     def _call(self, conn: sqlite3.Connection, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         """One call: the unit of work that belongs to one user."""
         return fn(conn, *args)
-
-
-# The hot transactions, as functions of a connection ---------------------------------------
-
-
-def thread_owned(conn: sqlite3.Connection, user_id: str, thread_id: str) -> tuple[Any, ...] | None:
-    return conn.execute(
-        "SELECT id, user_id, metadata, created_at FROM threads WHERE id = ? AND user_id = ?",
-        (thread_id, user_id),
-    ).fetchone()
-
-
-def insert_thread(
-    conn: sqlite3.Connection,
-    thread_id: str,
-    user_id: str,
-    metadata: str | None,
-    created: datetime,
-    limit: int | None,
-) -> bool:
-    """A new thread of the user; False when the user already holds ``limit`` threads."""
-    if limit is not None:
-        (count,) = conn.execute(
-            "SELECT count(*) FROM threads WHERE user_id = ?", (user_id,)
-        ).fetchone()
-        if count >= limit:
-            return False
-    conn.execute(
-        "INSERT INTO threads (id, user_id, metadata, created_at) VALUES (?, ?, ?, ?)",
-        (thread_id, user_id, metadata, to_db_time(created)),
-    )
-    return True
-
-
-def insert_run(conn: sqlite3.Connection, run: dict[str, Any], message_id: str) -> bool:
-    """The run and the user's message; False when the thread is not the user's."""
-    if thread_owned(conn, run["user_id"], run["thread_id"]) is None:
-        return False
-    created = to_db_time(run["created_at"])
-    conn.execute(
-        "INSERT INTO runs (id, user_id, thread_id, agent, status, input, output, error, metadata, "
-        "created_at, started_at, finished_at, worker_id, heartbeat_at, attempts) "
-        "VALUES (?, ?, ?, ?, 'queued', ?, NULL, NULL, ?, ?, NULL, NULL, NULL, NULL, 0)",
-        (
-            run["id"],
-            run["user_id"],
-            run["thread_id"],
-            run["agent"],
-            run["input"],
-            to_db_json(run["meta"]),
-            created,
-        ),
-    )
-    conn.execute(
-        "INSERT INTO messages (id, user_id, thread_id, run_id, role, content, created_at) "
-        "VALUES (?, ?, ?, ?, 'user', ?, ?)",
-        (message_id, run["user_id"], run["thread_id"], run["id"], run["input"], created),
-    )
-    return True
-
-
-def select_run(conn: sqlite3.Connection, user_id: str, run_id: str) -> dict[str, Any] | None:
-    row = conn.execute(
-        f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ? AND user_id = ?", (run_id, user_id)
-    ).fetchone()
-    return run_from_row(row, from_db_time) if row is not None else None
-
-
-_UPDATABLE = {
-    "status": None,
-    "started_at": to_db_time,
-    "worker_id": None,
-    "heartbeat_at": to_db_time,
-    "output": None,
-    "error": to_db_json,
-    "attempts": None,
-}
-
-
-def update_run(conn: sqlite3.Connection, user_id: str, run_id: str, values: dict[str, Any]) -> None:
-    if not values:
-        return
-    unknown = set(values) - set(_UPDATABLE)
-    if unknown:
-        raise ValueError(f"cannot update run fields {sorted(unknown)}")
-    names = sorted(values)
-    params = [_UPDATABLE[n](values[n]) if _UPDATABLE[n] else values[n] for n in names]  # type: ignore[misc]
-    assignments = ", ".join(f"{n} = ?" for n in names)
-    conn.execute(
-        f"UPDATE runs SET {assignments} WHERE id = ? AND user_id = ? "
-        "AND status NOT IN ('completed', 'failed', 'cancelled')",
-        (*params, run_id, user_id),
-    )
-
-
-_START_RUN = START_RUN.format(now="?", worker="?", run="?", user="?")
-
-
-def start_run(
-    conn: sqlite3.Connection, user_id: str, run_id: str, now: datetime, worker_id: str
-) -> None:
-    conn.execute(_START_RUN, (to_db_time(now), worker_id, run_id, user_id))
-
-
-def finish_run(
-    conn: sqlite3.Connection,
-    user_id: str,
-    run_id: str,
-    status: str,
-    output: str | None,
-    error: dict[str, Any] | None,
-    now: datetime,
-    message_id: str,
-) -> None:
-    row = conn.execute(
-        "SELECT thread_id, status FROM runs WHERE id = ? AND user_id = ?", (run_id, user_id)
-    ).fetchone()
-    if row is None or row[1] in TERMINAL:
-        return
-    stamp = to_db_time(now)
-    conn.execute(
-        "UPDATE runs SET status = ?, output = ?, error = ?, finished_at = ? WHERE id = ?",
-        (status, output, to_db_json(error), stamp, run_id),
-    )
-    if output is not None:
-        conn.execute(
-            "INSERT INTO messages (id, user_id, thread_id, run_id, role, content, created_at) "
-            "VALUES (?, ?, ?, ?, 'assistant', ?, ?)",
-            (message_id, user_id, row[0], run_id, output, stamp),
-        )
-
-
-def select_events(
-    conn: sqlite3.Connection, user_id: str, thread_id: str, after: int, limit: int
-) -> list[str]:
-    return [
-        r[0]
-        for r in conn.execute(
-            "SELECT body FROM events WHERE thread_id = ? AND user_id = ? AND seq > ? "
-            "ORDER BY seq LIMIT ?",
-            (thread_id, user_id, after, limit),
-        )
-    ]
-
-
-def max_seqs(conn: sqlite3.Connection, thread_ids: list[str]) -> dict[str, int]:
-    found: dict[str, int] = {}
-    for i in range(0, len(thread_ids), 500):
-        chunk = thread_ids[i : i + 500]
-        marks = ",".join("?" * len(chunk))
-        found.update(
-            conn.execute(
-                f"SELECT thread_id, max(seq) FROM events WHERE thread_id IN ({marks}) "
-                "GROUP BY thread_id",
-                chunk,
-            ).fetchall()
-        )
-    return {tid: int(found.get(tid) or 0) for tid in thread_ids}
-
-
-def insert_events(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
-    conn.executemany(
-        "INSERT INTO events (id, user_id, thread_id, run_id, seq, type, created_at, body) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        rows,
-    )

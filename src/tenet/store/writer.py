@@ -24,24 +24,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 from collections import OrderedDict, deque
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy import insert
 
-from ..clock import db_time, to_datetime
 from ..events import Event
 from ..ids import new_id
-from . import postgres_direct, sqlite_direct
+from . import units
 from .db import Store
-from .tables import EventRow
 
 if TYPE_CHECKING:
-    import asyncpg
-
     from ..bus import Bus
 
 log = logging.getLogger("tenet.writer")
@@ -204,6 +197,17 @@ class EventWriter:
                 log.exception("publishing an event failed; it is stored and can be replayed")
             _settle(event)
 
+    def _transaction(
+        self, events: list[Event], unknown: list[str], marked: list[Event]
+    ) -> units.Steps:
+        """The batch's unit of work: number, insert, and the runs' starts and ends."""
+        known = (yield from units.max_seqs(unknown)) if unknown else {}
+        assigned = self._number(events, known)
+        yield from units.insert_events([_row(e) for e in events])
+        for start, args in _run_marks(marked):
+            yield from (units.start_run if start else units.finish_run)(*args)
+        return assigned
+
     def _number(self, events: list[Event], known: dict[str, int]) -> dict[str, int]:
         """Give each event the next ``seq`` of its thread and its one serialized form."""
         assigned: dict[str, int] = {}
@@ -222,61 +226,13 @@ class EventWriter:
         unknown = list({e.thread_id for e in events if e.thread_id not in self._last_seq})
         # Runs' starts and ends ride with their first and terminal events, in one transaction.
         marked = [e for e in events if e.start is not None or e.end is not None]
-        direct_db = self._store.direct
-        if direct_db is not None:
-
-            def transaction(conn: sqlite3.Connection) -> dict[str, int]:
-                known = sqlite_direct.max_seqs(conn, unknown) if unknown else {}
-                assigned = self._number(events, known)
-                sqlite_direct.insert_events(conn, [_row(e, db_time(e.created)) for e in events])
-                for start, args in _run_marks(marked):
-                    (sqlite_direct.start_run if start else sqlite_direct.finish_run)(conn, *args)
-                return assigned
-
-            assigned = await direct_db.write(transaction)
-        elif self._store.pg is not None:
-
-            async def transaction(conn: asyncpg.Connection) -> dict[str, int]:
-                # Under READ COMMITTED, as in the ORM's transaction, the max is read in a
-                # snapshot of its own either way; the batch itself is one INSERT (atomic), and
-                # the key (thread_id, seq) catches a stale seq. Runs' ends join it in one
-                # transaction: a batch that fails is retried whole, never half stored.
-                known = await postgres_direct.max_seqs(conn, unknown) if unknown else {}
-                assigned = self._number(events, known)
-                rows = [_row(e, _created(e)) for e in events]
-                if not marked:
-                    await postgres_direct.insert_events(conn, rows)
-                    return assigned
-                async with conn.transaction():
-                    await postgres_direct.insert_events(conn, rows)
-                    for start, args in _run_marks(marked):
-                        mark = postgres_direct.start_run if start else postgres_direct.finish_run
-                        await mark(conn, *args)
-                return assigned
-
-            assigned = await self._store.pg.write(transaction)
-        else:
-            async with self._store.write() as session:
-                # Marked: the one session that writes rows of many users (each from its run).
-                session.info["role"] = "event-writer"
-                known = await self._store.max_seqs(session, unknown) if unknown else {}
-                assigned = self._number(events, known)
-                rows = [
-                    {
-                        "id": e.data["event_id"],
-                        "user_id": e.user_id,
-                        "thread_id": e.thread_id,
-                        "run_id": e.run_id,
-                        "seq": e.seq,
-                        "type": e.data["type"],
-                        "created_at": _created(e),
-                        "body": e.json,
-                    }
-                    for e in events
-                ]
-                await session.execute(insert(EventRow), rows)
-                for start, args in _run_marks(marked):
-                    await (Store.start_run_in if start else Store.finish_run_in)(session, *args)
+        # One transaction: a batch that fails is retried whole, never half stored. On
+        # Postgres, a batch without runs' starts or ends is one INSERT (atomic by itself),
+        # and the max is read in a snapshot of its own, as under READ COMMITTED anyway;
+        # the key (thread_id, seq) catches a stale seq.
+        assigned = await self._store.executor.run(
+            self._transaction, events, unknown, marked, atomic=bool(marked)
+        )
         for thread_id, seq in assigned.items():
             self._last_seq[thread_id] = seq
             self._last_seq.move_to_end(thread_id)
@@ -293,9 +249,9 @@ def _run_marks(events: list[Event]) -> list[tuple[bool, tuple[Any, ...]]]:
     marks: list[tuple[bool, tuple[Any, ...]]] = []
     for e in events:
         if e.start is not None:
-            marks.append((True, (e.user_id, e.run_id, _created(e), e.start.worker_id)))
+            marks.append((True, (e.user_id, e.run_id, e.created, e.start.worker_id)))
         if (end := e.end) is not None:
-            when, message_id = _created(e), new_id("msg")
+            when, message_id = e.created, new_id("msg")
             args = (e.user_id, e.run_id, end.status, end.output, end.error, when, message_id)
             marks.append((False, args))
     return marks
@@ -308,8 +264,11 @@ def _settle(event: Event) -> None:
         waiter.set_result(None)
 
 
-def _row(e: Event, created: Any) -> tuple[Any, ...]:
-    """An ``events`` row in column order: id, user, thread, run, seq, type, time, body."""
+def _row(e: Event) -> tuple[Any, ...]:
+    """An ``events`` row in column order: id, user, thread, run, seq, type, time, body.
+
+    The time is the event's stamp (microseconds); each executor stores it its way.
+    """
     return (
         e.data["event_id"],
         e.user_id,
@@ -317,10 +276,6 @@ def _row(e: Event, created: Any) -> tuple[Any, ...]:
         e.run_id,
         e.seq,
         e.data["type"],
-        created,
+        e.created,
         e.json,
     )
-
-
-def _created(event: Event) -> datetime:
-    return to_datetime(event.created)

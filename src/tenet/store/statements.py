@@ -1,0 +1,613 @@
+"""The store's statements, each written once in SQLAlchemy Core over the tables.
+
+Every statement the store's units run is declared here with the names of its
+parameters, in the order a unit passes them. :func:`compiled` compiles the
+whole catalogue once per dialect (SQLite for ``sqlite3``, Postgres for
+``asyncpg``), the first time an executor of that dialect starts: SQL text,
+the driver's parameter order, and the converters of its parameters and result
+columns, chosen from the columns' types (a time is text on SQLite and
+``timestamptz`` on Postgres; JSON is text on both). No statement is built or
+compiled while a request is served, which is what made the ORM slow on the hot
+path; executing compiled text costs what hand-written SQL did.
+
+Constants (a status, a lock key) are written into the SQL, never bound, so a
+statement's parameters are exactly the ones it declares; compiling fails on
+anything else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+import orjson
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Integer,
+    String,
+    Text,
+    and_,
+    bindparam,
+    case,
+    exists,
+    func,
+    insert,
+    literal_column,
+    select,
+    true,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.types import TypeEngine
+
+from ..clock import db_time, to_datetime
+from .executor import Compiled, Convert
+from .tables import EventRow, Message, Run, Thread, User
+
+runs = Run.__table__
+threads = Thread.__table__
+users = User.__table__
+messages = Message.__table__
+events = EventRow.__table__
+
+TERMINAL = ("completed", "failed", "cancelled")
+ACTIVE = ("running", "cancelling")
+#: The advisory lock that serializes claimers across the cluster (held per transaction).
+CLAIM_LOCK = 7312001
+
+#: The columns of a run, in the order of every statement that reads whole runs.
+RUN_COLUMNS = tuple(runs.c)
+
+
+def const(value: str | int) -> Any:
+    """A constant written into the SQL (a trusted literal of this module, never user data)."""
+    if isinstance(value, int):
+        return literal_column(str(int(value)))
+    assert "'" not in value
+    return literal_column(f"'{value}'")
+
+
+def _one_of(column: Any, values: tuple[str, ...]) -> Any:
+    return column.in_([const(v) for v in values])
+
+
+def _none_of(column: Any, values: tuple[str, ...]) -> Any:
+    return column.not_in([const(v) for v in values])
+
+
+def p(name: str, type_: TypeEngine[Any] | type[TypeEngine[Any]] = String) -> Any:
+    """A parameter of a statement (its type picks its converters)."""
+    return bindparam(name, type_=type_)
+
+
+@dataclass(slots=True)
+class Statement:
+    """One statement of the catalogue: a Core clause and its parameters' names, in order.
+
+    A *chained* statement is two writes that commit together, the second only for
+    the row the first wrote (a run and its message): ``clause`` is the first,
+    ``returning`` the columns of its row the second reads, and ``then`` builds the
+    second from a source of that row. Where the dialect runs writes inside
+    ``WITH`` (Postgres), both compile to one statement, one round trip; elsewhere
+    (SQLite, in-process, where a statement costs no round trip) to two, the second
+    run for each row the first returned, or, when ``known`` names the parameter
+    each returned column was written from, for the row the first counted (no
+    ``RETURNING``, which costs SQLite more than the check). Either way the
+    statement answers the rows the second wrote.
+    """
+
+    name: str
+    params: tuple[str, ...]
+    clause: ClauseElement
+    index: int = field(default=-1)
+    then: Callable[[Any], ClauseElement] | None = None
+    returning: tuple[Any, ...] = ()
+    known: dict[str, str] = field(default_factory=dict)
+    #: ``clause`` with ``RETURNING`` (made before either is compiled: SQLAlchemy keeps
+    #: a compiled clause's columns, and a copy made later would keep them too).
+    returning_clause: Any = None
+
+
+CATALOGUE: list[Statement] = []
+
+
+def statement(
+    name: str,
+    params: tuple[str, ...],
+    clause: ClauseElement,
+    then: Callable[[Any], ClauseElement] | None = None,
+    returning: tuple[Any, ...] = (),
+    known: dict[str, str] | None = None,
+) -> Statement:
+    stmt = Statement(name, params, clause, len(CATALOGUE), then, returning, known or {})
+    if returning:
+        stmt.returning_clause = clause.returning(*returning)  # type: ignore[attr-defined]
+    CATALOGUE.append(stmt)
+    return stmt
+
+
+# Users --------------------------------------------------------------------------------------
+
+#: Holds the user's row until the transaction ends (Postgres; SQLite has one writer and
+#: compiles no lock clause): a per-user count and the insert it allows are then atomic
+#: across processes (:mod:`tenet.store.user_lock`).
+LOCK_USER = statement(
+    "lock_user",
+    ("user_id",),
+    select(users.c.id).where(users.c.id == p("user_id")).with_for_update(),
+)
+
+# Threads ------------------------------------------------------------------------------------
+
+THREAD_OWNED = statement(
+    "thread_owned",
+    ("user_id", "thread_id"),
+    select(threads.c.id, threads.c.user_id, threads.c.metadata, threads.c.created_at).where(
+        threads.c.id == p("thread_id"), threads.c.user_id == p("user_id")
+    ),
+)
+
+_THREAD_VALUES = (
+    p("id"),
+    p("user_id"),
+    p("metadata", JSON),
+    p("created_at", DateTime(timezone=True)),
+)
+INSERT_THREAD = statement(
+    "insert_thread",
+    ("id", "user_id", "metadata", "created_at"),
+    insert(threads).from_select(
+        ["id", "user_id", "metadata", "created_at"], select(*_THREAD_VALUES)
+    ),
+)
+INSERT_THREAD_WITHIN_LIMIT = statement(
+    "insert_thread_within_limit",
+    ("id", "user_id", "metadata", "created_at", "limit"),
+    insert(threads).from_select(
+        ["id", "user_id", "metadata", "created_at"],
+        select(*_THREAD_VALUES).where(
+            select(func.count())
+            .select_from(threads)
+            .where(threads.c.user_id == p("user_id"))
+            .scalar_subquery()
+            < p("limit", Integer)
+        ),
+    ),
+)
+
+# Runs ---------------------------------------------------------------------------------------
+
+SELECT_RUN = statement(
+    "select_run",
+    ("user_id", "run_id"),
+    select(*RUN_COLUMNS).where(runs.c.id == p("run_id"), runs.c.user_id == p("user_id")),
+)
+
+_RUN_INSERTED = (
+    "id",
+    "user_id",
+    "thread_id",
+    "agent",
+    "status",
+    "input",
+    "metadata",
+    "created_at",
+    "attempts",
+)
+
+
+def _insert_run(*, limited: bool) -> ClauseElement:
+    """The run, only if its thread is the user's (and, ``limited``, while the user has
+    fewer than ``max_queued`` queued runs, counted in the same statement)."""
+    owned = exists().where(threads.c.id == p("thread_id"), threads.c.user_id == p("user_id"))
+    queued = (
+        select(func.count())
+        .select_from(runs)
+        .where(runs.c.user_id == p("user_id"), runs.c.status == const("queued"))
+        .scalar_subquery()
+    )
+    values = select(
+        p("id"),
+        p("user_id"),
+        p("thread_id"),
+        p("agent"),
+        const("queued"),
+        p("input", Text),
+        p("metadata", JSON),
+        p("created_at", DateTime(timezone=True)),
+        const(0),
+    ).where(and_(owned, queued < p("max_queued", Integer)) if limited else owned)
+    return insert(runs).from_select(list(_RUN_INSERTED), values)
+
+
+def _user_message(run: Any) -> ClauseElement:
+    """The user's message of the run ``run`` (a source of the stored run's id) stored."""
+    return insert(messages).from_select(
+        ["id", "user_id", "thread_id", "run_id", "role", "content", "created_at"],
+        select(
+            p("message_id"),
+            p("user_id"),
+            p("thread_id"),
+            run.c.id,
+            const("user"),
+            p("input", Text),
+            p("created_at", DateTime(timezone=True)),
+        ).select_from(run),
+    )
+
+
+_RUN_PARAMS = (
+    "id",
+    "user_id",
+    "thread_id",
+    "agent",
+    "input",
+    "metadata",
+    "created_at",
+    "message_id",
+)
+#: The run and the user's message (chained): answers 1 when stored, 0 when the thread
+#: is not the user's (or, within the limit, ``max_queued`` of the user's runs wait).
+INSERT_RUN = statement(
+    "insert_run",
+    _RUN_PARAMS,
+    _insert_run(limited=False),
+    then=_user_message,
+    returning=(runs.c.id,),
+    known={"id": "id"},
+)
+INSERT_RUN_WITHIN_LIMIT = statement(
+    "insert_run_within_limit",
+    (*_RUN_PARAMS, "max_queued"),
+    _insert_run(limited=True),
+    then=_user_message,
+    returning=(runs.c.id,),
+    known={"id": "id"},
+)
+
+INSERT_MESSAGE = statement(
+    "insert_message",
+    ("id", "user_id", "thread_id", "run_id", "role", "content", "created_at"),
+    insert(messages).values(
+        id=p("id"),
+        user_id=p("user_id"),
+        thread_id=p("thread_id"),
+        run_id=p("run_id"),
+        role=p("role"),
+        content=p("content", Text),
+        created_at=p("created_at", DateTime(timezone=True)),
+    ),
+)
+
+#: The fields :meth:`Store.update_run` may set, and their types.
+UPDATABLE: dict[str, TypeEngine[Any] | type[TypeEngine[Any]]] = {
+    "status": String,
+    "started_at": DateTime(timezone=True),
+    "worker_id": String,
+    "heartbeat_at": DateTime(timezone=True),
+    "output": Text,
+    "error": JSON,
+    "attempts": Integer,
+}
+
+
+@cache
+def update_run(names: tuple[str, ...]) -> Statement:
+    """Set the ``names`` fields (sorted) of a run that has not ended.
+
+    One statement per set of fields, added to the catalogue when first asked for
+    (the engine sets a few different sets) and compiled once per dialect then.
+    """
+    unknown = set(names) - set(UPDATABLE)
+    if unknown:
+        raise ValueError(f"cannot update run fields {sorted(unknown)}")
+    clause = (
+        update(runs)
+        .where(
+            runs.c.id == p("run_id"),
+            runs.c.user_id == p("user_id"),
+            _none_of(runs.c.status, TERMINAL),
+        )
+        .values({n: p(n, UPDATABLE[n]) for n in names})
+    )
+    return statement(f"update_run({','.join(names)})", ("user_id", "run_id", *names), clause)
+
+
+#: A run's start: ``queued`` becomes ``running`` (a cancel stored first keeps
+#: ``cancelling``); a run that has ended is left alone.
+START_RUN = statement(
+    "start_run",
+    ("user_id", "run_id", "now", "worker_id"),
+    update(runs)
+    .where(
+        runs.c.id == p("run_id"),
+        runs.c.user_id == p("user_id"),
+        _none_of(runs.c.status, TERMINAL),
+    )
+    .values(
+        status=case((runs.c.status == const("queued"), const("running")), else_=runs.c.status),
+        started_at=func.coalesce(runs.c.started_at, p("now", DateTime(timezone=True))),
+        worker_id=p("worker_id"),
+    ),
+)
+
+
+def _assistant_message(run: Any) -> ClauseElement:
+    """The run's output as the assistant's message, when it has one (``run``: a source
+    of the ended run's thread)."""
+    return insert(messages).from_select(
+        ["id", "user_id", "thread_id", "run_id", "role", "content", "created_at"],
+        select(
+            p("message_id"),
+            p("user_id"),
+            run.c.thread_id,
+            p("run_id"),
+            const("assistant"),
+            p("output", Text),
+            p("now", DateTime(timezone=True)),
+        )
+        .select_from(run)
+        .where(p("output", Text).is_not(None)),
+    )
+
+
+#: A run's end and its output as the assistant's message (chained; a no-op on a run
+#: that has ended).
+END_RUN = statement(
+    "end_run",
+    ("user_id", "run_id", "status", "output", "error", "now", "message_id"),
+    update(runs)
+    .where(
+        runs.c.id == p("run_id"),
+        runs.c.user_id == p("user_id"),
+        _none_of(runs.c.status, TERMINAL),
+    )
+    .values(
+        status=p("status"),
+        output=p("output", Text),
+        error=p("error", JSON),
+        finished_at=p("now", DateTime(timezone=True)),
+    ),
+    then=_assistant_message,
+    returning=(runs.c.thread_id,),
+)
+
+# Events -------------------------------------------------------------------------------------
+
+SELECT_EVENTS = statement(
+    "select_events",
+    ("user_id", "thread_id", "after", "limit"),
+    select(events.c.body)
+    .where(
+        events.c.thread_id == p("thread_id"),
+        events.c.user_id == p("user_id"),
+        events.c.seq > p("after", Integer),
+    )
+    .order_by(events.c.seq)
+    .limit(p("limit", Integer))
+    .offset(const(0)),  # SQLite's LIMIT comes with an OFFSET; a constant, not a parameter
+)
+
+#: The highest stored ``seq`` of a thread (0 without events): one row, always.
+MAX_SEQ = statement(
+    "max_seq",
+    ("thread_id",),
+    select(func.coalesce(func.max(events.c.seq), const(0))).where(
+        events.c.thread_id == p("thread_id")
+    ),
+)
+
+EVENT_COLUMNS = ("id", "user_id", "thread_id", "run_id", "seq", "type", "created_at", "body")
+INSERT_EVENT = statement(
+    "insert_event",
+    EVENT_COLUMNS,
+    insert(events).values({c: p(c, events.c[c].type) for c in EVENT_COLUMNS}),
+)
+
+# The cluster's claim (Postgres) -------------------------------------------------------------
+
+#: The claim lock, waited for at most a second (claimers wait for each other; a claim
+#: takes a few milliseconds). ``set_config`` runs first: select items run in order.
+CLAIM_LOCK_TAKE = statement(
+    "claim_lock",
+    (),
+    select(
+        func.set_config(const("lock_timeout"), const("1s"), true()),
+        func.pg_advisory_xact_lock(const(CLAIM_LOCK)),
+    ),
+)
+
+
+def _claim_candidates() -> ClauseElement:
+    r = runs.alias("r")
+    busy = runs.alias("b")
+    earlier = runs.alias("e")
+    mates = runs.alias("c")
+    user_running = (
+        select(func.count())
+        .select_from(mates)
+        .where(mates.c.user_id == r.c.user_id, _one_of(mates.c.status, ACTIVE))
+        .scalar_subquery()
+    )
+    return (
+        select(*(r.c[c.name] for c in RUN_COLUMNS), user_running)
+        .where(
+            r.c.status == const("queued"),
+            ~exists().where(busy.c.thread_id == r.c.thread_id, _one_of(busy.c.status, ACTIVE)),
+            ~exists().where(
+                earlier.c.thread_id == r.c.thread_id,
+                earlier.c.status == const("queued"),
+                tuple_(earlier.c.created_at, earlier.c.id) < tuple_(r.c.created_at, r.c.id),
+            ),
+        )
+        .order_by(r.c.created_at, r.c.id)
+        .limit(p("limit", Integer))
+        .offset(const(0))
+        .with_for_update(skip_locked=True, of=r)
+    )
+
+
+#: Runnable runs (queued, first of their thread, their thread idle), oldest first, each
+#: with its user's running runs cluster-wide; rows other claimers hold are skipped.
+CLAIM_CANDIDATES = statement("claim_candidates", ("limit",), _claim_candidates())
+
+CLAIM_RUN = statement(
+    "claim_run",
+    ("run_id", "worker_id", "now"),
+    update(runs)
+    .where(runs.c.id == p("run_id"))
+    .values(
+        status=const("running"),
+        worker_id=p("worker_id"),
+        heartbeat_at=p("now", DateTime(timezone=True)),
+        started_at=p("now", DateTime(timezone=True)),
+        attempts=func.coalesce(runs.c.attempts, const(0)) + const(1),
+    ),
+)
+
+
+# Compiling ----------------------------------------------------------------------------------
+
+
+def to_db_json(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def from_db_json(value: str | None) -> Any:
+    return None if value is None else orjson.loads(value)
+
+
+def _sqlite_time(value: datetime | int | None) -> str | None:
+    """The text SQLAlchemy stores for a UTC time on SQLite (from a datetime or a stamp)."""
+    if value is None:
+        return None
+    if type(value) is int:
+        return db_time(value)
+    assert isinstance(value, datetime)
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.isoformat(sep=" ", timespec="microseconds")  # strftime is several times slower
+
+
+def _from_sqlite_time(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+def _pg_time(value: datetime | int | None) -> datetime | None:
+    return to_datetime(value) if type(value) is int else value  # type: ignore[arg-type]
+
+
+#: Per dialect: the converter of a parameter, and of a result column, of each type.
+_BIND: dict[str, dict[type[TypeEngine[Any]], Convert]] = {
+    "sqlite": {DateTime: _sqlite_time, JSON: to_db_json},
+    "postgresql": {DateTime: _pg_time, JSON: to_db_json},
+}
+_RESULT: dict[str, dict[type[TypeEngine[Any]], Convert]] = {
+    "sqlite": {DateTime: _from_sqlite_time, JSON: from_db_json},
+    "postgresql": {JSON: from_db_json},
+}
+
+
+def _converter(table: dict[type[TypeEngine[Any]], Convert], type_: Any) -> Convert | None:
+    for base, convert in table.items():
+        if isinstance(type_, base):
+            return convert
+    return None
+
+
+#: The dialects that run writes inside ``WITH`` (a chained statement is one statement).
+WRITES_IN_WITH = frozenset({"postgresql"})
+
+
+def compile_for(stmt: Statement, dialect: Dialect) -> Compiled:
+    """``stmt`` as ``dialect``'s driver runs it; fails on a parameter it does not declare."""
+    if stmt.then is None:
+        return _compile(stmt.name, stmt.clause, stmt.params, dialect)
+    first: Any = stmt.clause
+    if dialect.name in WRITES_IN_WITH:
+        written = stmt.returning_clause.cte("written")
+        return _compile(stmt.name, stmt.then(written), stmt.params, dialect)
+    returned = [c.name for c in stmt.returning]
+    if all(c in stmt.known for c in returned):
+        # The row the first wrote is known from the parameters: counted, not returned.
+        row = select(*(bindparam(stmt.known[c]).label(c) for c in returned)).subquery("written")
+        compiled = _compile(stmt.name, first, stmt.params, dialect, partial=True)
+        then_params = stmt.params
+    else:
+        # The first write's returned row reaches the second as parameters (``written_*``).
+        row = select(*(bindparam(f"written_{c}").label(c) for c in returned)).subquery("written")
+        compiled = _compile(stmt.name, stmt.returning_clause, stmt.params, dialect, partial=True)
+        compiled.returns = True
+        then_params = (*stmt.params, *(f"written_{c}" for c in returned))
+    compiled.then = _compile(
+        f"{stmt.name} (then)", stmt.then(row), then_params, dialect, partial=True
+    )
+    return compiled
+
+
+def _compile(
+    name: str,
+    clause: ClauseElement,
+    params: tuple[str, ...],
+    dialect: Dialect,
+    *,
+    partial: bool = False,
+) -> Compiled:
+    """``clause`` compiled; ``partial``: it may leave some of the declared parameters unused."""
+    compiled = clause.compile(dialect=dialect)
+    order = compiled.positiontup or []
+    declared = {name: i for i, name in enumerate(params)}
+    unknown = [name for name in order if name not in declared]
+    if unknown or (not partial and set(params) - set(order)):
+        raise ValueError(
+            f"statement {name}: binds {order}, declares {list(params)} ({unknown} not declared)"
+        )
+    binds = _BIND[dialect.name]
+    plan = tuple((declared[name], _converter(binds, compiled.binds[name].type)) for name in order)
+    if [i for i, _ in plan] == list(range(len(params))) and all(c is None for _, c in plan):
+        plan_or_none = None
+    else:
+        plan_or_none = plan
+    results = _RESULT[dialect.name]
+    exported = list(getattr(clause, "exported_columns", ()))
+    columns = tuple(
+        (i, convert)
+        for i, column in enumerate(exported)
+        if (convert := _converter(results, column.type)) is not None
+    )
+    return Compiled(name, compiled.string, plan_or_none, columns, len(exported))
+
+
+def dialect_of(name: str) -> Dialect:
+    """The SQLAlchemy dialect whose SQL the ``name`` driver takes (``sqlite`` or ``postgresql``)."""
+    if name == "sqlite":
+        return sqlite.dialect(paramstyle="qmark")
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
+
+        return PGDialect_asyncpg()
+    raise ValueError(f"no executor speaks {name!r}")
+
+
+_COMPILED: dict[str, list[Compiled]] = {}
+
+
+def compiled(name: str) -> list[Compiled]:
+    """The catalogue compiled for the ``name`` dialect, by statement index.
+
+    Compiled once, at the first call (an executor's start); a statement added to
+    the catalogue later (:func:`update_run`) is compiled at the next call, and
+    the same list grows, so executors can keep it.
+    """
+    done = _COMPILED.setdefault(name, [])
+    if len(done) < len(CATALOGUE):
+        dialect = dialect_of(name)
+        done.extend(compile_for(stmt, dialect) for stmt in CATALOGUE[len(done) :])
+    return done

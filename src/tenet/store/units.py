@@ -1,0 +1,150 @@
+"""The store's units of work: each transaction of the hot path, written once.
+
+A unit is a generator that yields the statements it runs (see
+:mod:`tenet.store.executor`) and decides, from their results, what to run
+next; every executor runs it the same way, in one transaction. Each is a
+function of the database alone: run again on a rolled-back state it does
+exactly what it did the first time (SQLite's group commit relies on that).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from datetime import datetime
+from typing import Any
+
+from . import statements as q
+from .executor import LockBusy, Op, count, each, each_one, one, rows
+
+Steps = Generator[Op, Any, Any]
+
+
+def thread_owned(user_id: str, thread_id: str) -> Steps:
+    """The thread's (id, user_id, metadata, created_at) if it is the user's, else None."""
+    return (yield one(q.THREAD_OWNED, user_id, thread_id))
+
+
+def insert_thread(
+    thread_id: str,
+    user_id: str,
+    metadata: dict[str, Any],
+    created: datetime,
+    limit: int | None,
+) -> Steps:
+    """A new thread of the user; False when the user already holds ``limit`` threads."""
+    if limit is None:
+        stored = yield count(q.INSERT_THREAD, thread_id, user_id, metadata, created)
+    else:
+        yield one(q.LOCK_USER, user_id)  # concurrent creations count one after the other
+        stored = yield count(
+            q.INSERT_THREAD_WITHIN_LIMIT, thread_id, user_id, metadata, created, limit
+        )
+    return stored > 0
+
+
+def insert_run(run: dict[str, Any], message_id: str, max_queued: int | None) -> Steps:
+    """The run and the user's message: ``"stored"``, ``"not_found"`` (the thread is not the
+    user's) or ``"full"`` (``max_queued`` runs of the user wait already, counted by the
+    statement that stores the run)."""
+    values = (
+        run["id"],
+        run["user_id"],
+        run["thread_id"],
+        run["agent"],
+        run["input"],
+        run["meta"],
+        run["created_at"],
+        message_id,
+    )
+    if max_queued is None:
+        stored = yield count(q.INSERT_RUN, *values)
+    else:
+        stored = yield count(q.INSERT_RUN_WITHIN_LIMIT, *values, max_queued)
+    if stored:
+        return "stored"
+    owned = yield one(q.THREAD_OWNED, run["user_id"], run["thread_id"])
+    return "full" if owned is not None else "not_found"
+
+
+def select_run(user_id: str, run_id: str) -> Steps:
+    """The run's row (``statements.RUN_COLUMNS``) if it is the user's, else None."""
+    return (yield one(q.SELECT_RUN, user_id, run_id))
+
+
+def update_run(user_id: str, run_id: str, values: dict[str, Any]) -> Steps:
+    """Set run fields; a finished run keeps its terminal status."""
+    if not values:
+        return None
+    names = tuple(sorted(values))
+    yield count(q.update_run(names), user_id, run_id, *(values[n] for n in names))
+    return None
+
+
+def start_run(user_id: str, run_id: str, now: datetime | int, worker_id: str) -> Steps:
+    """The run's start (see :data:`tenet.store.statements.START_RUN`)."""
+    yield count(q.START_RUN, user_id, run_id, now, worker_id)
+
+
+def finish_run(
+    user_id: str,
+    run_id: str,
+    status: str,
+    output: str | None,
+    error: dict[str, Any] | None,
+    now: datetime | int,
+    message_id: str,
+) -> Steps:
+    """Terminal status, output and the assistant's message (a no-op on a finished run)."""
+    yield count(q.END_RUN, user_id, run_id, status, output, error, now, message_id)
+
+
+def select_events(user_id: str, thread_id: str, after: int, limit: int) -> Steps:
+    """Stored event bodies of the thread with ``seq > after``, ascending."""
+    found = yield rows(q.SELECT_EVENTS, user_id, thread_id, after, limit)
+    return [r[0] for r in found]
+
+
+def max_seqs(thread_ids: list[str]) -> Steps:
+    """The highest stored ``seq`` of each thread (0 for a thread without events)."""
+    if not thread_ids:
+        return {}
+    found = yield each_one(q.MAX_SEQ, [(t,) for t in thread_ids])
+    return {t: int(r[0] or 0) for t, r in zip(thread_ids, found, strict=True)}
+
+
+def insert_events(batch: list[tuple[Any, ...]]) -> Steps:
+    """Events, as rows in ``statements.EVENT_COLUMNS`` order (a batch in one go)."""
+    yield each(q.INSERT_EVENT, batch)
+
+
+def claim_runs(worker_id: str, limit: int, user_max: int, now: datetime) -> Steps:
+    """The claim of :meth:`Store.claim_runs`, as run rows (None: the claim lock was busy).
+
+    Runs in one transaction holding the cluster's claim lock, so per-user counts
+    cannot race between processes.
+    """
+    try:
+        yield one(q.CLAIM_LOCK_TAKE)
+    except LockBusy:
+        return None
+    found = yield rows(q.CLAIM_CANDIDATES, limit * 8)
+    candidates = [tuple(r) for r in found]
+    # Each candidate carries its user's running runs, cluster-wide.
+    running = {r[1]: int(r[15]) for r in candidates}
+    # Users take turns: each user's first runnable run before anyone's second.
+    rank: dict[str, int] = {}
+    ordered = []
+    for r in candidates:
+        rank[r[1]] = rank.get(r[1], 0) + 1
+        ordered.append((rank[r[1]], r[9], r[0], r))
+    chosen: list[tuple[Any, ...]] = []
+    for _, _, _, r in sorted(ordered, key=lambda t: t[:3]):
+        if len(chosen) >= limit:
+            break
+        if running.get(r[1], 0) >= user_max:
+            continue
+        running[r[1]] = running.get(r[1], 0) + 1
+        chosen.append(r)
+    if chosen:
+        yield each(q.CLAIM_RUN, [(r[0], worker_id, now) for r in chosen])
+    return chosen
