@@ -233,7 +233,13 @@ class Store:
             id=new_id("thr"), user_id=user_id, meta=dict(metadata or {}), created_at=utc_now()
         )
         created = await self.executor.run(
-            units.insert_thread, thread.id, user_id, thread.meta, thread.created_at, limit
+            units.insert_thread,
+            thread.id,
+            user_id,
+            thread.meta,
+            thread.created_at,
+            limit,
+            atomic=limit is not None,  # the user's row stays locked until the insert commits
         )
         if not created:
             raise RateLimited(f"a user may hold at most {limit} threads")
