@@ -20,6 +20,7 @@ from ..errors import NotFound, TooLarge, Unavailable
 from .auth import Caller, current_caller, require_admin, server_state, state_dependency
 from .live import TOKEN_REVOKED
 from .metrics import CONTENT_TYPE
+from .params import SeqQuery
 from .state import ServerState
 from .wire import events_response, json_response, message_json, run_json, thread_json
 
@@ -192,7 +193,7 @@ async def list_events(
     thread_id: str,
     caller: CallerDep,
     state: StateDep,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: SeqQuery = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
 ) -> Response:
     bodies = await state.service.store.list_events(

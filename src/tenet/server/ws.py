@@ -36,6 +36,7 @@ from ..events import Event
 from ..ids import new_id
 from .auth import Caller, bearer, caller_for_token
 from .errors import STORE_DOWN_MESSAGE, is_store_outage
+from .params import frame_seq
 from .routes import check_metadata
 from .state import ServerState
 
@@ -331,11 +332,7 @@ class Connection:
 
     async def on_subscribe(self, frame: dict[str, Any], ref: str | None) -> None:
         thread_id = _field(frame, "thread_id")
-        after = frame.get("after", 0)
-        if after is None:
-            after = 0
-        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
-            raise Invalid("after must be a non-negative integer")
+        after = frame_seq(frame.get("after"))
         store = self.state.service.store
         await store.get_thread(self.user_id, thread_id)
         bus = self.state.service.bus
