@@ -20,6 +20,7 @@ from .events import (
     AGENT_ERROR,
     AGENT_STARTED,
     AGENT_THINKING,
+    MESSAGE_DELTA,
     TOOL_COMPLETED,
     TOOL_EXECUTING,
     Event,
@@ -29,6 +30,7 @@ from .events import (
     make_event,
 )
 from .store.notes import UserNotes
+from .text import HalfJoiner
 from .tools import ToolFailed
 
 if TYPE_CHECKING:
@@ -87,6 +89,8 @@ class RunRuntime:
         #: Set once the run's own agent_completed is being written: from then on a
         #: cancel or timeout cannot end the run a second time.
         self.completing = False
+        #: Surrogate halves held back between streamed pieces, per execution.
+        self._halves = HalfJoiner()
 
     async def emit(
         self, ctx: RunContext, type: str, fields: dict[str, Any], *, end: RunEnd | None = None
@@ -133,6 +137,12 @@ class RunRuntime:
         for event in pending:
             if event.error is not None:
                 raise event.error
+
+    async def say(self, ctx: RunContext, text: str) -> None:
+        """Emit a piece of the answer; a surrogate half split across pieces is joined."""
+        text = self._halves.join(ctx.execution_id, str(text))
+        if text:
+            await self.emit(ctx, MESSAGE_DELTA, {"text": text})
 
     async def think(self, ctx: RunContext, reasoning: str) -> None:
         step = self._steps.get(ctx.execution_id, 0) + 1
@@ -206,6 +216,8 @@ class RunRuntime:
                 "delegation_failed", f"{agent.name} failed: {error_of(exc)['message']}"
             ) from exc
         output = "" if output is None else str(output)
+        if held := self._halves.rest(ctx.execution_id):  # a half never completed
+            await self.emit(ctx, MESSAGE_DELTA, {"text": held})
         if ctx.depth == 0:
             self.completing = True
         await self.emit(

@@ -26,6 +26,7 @@ import asyncio
 import logging
 import sqlite3
 from collections import OrderedDict, deque
+from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,7 @@ from sqlalchemy import insert
 from ..clock import db_time, to_datetime
 from ..events import Event
 from ..ids import new_id
+from ..text import repair, repair_value
 from . import postgres_direct, sqlite_direct
 from .db import Store
 from .tables import EventRow
@@ -215,7 +217,10 @@ class EventWriter:
             assigned[event.thread_id] = seq
             event.seq = seq
             event.data["seq"] = seq
-            event.json = orjson.dumps(event.data).decode()
+            try:
+                event.json = orjson.dumps(event.data).decode()
+            except orjson.JSONEncodeError:
+                event.json = _repaired_json(event)
         return assigned
 
     async def _store_events(self, events: list[Event]) -> None:
@@ -299,6 +304,20 @@ def _run_marks(events: list[Event]) -> list[tuple[bool, tuple[Any, ...]]]:
             args = (e.user_id, e.run_id, end.status, end.output, end.error, when, message_id)
             marks.append((False, args))
     return marks
+
+
+def _repaired_json(event: Event) -> str:
+    """The JSON of an event whose fields held text UTF-8 cannot encode, or a non-JSON value.
+
+    Its text is repaired (:mod:`tenet.text`) and any other value written as its
+    ``str``, the run's end included: an event once emitted is stored, never dropped
+    for its content.
+    """
+    event.data = repair_value(event.data)
+    if (end := event.end) is not None:
+        output = repair(end.output) if end.output is not None else None
+        event.end = replace(end, output=output, error=repair_value(end.error))
+    return orjson.dumps(event.data, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def _settle(event: Event) -> None:
