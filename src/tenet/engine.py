@@ -33,6 +33,7 @@ from .settings import Settings
 from .store.db import Store
 from .store.tables import Run
 from .store.writer import EventWriter
+from .tool_threads import ToolThreads
 
 log = logging.getLogger("tenet.engine")
 
@@ -89,6 +90,7 @@ class Engine:
         # Runs whose end could not be stored (the store was unreachable), settled once it is back.
         self._unsettled: dict[str, RunHandle] = {}
         self._settler: asyncio.Task[None] | None = None
+        self.tool_threads = ToolThreads(settings.tool_threads, settings.tool_threads_per_user)
 
     # Lifecycle --------------------------------------------------------------------------------
 
@@ -151,6 +153,7 @@ class Engine:
         # runs never start: release their waiters (the store keeps them for next start).
         for handle in list(self._runs.values()):
             self._forget(handle)
+        self.tool_threads.close()
         if self._settler is not None:
             self._settler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -366,6 +369,7 @@ class Engine:
             tool_timeout=self.settings.tool_timeout_s,
             max_steps=self.settings.agent_max_steps,
             start=self._run_start(),
+            tool_threads=self.tool_threads,
         )
         ctx = RunContext.for_run(
             user_id=handle.user_id,

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from .registry import AgentRegistry
     from .sessions import UserSession
     from .store.db import Store
+    from .tool_threads import ToolThreads
 
 
 #: A run waits for its events' commit at least this often (and before its end). It bounds
@@ -70,6 +71,7 @@ class RunRuntime:
         tool_timeout: float,
         max_steps: int,
         start: RunStart | None = None,
+        tool_threads: ToolThreads | None = None,
     ) -> None:
         self.sink = sink
         self.store = store
@@ -77,6 +79,7 @@ class RunRuntime:
         self.model = model
         self.session = session
         self.tool_timeout = tool_timeout
+        self.tool_threads = tool_threads
         self.max_steps = max_steps
         self._steps: dict[str, int] = {}
         #: The run's start, stored with its first event (None: already stored).
@@ -163,7 +166,9 @@ class RunRuntime:
         try:
             if tool is None:
                 raise ToolFailed("unknown_tool", f"{ctx.agent_name} has no tool named {name!r}")
-            result = await tool.invoke(ctx, arguments, timeout=self.tool_timeout)
+            result = await tool.invoke(
+                ctx, arguments, timeout=self.tool_timeout, threads=self.tool_threads
+            )
         except ToolFailed as exc:
             fields.update(ok=False, error=exc.as_error(), duration_ms=_ms(started))
             await self.emit(ctx, TOOL_COMPLETED, fields)
