@@ -33,6 +33,7 @@ from .settings import Settings
 from .store.db import Store
 from .store.tables import Run
 from .store.writer import EventWriter
+from .thread_gate import ThreadGate
 from .tool_threads import ToolThreads
 
 log = logging.getLogger("tenet.engine")
@@ -90,6 +91,7 @@ class Engine:
         # Runs whose end could not be stored (the store was unreachable), settled once it is back.
         self._unsettled: dict[str, RunHandle] = {}
         self._settler: asyncio.Task[None] | None = None
+        self.thread_gate = ThreadGate()
         self.tool_threads = ToolThreads(settings.tool_threads, settings.tool_threads_per_user)
 
     # Lifecycle --------------------------------------------------------------------------------
@@ -210,16 +212,22 @@ class Engine:
         session = self.sessions.get(user_id)
         if self._queue_full(session):
             raise queue_full(self.settings.user_max_queued)
-        session.queued += 1  # reserved before the await, so concurrent submits see it
-        try:
-            run = await self.store.create_run(
-                user_id, thread_id, agent, input, metadata, max_queued=self._stored_queue_limit()
-            )
-        except BaseException:
+        with self.thread_gate.entering(thread_id):  # NotFound while the thread is deleted
+            session.queued += 1  # reserved before the await, so concurrent submits see it
+            try:
+                run = await self.store.create_run(
+                    user_id,
+                    thread_id,
+                    agent,
+                    input,
+                    metadata,
+                    max_queued=self._stored_queue_limit(),
+                )
+            except BaseException:
+                session.queued -= 1
+                raise
             session.queued -= 1
-            raise
-        session.queued -= 1
-        self._accepted(run, session)
+            self._accepted(run, session)
         return run
 
     def _queue_full(self, session: UserSession) -> bool:
