@@ -26,6 +26,7 @@ from .errors import Invalid, NotFound, TooLarge, Unavailable, queue_full
 from .events import AGENT_ERROR, RUN_CANCELLED, RunEnd, RunStart, make_event
 from .ids import new_id
 from .models.base import ChatModel
+from .recovery import close_open_ends
 from .registry import AgentRegistry
 from .runtime import RunRuntime, error_of
 from .sessions import UserSession, UserSessions
@@ -120,6 +121,7 @@ class Engine:
         root = await self.store.admin_root_execution(run_id)
         if root is not None:  # the run's own agent had started: its end carries its execution
             ctx = replace(ctx, execution_id=root)
+            await close_open_ends(self.store, self.writer, ctx)  # tool calls, delegations
         if interrupted == "cancelling":
             await self.writer.write(
                 make_event(ctx, RUN_CANCELLED, {"status": "cancelled", "reason": "interrupted"})
