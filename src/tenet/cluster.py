@@ -28,6 +28,7 @@ from .errors import NotFound
 from .events import RUN_CANCELLED, RunStart, make_event, utc_now
 from .runtime import RunRuntime
 from .sessions import UserSession
+from .store.run_end import request_cancel
 from .store.tables import Run
 
 log = logging.getLogger("tenet.cluster")
@@ -117,27 +118,49 @@ class ClusterEngine(Engine):
     def _pump(self) -> None:
         self._wake.set()
 
-    async def cancel(self, user_id: str, run_id: str, *, reason: str = "user") -> Run:
+    async def cancel_request(
+        self, user_id: str, run_id: str, *, reason: str = "user"
+    ) -> tuple[Run, bool]:
+        """Cancel a run wherever it is; the store decides whether cancellation won.
+
+        Queued: this process takes it out of the queue and ends it. Running: its row
+        becomes ``cancelling`` and the executing process is signalled. Ended first:
+        returned as it ended, and False. A run's status only moves forward (queued,
+        running, cancelling, ended), so a few rounds always settle the race.
+        """
         handle = self._runs.get(run_id)
-        if handle is not None and handle.user_id == user_id and self._cancel_task(handle, reason):
-            await self.store.update_run(user_id, run_id, status="cancelling")
-            return await self.store.get_run(user_id, run_id)
+        local = handle is not None and handle.user_id == user_id
+        if local:
+            self.writer.cancel_reasons.setdefault(run_id, reason)
+        won = False
         run = await self.store.get_run(user_id, run_id)  # NotFound when foreign or missing
-        if run.status == "queued" and await self.store.admin_claim_settlement(
-            user_id, run_id, self.worker_id
-        ):
-            ctx = _bare_context(user_id, run.thread_id, run_id, run.agent)
-            await self.writer.write(
-                make_event(ctx, RUN_CANCELLED, {"status": "cancelled", "reason": reason})
-            )
-            await self.store.finish_run(user_id, run_id, status="cancelled")
-            self.finished["cancelled"] += 1
-        elif run.status in ("queued", "running"):
-            # Executing elsewhere (or being claimed right now): tell every process.
-            await self.store.update_run(user_id, run_id, status="cancelling")
-            payload = orjson.dumps({"run_id": run_id, "reason": reason}).decode()
-            self.writer.bus.signal(CANCEL, payload)  # type: ignore[attr-defined]
-        return await self.store.get_run(user_id, run_id)
+        for _ in range(8):
+            if run.status == "queued":
+                if await self.store.admin_claim_settlement(user_id, run_id, self.worker_id):
+                    ctx = _bare_context(user_id, run.thread_id, run_id, run.agent)
+                    await self.writer.write(
+                        make_event(ctx, RUN_CANCELLED, {"status": "cancelled", "reason": reason})
+                    )
+                    await self.store.finish_run(user_id, run_id, status="cancelled")
+                    self.finished["cancelled"] += 1
+                    return await self.store.get_run(user_id, run_id), True
+            elif run.status == "running":
+                if await request_cancel(self.store, user_id, run_id):
+                    won = True
+                    break
+            else:
+                won = run.status == "cancelling"
+                break
+            run = await self.store.get_run(user_id, run_id)  # it moved on meanwhile
+        if not won:
+            if local:
+                self.writer.cancel_reasons.pop(run_id, None)
+            return run, False
+        if local and handle is not None:
+            self._cancel_task(handle, reason)
+        payload = orjson.dumps({"run_id": run_id, "reason": reason}).decode()
+        self.writer.bus.signal(CANCEL, payload)  # type: ignore[attr-defined]
+        return await self.store.get_run(user_id, run_id), True
 
     def _on_cancel_signal(self, payload: str) -> None:
         try:
@@ -146,7 +169,9 @@ class ClusterEngine(Engine):
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return
         if handle is not None:
-            self._cancel_task(handle, str(message.get("reason") or "user"))
+            reason = str(message.get("reason") or "user")
+            self.writer.cancel_reasons.setdefault(handle.run_id, reason)
+            self._cancel_task(handle, reason)
 
     # Background work --------------------------------------------------------------------------
 

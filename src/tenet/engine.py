@@ -32,6 +32,7 @@ from .runtime import RunRuntime, error_of
 from .sessions import UserSession, UserSessions
 from .settings import Settings
 from .store.db import Store
+from .store.run_end import STARTED_OR_QUEUED, request_cancel
 from .store.tables import Run
 from .store.writer import EventWriter
 from .thread_gate import ThreadGate
@@ -247,9 +248,22 @@ class Engine:
 
     async def cancel(self, user_id: str, run_id: str, *, reason: str = "user") -> Run:
         """Cancel a queued or running run of ``user_id``; a finished run is returned as is."""
+        run, _won = await self.cancel_request(user_id, run_id, reason=reason)
+        return run
+
+    async def cancel_request(
+        self, user_id: str, run_id: str, *, reason: str = "user"
+    ) -> tuple[Run, bool]:
+        """Cancel a run; also whether cancellation won (the run ends with ``run_cancelled``).
+
+        The store decides between the cancel and the run's own end, whichever comes
+        first (:mod:`tenet.store.run_end`): a run whose end is already stored is
+        returned as it ended, and False.
+        """
         handle = self._runs.get(run_id)
         if handle is None or handle.user_id != user_id:
-            return await self.store.get_run(user_id, run_id)  # NotFound when foreign or missing
+            run = await self.store.get_run(user_id, run_id)  # NotFound when foreign or missing
+            return run, run.status == "cancelling"
         if handle.state == "queued":
             lane = self._lanes.get(handle.thread_id)
             if lane is not None and handle in lane.queue:
@@ -267,10 +281,16 @@ class Engine:
             finally:
                 self._forget(handle)
                 self._drop_lane_if_idle(handle.thread_id)
-        elif handle.state == "running" and handle.task is not None:
+            return await self.store.get_run(user_id, run_id), True
+        # Started here (its start may not be stored yet): the row decides.
+        self.writer.cancel_reasons.setdefault(run_id, reason)
+        won = await request_cancel(self.store, user_id, run_id, from_statuses=STARTED_OR_QUEUED)
+        run = await self.store.get_run(user_id, run_id)
+        if won or run.status == "cancelling":
             self._cancel_task(handle, reason)
-            await self.store.update_run(user_id, run_id, status="cancelling")
-        return await self.store.get_run(user_id, run_id)
+            return run, True
+        self.writer.cancel_reasons.pop(run_id, None)
+        return run, False
 
     def _cancel_task(self, handle: RunHandle, reason: str) -> bool:
         """Stop a run executing here; its task writes ``run_cancelled``. False if too late."""

@@ -406,8 +406,13 @@ class Connection:
         run_id = _field(frame, "run_id")
         async with self._lock:
             # Under the lock, so cancel_accepted is queued before the run's run_cancelled.
-            await self.state.service.engine.cancel(self.user_id, run_id)
-            self._answer(ref, {"type": "cancel_accepted", "run_id": run_id})
+            run, won = await self.state.service.engine.cancel_request(self.user_id, run_id)
+            if won:
+                self._answer(ref, {"type": "cancel_accepted", "run_id": run_id})
+            else:  # its end came first: say how it ended
+                message = f"the run already ended: {run.status}"
+                answer = {"type": "error", "code": "conflict", "message": message}
+                self._answer(ref, {**answer, "run_id": run_id, "status": run.status})
 
 
 def _field(frame: dict[str, Any], name: str, *, kind: str = "id") -> str:

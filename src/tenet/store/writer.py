@@ -37,7 +37,7 @@ from ..clock import db_time, to_datetime
 from ..events import Event
 from ..ids import new_id
 from ..text import repair, repair_value
-from . import postgres_direct, sqlite_direct
+from . import postgres_direct, run_end, sqlite_direct
 from .db import Store
 from .tables import EventRow
 
@@ -71,6 +71,9 @@ class EventWriter:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self.batches = 0
+        #: Why a run executing here is being cancelled, for an end that loses to the cancel
+        #: (see :mod:`tenet.store.run_end`); dropped once the run's end is stored.
+        self.cancel_reasons: dict[str, str] = {}
         self.events_written = 0
 
     def start(self) -> None:
@@ -232,6 +235,7 @@ class EventWriter:
 
             def transaction(conn: sqlite3.Connection) -> dict[str, int]:
                 known = sqlite_direct.max_seqs(conn, unknown) if unknown else {}
+                run_end.decide_ends_sqlite(conn, marked, self.cancel_reasons)
                 assigned = self._number(events, known)
                 sqlite_direct.insert_events(conn, [_row(e, db_time(e.created)) for e in events])
                 for start, args in _run_marks(marked):
@@ -247,12 +251,16 @@ class EventWriter:
                 # the key (thread_id, seq) catches a stale seq. Runs' ends join it in one
                 # transaction: a batch that fails is retried whole, never half stored.
                 known = await postgres_direct.max_seqs(conn, unknown) if unknown else {}
-                assigned = self._number(events, known)
-                rows = [_row(e, _created(e)) for e in events]
                 if not marked:
-                    await postgres_direct.insert_events(conn, rows)
+                    assigned = self._number(events, known)
+                    await postgres_direct.insert_events(
+                        conn, [_row(e, _created(e)) for e in events]
+                    )
                     return assigned
                 async with conn.transaction():
+                    await run_end.decide_ends_pg(conn, marked, self.cancel_reasons)
+                    assigned = self._number(events, known)
+                    rows = [_row(e, _created(e)) for e in events]
                     await postgres_direct.insert_events(conn, rows)
                     for start, args in _run_marks(marked):
                         mark = postgres_direct.start_run if start else postgres_direct.finish_run
@@ -265,6 +273,7 @@ class EventWriter:
                 # Marked: the one session that writes rows of many users (each from its run).
                 session.info["role"] = "event-writer"
                 known = await self._store.max_seqs(session, unknown) if unknown else {}
+                await run_end.decide_ends_orm(session, marked, self.cancel_reasons)
                 assigned = self._number(events, known)
                 rows = [
                     {
@@ -282,6 +291,9 @@ class EventWriter:
                 await session.execute(insert(EventRow), rows)
                 for start, args in _run_marks(marked):
                     await (Store.start_run_in if start else Store.finish_run_in)(session, *args)
+        for event in marked:
+            if event.end is not None:
+                self.cancel_reasons.pop(event.run_id, None)
         for thread_id, seq in assigned.items():
             self._last_seq[thread_id] = seq
             self._last_seq.move_to_end(thread_id)
