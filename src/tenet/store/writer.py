@@ -50,6 +50,10 @@ log = logging.getLogger("tenet.writer")
 
 #: Threads whose last ``seq`` is kept; any other costs one indexed lookup in its next batch.
 _SEQ_CACHE_MAX = 4_096
+#: Extra tries of one thread's batch that met a stale ``seq`` (another process wrote there):
+#: each numbers the batch afresh from the store, so only a thread written without pause by
+#: another process can exhaust them.
+SEQ_CONFLICT_RETRIES = 16
 #: Events a run let through by :meth:`EventWriter.room` may submit before it asks again.
 ROOM_GRANT = 8
 
@@ -178,10 +182,18 @@ class EventWriter:
             except Exception:  # pragma: no cover - _write_batch settles every future itself
                 log.exception("event writer failed a batch")
 
-    async def _write_batch(self, batch: list[Event], retries: int = 2) -> None:
+    async def _write_batch(
+        self, batch: list[Event], retries: int = 2, conflicts: int = SEQ_CONFLICT_RETRIES
+    ) -> None:
         try:
             await self._store_events(batch)
         except Exception as exc:
+            if _is_seq_conflict(exc) and conflicts > 0 and len({e.thread_id for e in batch}) == 1:
+                # Another process wrote to the thread meanwhile (a queued run cancelled there
+                # while the thread's running run writes here): number afresh and try again.
+                self.forget(batch[0].thread_id)
+                await self._write_batch(batch, retries, conflicts - 1)
+                return
             for event in batch:
                 self.forget(event.thread_id)  # the cached seq may be stale (another writer)
             by_thread: dict[str, list[Event]] = {}
@@ -190,9 +202,9 @@ class EventWriter:
             if len(by_thread) > 1:
                 # Isolate the failure: retry each thread's events on their own.
                 for events in by_thread.values():
-                    await self._write_batch(events, retries)
+                    await self._write_batch(events, retries, conflicts)
             elif retries > 0:
-                await self._write_batch(batch, retries - 1)
+                await self._write_batch(batch, retries - 1, conflicts)
             else:
                 log.warning("could not store %d events of one thread: %s", len(batch), exc)
                 for event in batch:
@@ -316,6 +328,14 @@ def _run_marks(events: list[Event]) -> list[tuple[bool, tuple[Any, ...]]]:
             args = (e.user_id, e.run_id, end.status, end.output, end.error, when, message_id)
             marks.append((False, args))
     return marks
+
+
+def _is_seq_conflict(exc: BaseException) -> bool:
+    """Whether a batch failed on the thread's ``(thread_id, seq)`` key: a stale ``seq``."""
+    text = str(exc)
+    return ("UNIQUE constraint failed: events" in text) or (
+        "duplicate key" in text and "events_pkey" in text
+    )
 
 
 def _repaired_json(event: Event) -> str:
