@@ -21,6 +21,7 @@ from datetime import timedelta
 from typing import Any
 
 import orjson
+from sqlalchemy import select
 
 from .context import RunContext
 from .engine import Engine, RunHandle, _bare_context
@@ -161,6 +162,34 @@ class ClusterEngine(Engine):
         payload = orjson.dumps({"run_id": run_id, "reason": reason}).decode()
         self.writer.bus.signal(CANCEL, payload)  # type: ignore[attr-defined]
         return await self.store.get_run(user_id, run_id), True
+
+    async def thread_runs(self, user_id: str, thread_id: str) -> list[str]:
+        """The thread's runs not yet ended, on any process, oldest first (from the store)."""
+        async with self.store.read() as s:
+            rows = await s.scalars(
+                select(Run.id)
+                .where(
+                    Run.user_id == user_id,
+                    Run.thread_id == thread_id,
+                    Run.status.in_(("queued", "running", "cancelling")),
+                )
+                .order_by(Run.created_at, Run.id)
+            )
+            return list(rows)
+
+    async def wait_ended(self, user_id: str, run_id: str) -> None:
+        """Return once the run has ended, wherever it executes (its row says so)."""
+        if run_id in self._runs:
+            await self.wait(run_id)
+            return
+        while True:
+            try:
+                run = await self.store.get_run(user_id, run_id)
+            except NotFound:
+                return
+            if run.status in ("completed", "failed", "cancelled"):
+                return
+            await asyncio.sleep(self.settings.cluster_poll_s / 10)
 
     def _on_cancel_signal(self, payload: str) -> None:
         try:

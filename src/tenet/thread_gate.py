@@ -7,6 +7,10 @@ is as good as gone), so no run accepted during the delete can start, and no
 tool of a deleted thread ever runs. Submissions already past the gate when the
 delete starts finish storing first, and are cancelled with the rest.
 
+In a cluster the thread's runs are found and waited for on every process
+(through the store); the gate against new runs holds on the process that
+serves the delete.
+
 A run that takes longer than the delete's wait to stop is not a store outage:
 the delete answers 409 ``conflict`` (the thread and its runs are left as they
 are, the runs still stopping) and may simply be retried.
@@ -85,14 +89,22 @@ async def delete_thread(service: Service, user_id: str, thread_id: str, *, wait_
     await service.store.get_thread(user_id, thread_id)
     async with engine.thread_gate.closing(thread_id):
         # Cancel first and wait for each run's last event, so no event is written after.
-        for run_id in reversed(engine.queued_or_running(user_id, thread_id)):
+        # A cluster's engine knows the thread's runs on every process (``thread_runs``).
+        listed = getattr(engine, "thread_runs", None)
+        runs = (
+            await listed(user_id, thread_id)
+            if listed
+            else engine.queued_or_running(user_id, thread_id)
+        )
+        wait = getattr(engine, "wait_ended", None)
+        for run_id in reversed(runs):
             try:
                 await engine.cancel(user_id, run_id, reason="thread_deleted")
             except NotFound:
                 continue
             try:
                 async with asyncio.timeout(wait_s):
-                    await engine.wait(run_id)
+                    await (wait(user_id, run_id) if wait else engine.wait(run_id))
             except TimeoutError:
                 raise Conflict(
                     "a run of this thread is still stopping; retry the delete shortly"
