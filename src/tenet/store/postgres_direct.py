@@ -293,7 +293,7 @@ async def max_seqs(conn: asyncpg.Connection, thread_ids: list[str]) -> dict[str,
 _INSERT_EVENTS = (
     "INSERT INTO events (id, user_id, thread_id, run_id, seq, type, created_at, body) "
     "SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::varchar[], "
-    "$5::int[], $6::varchar[], $7::timestamptz[], $8::text[])"
+    "$5::bigint[], $6::varchar[], $7::timestamptz[], $8::text[])"
 )
 
 
