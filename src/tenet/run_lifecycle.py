@@ -246,6 +246,8 @@ class RunSettler:
 
         ``interrupted`` is the status it was found in: a run being cancelled ends
         with ``run_cancelled``, a running one with ``agent_error`` code ``interrupted``.
+        Before that end, what the run left open (tool calls, delegated executions)
+        is closed with code ``interrupted`` (:mod:`tenet.recovery`).
         """
         ctx = bare_context(user_id, thread_id, run_id, agent)
         root = await self.store.admin_root_execution(run_id)
