@@ -189,9 +189,19 @@ class Run:
         async for event in self._listener.iterate(consume=False):
             yield event
 
-    async def cancel(self) -> None:
-        """Ask the server to cancel; the run then ends with ``run_cancelled``."""
-        await self.client._request({"type": "cancel", "run_id": self.id}, retry=True)
+    async def cancel(self) -> bool:
+        """Ask the server to cancel; True if it did (the run then ends with ``run_cancelled``).
+
+        False when the run had already ended (its end came before the cancel):
+        the server answers ``conflict`` with the run's terminal status.
+        """
+        try:
+            await self.client._request({"type": "cancel", "run_id": self.id}, retry=True)
+        except ClientError as exc:
+            if exc.code == "conflict":
+                return False
+            raise
+        return True
 
     async def result(self) -> dict[str, Any]:
         """Wait for the terminal event, then return the run as stored (``GET /v1/runs/{id}``)."""

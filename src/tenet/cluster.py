@@ -20,6 +20,7 @@ import logging
 from datetime import timedelta
 
 import orjson
+from sqlalchemy import select
 
 from .bus import Bus
 from .clock import utc_now
@@ -31,6 +32,7 @@ from .runtime import RunRuntime
 from .sessions import UserSession, UserSessions
 from .settings import Settings
 from .store.db import Store
+from .store.run_end import request_cancel
 from .store.tables import Run
 from .store.writer import EventWriter
 
@@ -124,21 +126,62 @@ class ClusterQueue:
 
     async def cancel(
         self, user_id: str, run_id: str, reason: str, execution: RunExecution | None
-    ) -> Run:
-        """A queued run is settled by whichever process claims its settlement first; a run
-        executing elsewhere (or being claimed right now) is told over the bus."""
+    ) -> tuple[Run, bool]:
+        """Cancel a run wherever it is; the store decides whether cancellation won.
+
+        Queued: whichever process claims its settlement first ends it. Running
+        elsewhere: its row becomes ``cancelling`` and the executing process is
+        told over the bus. Ended first: returned as it ended, and False. A run's
+        status only moves forward (queued, running, cancelling, ended), so a few
+        rounds always settle the race with a claim or an end.
+        """
         run = await self.store.get_run(user_id, run_id)  # NotFound when foreign or missing
-        if run.status == RunStatus.QUEUED and await self.store.admin_claim_settlement(
-            user_id, run_id, self._host.worker_id
-        ):
-            await self._host.settler.cancel_unstarted(
-                user_id, run.thread_id, run_id, run.agent, reason
+        won = False
+        for _ in range(8):
+            if run.status == RunStatus.QUEUED:
+                if await self.store.admin_claim_settlement(user_id, run_id, self._host.worker_id):
+                    await self._host.settler.cancel_unstarted(
+                        user_id, run.thread_id, run_id, run.agent, reason
+                    )
+                    return await self.store.get_run(user_id, run_id), True
+            elif run.status == RunStatus.RUNNING:
+                if await request_cancel(self.store, user_id, run_id):
+                    won = True
+                    break
+            else:
+                won = run.status == RunStatus.CANCELLING
+                break
+            run = await self.store.get_run(user_id, run_id)  # it moved on meanwhile
+        if not won:
+            return run, False
+        payload = orjson.dumps({"run_id": run_id, "reason": reason}).decode()
+        self.bus.signal(CANCEL, payload)
+        return await self.store.get_run(user_id, run_id), True
+
+    async def thread_runs(self, user_id: str, thread_id: str) -> list[str]:
+        """The thread's runs not yet ended, on any process, oldest first (from the store)."""
+        async with self.store.read() as s:
+            rows = await s.scalars(
+                select(Run.id)
+                .where(
+                    Run.user_id == user_id,
+                    Run.thread_id == thread_id,
+                    Run.status.in_((RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.CANCELLING)),
+                )
+                .order_by(Run.created_at, Run.id)
             )
-        elif run.status in (RunStatus.QUEUED, RunStatus.RUNNING):
-            await self.store.update_run(user_id, run_id, status=RunStatus.CANCELLING.value)
-            payload = orjson.dumps({"run_id": run_id, "reason": reason}).decode()
-            self.bus.signal(CANCEL, payload)
-        return await self.store.get_run(user_id, run_id)
+            return list(rows)
+
+    async def wait_ended(self, user_id: str, run_id: str) -> None:
+        """Poll the run's row until it says the run ended (or it is gone)."""
+        while True:
+            try:
+                run = await self.store.get_run(user_id, run_id)
+            except NotFound:
+                return
+            if RunStatus(run.status).terminal:
+                return
+            await asyncio.sleep(self.settings.cluster_poll_s / 10)
 
     def _on_cancel_signal(self, payload: str) -> None:
         try:
@@ -147,7 +190,9 @@ class ClusterQueue:
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return
         if execution is not None:
-            execution.request_cancel(str(message.get("reason") or "user"))
+            reason = str(message.get("reason") or "user")
+            self.writer.cancel_reasons.setdefault(execution.run_id, reason)
+            execution.request_cancel(reason)
 
     # Executing --------------------------------------------------------------------------------
 

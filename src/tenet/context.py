@@ -134,7 +134,7 @@ class RunContext:
 
     async def say(self, text: str) -> None:
         """Stream a piece of the answer (a ``message_delta`` event)."""
-        await self.runtime.emit(self, "message_delta", {"text": text})
+        await self.runtime.say(self, text)
 
     async def call_tool(self, name: str, /, *, call_id: str | None = None, **arguments: Any) -> Any:
         """Call one of this agent's tools; emits ``tool_executing`` then ``tool_completed``.

@@ -29,8 +29,11 @@ from .runtime import RunRuntime
 from .sessions import UserSession, UserSessions
 from .settings import Settings
 from .store.db import Store
+from .store.run_end import STARTED_OR_QUEUED, request_cancel
 from .store.tables import Run
 from .store.writer import EventWriter
+from .thread_gate import ThreadGate
+from .tool_threads import ToolThreads
 
 
 class Engine:
@@ -58,6 +61,10 @@ class Engine:
         self.runs: dict[str, RunExecution] = {}
         self.settler = RunSettler(store, writer)
         self.queue = queue
+        #: Refuses runs of a thread while it is being deleted (:mod:`tenet.thread_gate`).
+        self.thread_gate = ThreadGate()
+        #: Where synchronous tools run, bounded per user (:mod:`tenet.tool_threads`).
+        self.tool_threads = ToolThreads(settings.tool_threads, settings.tool_threads_per_user)
         self._running_total = 0
         self._closing = False
         queue.bind(self)
@@ -92,6 +99,7 @@ class Engine:
         # runs never start: release their waiters (the store keeps them for next start).
         for execution in list(self.runs.values()):
             self.forget(execution)
+        self.tool_threads.close()
         await self.settler.close()
         await self.queue.close()
 
@@ -147,32 +155,48 @@ class Engine:
         queue = self.queue
         if queue.full(session):
             raise queue_full(self.settings.user_max_queued)
-        session.queued += 1  # reserved before the await, so concurrent submits see it
-        try:
-            run = await self.store.create_run(
-                user_id, thread_id, agent, input, metadata, max_queued=queue.stored_queue_limit
-            )
-        except BaseException:
+        with self.thread_gate.entering(thread_id):  # NotFound while the thread is deleted
+            session.queued += 1  # reserved before the await, so concurrent submits see it
+            try:
+                run = await self.store.create_run(
+                    user_id, thread_id, agent, input, metadata, max_queued=queue.stored_queue_limit
+                )
+            except BaseException:
+                session.queued -= 1
+                raise
             session.queued -= 1
-            raise
-        session.queued -= 1
-        queue.accepted(run, session)
+            queue.accepted(run, session)
         return run
 
     async def cancel(self, user_id: str, run_id: str, *, reason: str = "user") -> Run:
-        """Cancel a queued or running run of ``user_id``; a finished run is returned as is.
+        """Cancel a queued or running run of ``user_id``; a finished run is returned as is."""
+        run, _won = await self.cancel_request(user_id, run_id, reason=reason)
+        return run
 
-        A run executing here is stopped here (its task writes ``run_cancelled``);
-        any other is the queue's to cancel. Raises ``NotFound`` for a missing or
-        foreign run.
+    async def cancel_request(
+        self, user_id: str, run_id: str, *, reason: str = "user"
+    ) -> tuple[Run, bool]:
+        """Cancel a run; also whether cancellation won (the run ends with ``run_cancelled``).
+
+        The store decides between the cancel and the run's own end, whichever comes
+        first (:mod:`tenet.store.run_end`): a run whose end is already stored is
+        returned as it ended, and False. A run started here is decided here (its
+        start may not be stored yet); any other is the queue's to cancel. Raises
+        ``NotFound`` for a missing or foreign run.
         """
         execution = self.runs.get(run_id)
         if execution is not None and execution.user_id != user_id:
             execution = None
-        if execution is not None and execution.request_cancel(reason):
-            await self.store.update_run(user_id, run_id, status=RunStatus.CANCELLING.value)
-            return await self.store.get_run(user_id, run_id)
-        return await self.queue.cancel(user_id, run_id, reason, execution)
+        if execution is None or execution.task is None:
+            return await self.queue.cancel(user_id, run_id, reason, execution)
+        self.writer.cancel_reasons.setdefault(run_id, reason)
+        won = await request_cancel(self.store, user_id, run_id, from_statuses=STARTED_OR_QUEUED)
+        run = await self.store.get_run(user_id, run_id)
+        if won or run.status == RunStatus.CANCELLING:
+            execution.request_cancel(reason)  # too late: the store turns its end into a cancel
+            return run, True
+        self.writer.cancel_reasons.pop(run_id, None)
+        return run, False
 
     async def wait(self, run_id: str) -> None:
         """Return once the run has finished (at once if it is not in memory)."""
@@ -182,6 +206,17 @@ class Engine:
 
     def queued_or_running(self, user_id: str, thread_id: str) -> list[str]:
         return self.queue.queued_or_running(user_id, thread_id)
+
+    async def thread_runs(self, user_id: str, thread_id: str) -> list[str]:
+        """The thread's runs not yet ended, wherever they are queued or execute, oldest first."""
+        return await self.queue.thread_runs(user_id, thread_id)
+
+    async def wait_ended(self, user_id: str, run_id: str) -> None:
+        """Return once the run has ended, wherever it executes."""
+        if run_id in self.runs:
+            await self.wait(run_id)
+            return
+        await self.queue.wait_ended(user_id, run_id)
 
     @property
     def running_count(self) -> int:

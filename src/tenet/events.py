@@ -41,6 +41,18 @@ EVENT_TYPES: Final = frozenset(
         RUN_CANCELLED,
     }
 )
+#: The identity fields every event carries (a cancel that wins over a run's end keeps them).
+IDENTITY_FIELDS: Final = (
+    "type",
+    "event_id",
+    "seq",
+    "user_id",
+    "thread_id",
+    "run_id",
+    "execution_id",
+    "agent_name",
+    "timestamp",
+)
 
 
 def is_terminal(event: dict[str, Any]) -> bool:

@@ -92,8 +92,12 @@ class LocalQueue:
 
     async def cancel(
         self, user_id: str, run_id: str, reason: str, execution: RunExecution | None
-    ) -> Run:
-        """A queued run leaves its lane and ends with ``run_cancelled``; others are returned."""
+    ) -> tuple[Run, bool]:
+        """A queued run leaves its lane and ends with ``run_cancelled``; others are returned.
+
+        A run not in memory here is not executing anywhere: its cancel won only if
+        its row already says ``cancelling``.
+        """
         if execution is not None and execution.status is RunStatus.QUEUED:
             thread_id = execution.thread_id
             lane = self._lanes.get(thread_id)
@@ -110,7 +114,9 @@ class LocalQueue:
                 lane = self._lanes.get(thread_id)
                 if lane is not None and lane.running is None and not lane.queue:
                     del self._lanes[thread_id]
-        return await self.store.get_run(user_id, run_id)  # NotFound when foreign or missing
+            return await self.store.get_run(user_id, run_id), True
+        run = await self.store.get_run(user_id, run_id)  # NotFound when foreign or missing
+        return run, run.status == RunStatus.CANCELLING
 
     def run_start(self) -> RunStart | None:
         """A run's start is stored with its first event: status ``running``, by this process."""
@@ -127,6 +133,13 @@ class LocalQueue:
         if lane.running is not None and lane.running.user_id == user_id:
             ids.insert(0, lane.running.run_id)
         return ids
+
+    async def thread_runs(self, user_id: str, thread_id: str) -> list[str]:
+        """Every run of an embedded server is in this process's lanes."""
+        return self.queued_or_running(user_id, thread_id)
+
+    async def wait_ended(self, user_id: str, run_id: str) -> None:
+        """Nothing to wait for: a run not in this process's memory is not executing."""
 
     # Scheduling -------------------------------------------------------------------------------
 

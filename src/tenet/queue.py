@@ -77,11 +77,13 @@ class RunQueue(Protocol):
 
     async def cancel(
         self, user_id: str, run_id: str, reason: str, execution: RunExecution | None
-    ) -> Run:
-        """Cancel a run of ``user_id`` that is not executing here; returns it as stored.
+    ) -> tuple[Run, bool]:
+        """Cancel a run of ``user_id`` that is not executing here.
 
-        ``execution`` is the run's in-memory state here, if any. Raises
-        ``NotFound`` for a missing or foreign run.
+        Returns the run as stored and whether cancellation won (the run ends, or
+        is ending, with ``run_cancelled``); the store decides against the run's own
+        end (:mod:`tenet.store.run_end`). ``execution`` is the run's in-memory
+        state here, if any. Raises ``NotFound`` for a missing or foreign run.
         """
 
     def run_start(self) -> RunStart | None:
@@ -98,3 +100,9 @@ class RunQueue(Protocol):
 
     def queued_or_running(self, user_id: str, thread_id: str) -> list[str]:
         """The ids of the user's runs of the thread this queue holds, the running one first."""
+
+    async def thread_runs(self, user_id: str, thread_id: str) -> list[str]:
+        """The user's runs of the thread not yet ended, on every process, oldest first."""
+
+    async def wait_ended(self, user_id: str, run_id: str) -> None:
+        """Return once a run not in this process's memory has ended (wherever it executes)."""

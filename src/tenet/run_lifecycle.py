@@ -35,12 +35,14 @@ from .errors import Invalid, NotFound
 from .events import AGENT_ERROR, RUN_CANCELLED, RunEnd, RunStart, make_event
 from .ids import new_id
 from .models.base import ChatModel
+from .recovery import close_open_ends
 from .registry import AgentRegistry
 from .runtime import RunRuntime, error_of
 from .sessions import UserSession
 from .settings import Settings
 from .store.db import Store
 from .store.writer import EventWriter
+from .tool_threads import ToolThreads
 
 log = logging.getLogger("tenet.engine")
 
@@ -86,6 +88,8 @@ class RunHost(Protocol):
     registry: AgentRegistry
     model: ChatModel
     settler: RunSettler
+    #: Where the runs' synchronous tools execute.
+    tool_threads: ToolThreads
 
     def run_start(self) -> RunStart | None:
         """What a run's first event stores as its start (None: its queue stored it)."""
@@ -144,6 +148,7 @@ class RunExecution:
             tool_timeout=settings.tool_timeout_s,
             max_steps=settings.agent_max_steps,
             start=host.run_start(),
+            tool_threads=host.tool_threads,
         )
         ctx = RunContext.for_run(
             user_id=self.user_id,
@@ -241,11 +246,14 @@ class RunSettler:
 
         ``interrupted`` is the status it was found in: a run being cancelled ends
         with ``run_cancelled``, a running one with ``agent_error`` code ``interrupted``.
+        Before that end, what the run left open (tool calls, delegated executions)
+        is closed with code ``interrupted`` (:mod:`tenet.recovery`).
         """
         ctx = bare_context(user_id, thread_id, run_id, agent)
         root = await self.store.admin_root_execution(run_id)
         if root is not None:  # the run's own agent had started: its end carries its execution
             ctx = replace(ctx, execution_id=root)
+            await close_open_ends(self.store, self.writer, ctx)  # tool calls, delegations
         if interrupted == RunStatus.CANCELLING:
             await self.writer.write(
                 make_event(ctx, RUN_CANCELLED, {"status": "cancelled", "reason": "interrupted"})

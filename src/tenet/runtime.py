@@ -21,6 +21,7 @@ from .events import (
     AGENT_ERROR,
     AGENT_STARTED,
     AGENT_THINKING,
+    MESSAGE_DELTA,
     TOOL_COMPLETED,
     TOOL_EXECUTING,
     Event,
@@ -30,12 +31,14 @@ from .events import (
     make_event,
 )
 from .store.notes import UserNotes
+from .text import HalfJoiner
 
 if TYPE_CHECKING:
     from .models.base import ChatModel
     from .registry import AgentRegistry
     from .sessions import UserSession
     from .store.db import Store
+    from .tool_threads import ToolThreads
 
 
 #: A run waits for its events' commit at least this often (and before its end). It bounds
@@ -68,6 +71,7 @@ class RunRuntime:
         tool_timeout: float,
         max_steps: int,
         start: RunStart | None = None,
+        tool_threads: ToolThreads | None = None,
     ) -> None:
         self.sink = sink
         self.store = store
@@ -75,6 +79,7 @@ class RunRuntime:
         self.model = model
         self.session = session
         self.tool_timeout = tool_timeout
+        self.tool_threads = tool_threads
         self.max_steps = max_steps
         self._steps: dict[str, int] = {}
         #: The run's start, stored with its first event (None: already stored).
@@ -87,6 +92,8 @@ class RunRuntime:
         #: Set once the run's own agent_completed is being written: from then on a
         #: cancel or timeout cannot end the run a second time.
         self.completing = False
+        #: Surrogate halves held back between streamed pieces, per execution.
+        self._halves = HalfJoiner()
 
     async def emit(
         self, ctx: RunContext, type: str, fields: dict[str, Any], *, end: RunEnd | None = None
@@ -134,6 +141,12 @@ class RunRuntime:
             if event.error is not None:
                 raise event.error
 
+    async def say(self, ctx: RunContext, text: str) -> None:
+        """Emit a piece of the answer; a surrogate half split across pieces is joined."""
+        text = self._halves.join(ctx.execution_id, str(text))
+        if text:
+            await self.emit(ctx, MESSAGE_DELTA, {"text": text})
+
     async def think(self, ctx: RunContext, reasoning: str) -> None:
         step = self._steps.get(ctx.execution_id, 0) + 1
         self._steps[ctx.execution_id] = step
@@ -153,7 +166,9 @@ class RunRuntime:
         try:
             if tool is None:
                 raise ToolFailed("unknown_tool", f"{ctx.agent_name} has no tool named {name!r}")
-            result = await tool.invoke(ctx, arguments, timeout=self.tool_timeout)
+            result = await tool.invoke(
+                ctx, arguments, timeout=self.tool_timeout, threads=self.tool_threads
+            )
         except ToolFailed as exc:
             fields.update(ok=False, error=exc.as_error(), duration_ms=_ms(started))
             await self.emit(ctx, TOOL_COMPLETED, fields)
@@ -206,6 +221,8 @@ class RunRuntime:
                 "delegation_failed", f"{agent.name} failed: {error_of(exc)['message']}"
             ) from exc
         output = "" if output is None else str(output)
+        if held := self._halves.rest(ctx.execution_id):  # a half never completed
+            await self.emit(ctx, MESSAGE_DELTA, {"text": held})
         if ctx.depth == 0:
             self.completing = True
         await self.emit(

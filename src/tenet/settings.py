@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     user_max_queued: int = Field(100, ge=1)
     run_timeout_s: float = Field(300.0, gt=0)
     tool_timeout_s: float = Field(30.0, gt=0)
+    #: Threads synchronous tools run on (all users), and how many one user may hold.
+    tool_threads: int = Field(64, ge=1)
+    tool_threads_per_user: int = Field(8, ge=1)
     session_idle_s: float = Field(300.0, ge=0)
     max_input_chars: int = Field(32_000, ge=1)
     agent_max_steps: int = Field(16, ge=1)

@@ -22,6 +22,7 @@ from pydantic_core import to_jsonable_python
 from . import linear_re
 from .context import RunContext
 from .errors import TenetError, ToolFailed
+from .tool_threads import ToolThreads
 from .wire_value import Uncarriable, check_carriable
 
 #: reST markup a docstring may hold: ``:role:`~a.b.C```, ``literal``, `text`.
@@ -101,8 +102,19 @@ class Tool:
             raise ToolFailed("invalid_arguments", problems) from None
         return {name: getattr(model, name) for name in type(model).model_fields}
 
-    async def invoke(self, ctx: RunContext, arguments: dict[str, Any], *, timeout: float) -> Any:
-        """Validate, call with a timeout, and return a JSON-ready result."""
+    async def invoke(
+        self,
+        ctx: RunContext,
+        arguments: dict[str, Any],
+        *,
+        timeout: float,
+        threads: ToolThreads | None = None,
+    ) -> Any:
+        """Validate, call with a timeout, and return a JSON-ready result.
+
+        A synchronous function runs on ``threads`` (as the context's user, within the
+        user's bound; see :mod:`tenet.tool_threads`), else on asyncio's default pool.
+        """
         values = self.validate(arguments)
         args: tuple[Any, ...] = (ctx,) if self.takes_context else ()
         limit = self.timeout if self.timeout is not None else timeout
@@ -111,7 +123,11 @@ class Tool:
                 if self.is_async:
                     result = await self.fn(*args, **values)
                 else:
-                    result = await asyncio.to_thread(functools.partial(self.fn, *args, **values))
+                    call = functools.partial(self.fn, *args, **values)
+                    if threads is not None:
+                        result = await threads.run(ctx.user_id, call)
+                    else:
+                        result = await asyncio.to_thread(call)
         except TimeoutError:
             raise ToolFailed("timeout", f"tool {self.name!r} took longer than {limit:g}s") from None
         except ToolFailed:

@@ -21,6 +21,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import NotFound, RateLimited, TenetError, Unavailable
+from ..text import ESCAPED_SURROGATE
 
 log = logging.getLogger("tenet.server")
 
@@ -164,6 +165,22 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
 
 
+def _bad_text(body: bytes) -> bool:
+    """Whether a JSON body escapes a UTF-16 surrogate that has no partner (``"\\ud83d"``).
+
+    A lenient JSON parser turns such an escape into a string UTF-8 cannot encode,
+    which fails wherever it is stored or sent. Only bodies that escape a surrogate
+    at all are parsed here (strictly), so other bodies cost one scan.
+    """
+    if not body or ESCAPED_SURROGATE.search(body) is None:
+        return False
+    try:
+        orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return True
+    return False
+
+
 class GuardMiddleware:
     """Outermost HTTP layer: caps request bodies (413) and turns any bug into a bare 500.
 
@@ -201,6 +218,10 @@ class GuardMiddleware:
             if len(body) > self.max_body_bytes:
                 await self._too_large(scope, receive, send)
                 return
+        if _bad_text(body):
+            message = "the body holds text that is not valid Unicode (an unpaired surrogate)"
+            await error_response(422, "invalid", message)(scope, receive, send)
+            return
         replayed = False
 
         async def replay() -> Message:

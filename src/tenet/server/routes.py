@@ -25,10 +25,12 @@ from pydantic import (
 from starlette.responses import Response
 from typing_extensions import TypeAliasType
 
-from ..errors import Invalid, NotFound, TooLarge, Unavailable
+from .. import thread_gate
+from ..errors import Invalid, TooLarge, Unavailable
 from .auth import Caller, current_caller, require_admin, server_state, state_dependency
 from .live import TOKEN_REVOKED
 from .metrics import CONTENT_TYPE
+from .params import SeqQuery
 from .state import ServerState
 from .wire import events_response, json_response, message_json, run_json, thread_json
 
@@ -59,6 +61,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         401: "missing or bad credentials",
         404: "not found (or not the caller's)",
         405: "method not allowed",
+        409: "conflict (e.g. a run of the thread is still stopping: retry)",
         413: "body or input too large",
         422: "invalid request",
         429: "rate limited (see Retry-After)",
@@ -206,18 +209,9 @@ async def get_thread(thread_id: str, caller: CallerDep, state: StateDep) -> Resp
 
 @router.delete("/v1/threads/{thread_id}", status_code=204)
 async def delete_thread(thread_id: str, caller: CallerDep, state: StateDep) -> Response:
-    service = state.service
-    await service.store.get_thread(caller.user_id, thread_id)
-    # Cancel first and wait for each run's last event, so no event is written after the delete.
-    for run_id in reversed(service.engine.queued_or_running(caller.user_id, thread_id)):
-        try:
-            await service.engine.cancel(caller.user_id, run_id, reason="thread_deleted")
-        except NotFound:
-            continue
-        async with asyncio.timeout(DELETE_WAIT_S):
-            await service.engine.wait(run_id)
-    await service.store.delete_thread(caller.user_id, thread_id)
-    service.writer.forget(thread_id)
+    await thread_gate.delete_thread(
+        state.service.engine, caller.user_id, thread_id, wait_s=DELETE_WAIT_S
+    )
     return Response(status_code=204)
 
 
@@ -232,7 +226,7 @@ async def list_events(
     thread_id: str,
     caller: CallerDep,
     state: StateDep,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: SeqQuery = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
 ) -> Response:
     bodies = await state.service.store.list_events(

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import StreamingResponse
 
 from ..bus.follow import follow
@@ -27,6 +27,7 @@ from ..errors import RateLimited
 from ..ids import new_id
 from .auth import Caller, current_caller, server_state
 from .cluster_limits import hold_place, places_taken, release_place
+from .params import SeqQuery, header_seq
 from .routes import ERROR_RESPONSES
 from .state import ServerState
 
@@ -81,27 +82,17 @@ def format_sse(body: str) -> bytes:
     return f"id: {data['seq']}\nevent: {data['type']}\ndata: {body}\n\n".encode()
 
 
-def _last_event_id(value: str | None) -> int | None:
-    if value is None:
-        return None
-    try:
-        seq = int(value.strip())
-    except ValueError:
-        return None
-    return seq if seq >= 0 else None
-
-
 @router.get("/v1/threads/{thread_id}/stream")
 async def stream(
     thread_id: str,
     request: Request,
     caller: Annotated[Caller, Depends(current_caller)],
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: SeqQuery = 0,
 ) -> StreamingResponse:
     state: ServerState = server_state(request)
     store = state.service.store
     await store.get_thread(caller.user_id, thread_id)  # 404 before the stream starts
-    resume = _last_event_id(request.headers.get("last-event-id"))
+    resume = header_seq(request.headers.get("last-event-id"))
     start = resume if resume is not None else after
     limit = state.settings.sse_max_streams
     held = len(state.service.sessions.get(caller.user_id).streams)

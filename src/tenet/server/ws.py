@@ -39,6 +39,7 @@ from ..titles import title_metadata
 from .auth import Caller, bearer, caller_for_token
 from .cluster_limits import hold_place, release_place, take_request
 from .errors import STORE_DOWN_MESSAGE, is_store_outage
+from .params import frame_seq
 from .routes import check_metadata
 from .state import ServerState
 from .subscriptions import check_room, make_room
@@ -358,11 +359,7 @@ class Connection:
 
     async def on_subscribe(self, frame: dict[str, Any], ref: str | None) -> None:
         thread_id = _field(frame, "thread_id")
-        after = frame.get("after", 0)
-        if after is None:
-            after = 0
-        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
-            raise Invalid("after must be a non-negative integer")
+        after = frame_seq(frame.get("after"))
         store = self.state.service.store
         await store.get_thread(self.user_id, thread_id)
         bus = self.state.service.bus
@@ -443,8 +440,13 @@ class Connection:
         run_id = _field(frame, "run_id")
         async with self._lock:
             # Under the lock, so cancel_accepted is queued before the run's run_cancelled.
-            await self.state.service.engine.cancel(self.user_id, run_id)
-            self._answer(ref, {"type": "cancel_accepted", "run_id": run_id})
+            run, won = await self.state.service.engine.cancel_request(self.user_id, run_id)
+            if won:
+                self._answer(ref, {"type": "cancel_accepted", "run_id": run_id})
+            else:  # its end came first: say how it ended
+                message = f"the run already ended: {run.status}"
+                answer = {"type": "error", "code": "conflict", "message": message}
+                self._answer(ref, {**answer, "run_id": run_id, "status": run.status})
 
 
 def _field(frame: dict[str, Any], name: str, *, kind: str = "id") -> str:

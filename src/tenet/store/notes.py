@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..text import repair
 from .db import Store
 
 
@@ -15,7 +16,7 @@ class UserNotes:
         self._user_id = user_id
 
     async def add(self, text: str) -> str:
-        note = await self._store.add_note(self._user_id, text)
+        note = await self._store.add_note(self._user_id, repair(text))
         return note.id
 
     async def search(self, query: str | None = None, limit: int = 20) -> list[str]:

@@ -184,6 +184,38 @@ INSERT_THREAD_WITHIN_LIMIT = statement(
 
 # Runs ---------------------------------------------------------------------------------------
 
+#: A cancel request (:mod:`tenet.store.run_end`): the run becomes ``cancelling`` only from
+#: a status that may still be cancelled; the count says whether the request won.
+REQUEST_CANCEL_RUNNING = statement(
+    "request_cancel_running",
+    ("user_id", "run_id"),
+    update(runs)
+    .where(
+        runs.c.id == p("run_id"),
+        runs.c.user_id == p("user_id"),
+        _one_of(runs.c.status, ("running",)),
+    )
+    .values(status=const("cancelling")),
+)
+REQUEST_CANCEL_STARTED_OR_QUEUED = statement(
+    "request_cancel_started_or_queued",
+    ("user_id", "run_id"),
+    update(runs)
+    .where(
+        runs.c.id == p("run_id"),
+        runs.c.user_id == p("user_id"),
+        _one_of(runs.c.status, ("queued", "running")),
+    )
+    .values(status=const("cancelling")),
+)
+#: A run's status, its row held until the transaction ends (Postgres; SQLite has one
+#: writer): the writer decides a run's end against a cancel request with it.
+RUN_STATUS_FOR_UPDATE = statement(
+    "run_status_for_update",
+    ("run_id",),
+    select(runs.c.status).where(runs.c.id == p("run_id")).with_for_update(),
+)
+
 SELECT_RUN = statement(
     "select_run",
     ("user_id", "run_id"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -18,6 +18,9 @@ class Base(DeclarativeBase):
 
 
 UTCDateTime = DateTime(timezone=True)
+#: A stored counter (a thread's ``seq``, a run's ``attempts``): 64-bit on every backend
+#: (SQLite's INTEGER already is), so every cursor a client may send fits.
+Counter = BigInteger().with_variant(Integer, "sqlite")
 
 
 class User(Base):
@@ -83,7 +86,7 @@ class Run(Base):
     # Cluster bookkeeping: which process holds the run, and when it last said so.
     worker_id: Mapped[str | None] = mapped_column(String(64))
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Counter, default=0)
 
 
 #: The events a run's recovery looks up by run: its first and its end (every run's
@@ -115,7 +118,7 @@ class EventRow(Base):
     thread_id: Mapped[str] = mapped_column(
         ForeignKey("threads.id", ondelete="CASCADE"), primary_key=True
     )
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(Counter, primary_key=True, autoincrement=False)
     id: Mapped[str] = mapped_column(String(32))
     user_id: Mapped[str] = mapped_column(String(32))
     run_id: Mapped[str] = mapped_column(String(32))

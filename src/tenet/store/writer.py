@@ -25,13 +25,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict, deque
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from ..events import Event
 from ..ids import new_id
-from . import units
+from ..text import repair, repair_value
+from . import run_end, units
 from .db import Store
 
 if TYPE_CHECKING:
@@ -41,6 +43,10 @@ log = logging.getLogger("tenet.writer")
 
 #: Threads whose last ``seq`` is kept; any other costs one indexed lookup in its next batch.
 _SEQ_CACHE_MAX = 4_096
+#: Extra tries of one thread's batch that met a stale ``seq`` (another process wrote there):
+#: each numbers the batch afresh from the store, so only a thread written without pause by
+#: another process can exhaust them.
+SEQ_CONFLICT_RETRIES = 16
 #: Events a run let through by :meth:`EventWriter.room` may submit before it asks again.
 ROOM_GRANT = 8
 
@@ -62,6 +68,9 @@ class EventWriter:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self.batches = 0
+        #: Why a run executing here is being cancelled, for an end that loses to the cancel
+        #: (see :mod:`tenet.store.run_end`); dropped once the run's end is stored.
+        self.cancel_reasons: dict[str, str] = {}
         self.events_written = 0
 
     def start(self) -> None:
@@ -166,10 +175,18 @@ class EventWriter:
             except Exception:  # pragma: no cover - _write_batch settles every future itself
                 log.exception("event writer failed a batch")
 
-    async def _write_batch(self, batch: list[Event], retries: int = 2) -> None:
+    async def _write_batch(
+        self, batch: list[Event], retries: int = 2, conflicts: int = SEQ_CONFLICT_RETRIES
+    ) -> None:
         try:
             await self._store_events(batch)
         except Exception as exc:
+            if _is_seq_conflict(exc) and conflicts > 0 and len({e.thread_id for e in batch}) == 1:
+                # Another process wrote to the thread meanwhile (a queued run cancelled there
+                # while the thread's running run writes here): number afresh and try again.
+                self.forget(batch[0].thread_id)
+                await self._write_batch(batch, retries, conflicts - 1)
+                return
             for event in batch:
                 self.forget(event.thread_id)  # the cached seq may be stale (another writer)
             by_thread: dict[str, list[Event]] = {}
@@ -178,9 +195,9 @@ class EventWriter:
             if len(by_thread) > 1:
                 # Isolate the failure: retry each thread's events on their own.
                 for events in by_thread.values():
-                    await self._write_batch(events, retries)
+                    await self._write_batch(events, retries, conflicts)
             elif retries > 0:
-                await self._write_batch(batch, retries - 1)
+                await self._write_batch(batch, retries - 1, conflicts)
             else:
                 log.warning("could not store %d events of one thread: %s", len(batch), exc)
                 for event in batch:
@@ -202,6 +219,8 @@ class EventWriter:
     ) -> units.Steps:
         """The batch's unit of work: number, insert, and the runs' starts and ends."""
         known = (yield from units.max_seqs(unknown)) if unknown else {}
+        if marked:  # an end that lost to a cancel request is stored as run_cancelled
+            yield from run_end.decide_ends(marked, self.cancel_reasons)
         assigned = self._number(events, known)
         yield from units.insert_events([_row(e) for e in events])
         for start, args in _run_marks(marked):
@@ -219,7 +238,10 @@ class EventWriter:
             assigned[event.thread_id] = seq
             event.seq = seq
             event.data["seq"] = seq
-            event.json = orjson.dumps(event.data).decode()
+            try:
+                event.json = orjson.dumps(event.data).decode()
+            except orjson.JSONEncodeError:
+                event.json = _repaired_json(event)
         return assigned
 
     async def _store_events(self, events: list[Event]) -> None:
@@ -233,6 +255,9 @@ class EventWriter:
         assigned = await self._store.executor.run(
             self._transaction, events, unknown, marked, atomic=bool(marked)
         )
+        for event in marked:
+            if event.end is not None:
+                self.cancel_reasons.pop(event.run_id, None)
         for thread_id, seq in assigned.items():
             self._last_seq[thread_id] = seq
             self._last_seq.move_to_end(thread_id)
@@ -255,6 +280,28 @@ def _run_marks(events: list[Event]) -> list[tuple[bool, tuple[Any, ...]]]:
             args = (e.user_id, e.run_id, end.status, end.output, end.error, when, message_id)
             marks.append((False, args))
     return marks
+
+
+def _is_seq_conflict(exc: BaseException) -> bool:
+    """Whether a batch failed on the thread's ``(thread_id, seq)`` key: a stale ``seq``."""
+    text = str(exc)
+    return ("UNIQUE constraint failed: events" in text) or (
+        "duplicate key" in text and "events_pkey" in text
+    )
+
+
+def _repaired_json(event: Event) -> str:
+    """The JSON of an event whose fields held text UTF-8 cannot encode, or a non-JSON value.
+
+    Its text is repaired (:mod:`tenet.text`) and any other value written as its
+    ``str``, the run's end included: an event once emitted is stored, never dropped
+    for its content.
+    """
+    event.data = repair_value(event.data)
+    if (end := event.end) is not None:
+        output = repair(end.output) if end.output is not None else None
+        event.end = replace(end, output=output, error=repair_value(end.error))
+    return orjson.dumps(event.data, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def _settle(event: Event) -> None:
