@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from .clock import now_us, wire_time
 from .ids import new_id
-from .wire_value import check_carriable
+from .wire_value import carriable
 
 if TYPE_CHECKING:
     from .context import RunContext
@@ -132,10 +132,10 @@ def make_event(ctx: RunContext, type: str, fields: dict[str, Any]) -> Event:
         "agent_name": ctx.agent_name,
         "timestamp": wire_time(now),
     }
+    fields = carriable(fields, f"{type} event")  # fails this run alone, never the writer
     for key, value in fields.items():
         if key not in data:
             data[key] = value
-    check_carriable(fields, f"{type} event")  # fails this run alone, never the shared writer
     return Event(
         data=data, user_id=ctx.user_id, thread_id=ctx.thread_id, run_id=ctx.run_id, created=now
     )

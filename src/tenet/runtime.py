@@ -31,7 +31,7 @@ from .events import (
     make_event,
 )
 from .store.notes import UserNotes
-from .text import HalfJoiner
+from .text import HalfJoiner, repair
 
 if TYPE_CHECKING:
     from .models.base import ChatModel
@@ -220,7 +220,7 @@ class RunRuntime:
             raise AgentFailed(
                 "delegation_failed", f"{agent.name} failed: {error_of(exc)['message']}"
             ) from exc
-        output = "" if output is None else str(output)
+        output = repair("" if output is None else str(output))  # stored as the run's output
         if held := self._halves.rest(ctx.execution_id):  # a half never completed
             await self.emit(ctx, MESSAGE_DELTA, {"text": held})
         if ctx.depth == 0:

@@ -23,7 +23,7 @@ from . import linear_re
 from .context import RunContext
 from .errors import TenetError, ToolFailed
 from .tool_threads import ToolThreads
-from .wire_value import Uncarriable, check_carriable
+from .wire_value import Uncarriable, carriable
 
 #: reST markup a docstring may hold: ``:role:`~a.b.C```, ``literal``, `text`.
 _ROLE = linear_re.compile(r":[\w:.-]+:`~?([^`]*?)`")
@@ -138,7 +138,7 @@ class Tool:
             raise ToolFailed("tool_error", f"{type(exc).__name__}: {exc}") from exc
         result = to_jsonable_python(result, fallback=str)
         try:
-            check_carriable(result, f"result of {self.name!r}")
+            result = carriable(result, f"result of {self.name!r}")
         except Uncarriable as exc:
             raise ToolFailed(exc.code, exc.message) from None
         return result

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from .errors import TenetError
+from .text import repair_value
 
 
 class Uncarriable(TenetError):
@@ -33,3 +34,19 @@ def check_carriable(value: Any, what: str = "value") -> None:
         orjson.dumps(value)
     except (TypeError, orjson.JSONEncodeError) as exc:
         raise Uncarriable(f"the {what} cannot be sent: {exc}") from None
+
+
+def carriable(value: Any, what: str = "value") -> Any:
+    """``value``, or a copy with its lone UTF-16 surrogates replaced by U+FFFD
+    (:func:`tenet.text.repair_value`) when that is all that kept it off the wire.
+
+    Raises :class:`Uncarriable` for anything else JSON can't carry. Text is repaired,
+    not refused: a model or tool that splits an emoji into halves loses one character,
+    never its run.
+    """
+    try:
+        check_carriable(value, what)
+    except Uncarriable:
+        value = repair_value(value)
+        check_carriable(value, what)
+    return value

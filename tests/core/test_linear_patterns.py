@@ -27,6 +27,7 @@ _PROBE = textwrap.dedent(
     from tenet.models import scripted
     from tenet.server.logs import RedactTokens
     from tenet.settings import Settings
+    from tenet import text
 
     n = Settings().max_input_chars
     patterns = {
@@ -38,6 +39,7 @@ _PROBE = textwrap.dedent(
         "ids": ids_pattern,
         "logs.bearer": RedactTokens._PATTERNS[0][0],
         "logs.token": RedactTokens._PATTERNS[1][0],
+        "text.surrogate": text._SURROGATE,
     }
     # Repeated units that make a backtracking engine retry from every offset.
     units = ["1", "1+", "(1", "1)", "1 + ", "1.1", " ", "use a", " a=b", "remember ",
@@ -83,7 +85,9 @@ def test_every_pattern_over_user_text_runs_in_linear_time() -> None:
 
 def test_no_module_compiles_a_backtracking_pattern_over_user_text() -> None:
     """New patterns go through :mod:`tenet.linear_re`; only ids.py's anchored,
-    fixed-length pattern uses :mod:`re` (and is measured above)."""
+    fixed-length pattern and text.py's one-character class and fixed-length escape
+    (on bytes and lone surrogates, which RE2 does not take) use :mod:`re` (the
+    ones over str are measured above)."""
     offenders = []
     for path in sorted(_SRC.rglob("*.py")):
         tree = ast.parse(path.read_text(), str(path))
@@ -95,4 +99,4 @@ def test_no_module_compiles_a_backtracking_pattern_over_user_text() -> None:
                 names = [node.module or ""]
             if "re" in names or "regex" in names:
                 offenders.append(str(path.relative_to(_SRC)))
-    assert offenders == ["ids.py"], offenders
+    assert offenders == ["ids.py", "text.py"], offenders

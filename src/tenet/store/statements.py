@@ -420,7 +420,7 @@ SELECT_EVENTS = statement(
     .where(
         events.c.thread_id == p("thread_id"),
         events.c.user_id == p("user_id"),
-        events.c.seq > p("after", Integer),
+        events.c.seq > p("after", events.c.seq.type),  # 64-bit, as the column
     )
     .order_by(events.c.seq)
     .limit(p("limit", Integer))
