@@ -1,0 +1,59 @@
+// Drives a tenet server with the official AG-UI client: HttpAgent.runAgent, whose own
+// pipeline verifies every event stream (verifyEvents) and rejects one that breaks the
+// protocol. Reads TENET_URL and TENET_TOKEN; prints one JSON report on stdout.
+import { HttpAgent } from "@ag-ui/client";
+
+const url = process.env.TENET_URL;
+const headers = { Authorization: `Bearer ${process.env.TENET_TOKEN}` };
+
+function agentFor(name, threadId) {
+  return new HttpAgent({ url: `${url}/v1/agents/${name}/ag-ui`, headers, threadId });
+}
+
+async function turn(agent, text) {
+  const types = [];
+  const steps = [];
+  agent.addMessage({ id: `m-${agent.messages.length}-${Date.now()}`, role: "user", content: text });
+  const { result, newMessages } = await agent.runAgent(
+    {},
+    {
+      onEvent({ event }) {
+        types.push(event.type);
+        if (event.type === "STEP_STARTED" || event.type === "STEP_FINISHED") {
+          steps.push(`${event.type}:${event.stepName}`);
+        }
+      },
+    },
+  );
+  return { result, types, steps, newMessages };
+}
+
+async function failing(agent, text) {
+  try {
+    await turn(agent, text);
+    return { error: null };
+  } catch (err) {
+    return { error: String(err && err.message ? err.message : err) };
+  }
+}
+
+const chat = agentFor("assistant", "node-chat");
+const first = await turn(chat, "what is 6*7");
+const second = await turn(chat, "hello again");
+const research = await turn(agentFor("researcher", "node-research"), "tell me about redis");
+const unknown = await failing(agentFor("nobody", "node-x"), "hi");
+
+console.log(
+  JSON.stringify({
+    first: {
+      result: first.result,
+      types: first.types,
+      toolCalls: first.newMessages.flatMap((m) => (m.toolCalls ?? []).map((c) => c.function.name)),
+      roles: first.newMessages.map((m) => m.role),
+    },
+    second: { result: second.result, types: second.types },
+    research: { result: research.result, steps: research.steps, types: research.types },
+    unknown,
+    messages: chat.messages.length,
+  }),
+);
