@@ -10,13 +10,17 @@ function agentFor(name, threadId) {
   return new HttpAgent({ url: `${url}/v1/agents/${name}/ag-ui`, headers, threadId });
 }
 
-async function turn(agent, text) {
+async function turn(agent, text, parameters = {}) {
   const types = [];
   const steps = [];
+  const pending = [];
   agent.addMessage({ id: `m-${agent.messages.length}-${Date.now()}`, role: "user", content: text });
   const { result, newMessages } = await agent.runAgent(
-    {},
+    parameters,
     {
+      onRunFinishedEvent({ pendingToolCallIds }) {
+        pending.push(...(pendingToolCallIds ?? []));
+      },
       onEvent({ event }) {
         types.push(event.type);
         if (event.type === "STEP_STARTED" || event.type === "STEP_FINISHED") {
@@ -25,7 +29,7 @@ async function turn(agent, text) {
       },
     },
   );
-  return { result, types, steps, newMessages };
+  return { result, types, steps, pending, newMessages };
 }
 
 async function failing(agent, text) {
@@ -41,6 +45,12 @@ const chat = agentFor("assistant", "node-chat");
 const first = await turn(chat, "what is 6*7");
 const second = await turn(chat, "hello again");
 const research = await turn(agentFor("researcher", "node-research"), "tell me about redis");
+const booking = {
+  name: "confirm_booking",
+  description: "Ask the person to confirm a booking.",
+  parameters: { type: "object", properties: { day: { type: "string" } } },
+};
+const frontEnd = await turn(chat, "use confirm_booking day=monday", { tools: [booking] });
 const unknown = await failing(agentFor("nobody", "node-x"), "hi");
 
 console.log(
@@ -53,6 +63,13 @@ console.log(
     },
     second: { result: second.result, types: second.types },
     research: { result: research.result, steps: research.steps, types: research.types },
+    frontEnd: {
+      types: frontEnd.types,
+      pending: frontEnd.pending,
+      calls: frontEnd.newMessages.flatMap((m) =>
+        (m.toolCalls ?? []).map((c) => ({ id: c.id, name: c.function.name, args: c.function.arguments })),
+      ),
+    },
     unknown,
     messages: chat.messages.length,
   }),

@@ -401,3 +401,61 @@ def test_unknown_event_types_are_not_shown_and_text_closes_before_other_events()
     end = view.map(_event("agent_completed", depth=0, final_response="answer"))
     assert [e.type.value for e in end] == ["TEXT_MESSAGE_END", "RUN_FINISHED"]
     assert view.finished
+
+
+BOOKING_TOOL = {
+    "name": "confirm_booking",
+    "description": "Ask the person to confirm a booking.",
+    "parameters": {"type": "object", "properties": {"day": {"type": "string"}}},
+}
+
+
+async def test_a_front_end_tool_call_is_streamed_then_the_run_finishes_with_it_pending(
+    server: ServerHandle, alice: User
+) -> None:
+    body = run_input("use confirm_booking day=monday", "fe", tools=[BOOKING_TOOL])
+    frames = await ag_ui(server, alice, "assistant", body)
+    got = types(frames)
+    assert "TOOL_CALL_RESULT" not in got  # the client runs it
+    start = got.index("TOOL_CALL_START")
+    assert got[start : start + 3] == ["TOOL_CALL_START", "TOOL_CALL_ARGS", "TOOL_CALL_END"]
+    call = frames[start][1]
+    assert call["toolCallName"] == "confirm_booking"
+    assert json.loads(frames[start + 1][1]["delta"]) == {"day": "monday"}
+    assert got[-1] == "RUN_FINISHED"
+    assert frames[-1][1]["outcome"] == {
+        "type": "success",
+        "pendingToolCallIds": [call["toolCallId"]],
+    }
+    # Stored as an ordinary run: the call and its hand-over, then the run's end.
+    stored = await stored_events(server, alice, (await only_thread(server, alice))["id"])
+    kinds = [e["type"] for e in stored]
+    assert kinds[-3:] == ["tool_executing", "tool_completed", "agent_completed"]
+    assert stored[-2]["error"]["code"] == "client_tool" and stored[-2]["ok"] is False
+
+
+async def test_front_end_tools_are_offered_beside_the_agents_own(
+    server: ServerHandle, alice: User
+) -> None:
+    frames = await ag_ui(
+        server, alice, "assistant", run_input("what is 2+2", "fe2", tools=[BOOKING_TOOL])
+    )
+    assert [d["toolCallName"] for _, d in frames if d["type"] == "TOOL_CALL_START"] == [
+        "calculator"
+    ]
+    assert frames[-1][1]["result"] == "The answer is 4." and "outcome" not in frames[-1][1]
+
+
+async def test_a_front_end_tool_may_not_shadow_a_server_tool(
+    server: ServerHandle, alice: User
+) -> None:
+    for tools in (
+        [{**BOOKING_TOOL, "name": "calculator"}],
+        [BOOKING_TOOL, BOOKING_TOOL],
+        [{**BOOKING_TOOL, "name": "has spaces"}],
+    ):
+        frames = await ag_ui(server, alice, "assistant", run_input("what is 2+2", "x", tools=tools))
+        assert types(frames) == ["RUN_STARTED", "RUN_ERROR"]
+        assert frames[-1][1]["code"] == "invalid"
+    async with http(server, alice) as c:  # refused before anything was made
+        assert (await c.get("/v1/threads")).json() == []

@@ -38,7 +38,7 @@ def _node() -> str:
     return node
 
 
-async def test_the_official_client_runs_a_conversation_with_a_tool_and_a_delegation(
+async def test_the_official_client_runs_a_conversation_with_tools_and_a_delegation(
     server: ServerHandle, alice: User
 ) -> None:
     node = _node()
@@ -78,6 +78,13 @@ async def test_the_official_client_runs_a_conversation_with_a_tool_and_a_delegat
     ]
     assert research["result"].startswith("Report.")
     assert "404" in report["unknown"]["error"]
+
+    # A front-end tool: offered, called by the model, handed to the client as pending.
+    front = report["frontEnd"]
+    assert [c["name"] for c in front["calls"]] == ["confirm_booking"]
+    assert json.loads(front["calls"][0]["args"]) == {"day": "monday"}
+    assert front["pending"] == [front["calls"][0]["id"]]
+    assert "TOOL_CALL_RESULT" not in front["types"] and front["types"][-1] == "RUN_FINISHED"
 
     async with http(server, alice) as c:
         threads = (await c.get("/v1/threads")).json()

@@ -22,6 +22,7 @@ once the stream has started, a failure is a ``RUN_ERROR``.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -36,6 +37,7 @@ from ag_ui.core import (
     RunAgentInput,
     RunErrorEvent,
     RunFinishedEvent,
+    RunFinishedSuccessOutcome,
     RunStartedEvent,
     StepFinishedEvent,
     StepStartedEvent,
@@ -66,6 +68,8 @@ from ..events import (
     TOOL_EXECUTING,
     is_terminal,
 )
+from ..run_lifecycle import CLIENT_TOOLS_KEY
+from ..runtime import CLIENT_TOOL_ERROR
 from ..store.ag_ui_threads import MAX_CLIENT_THREAD_ID, AgUiThreads
 from .auth import Caller, current_caller, server_state
 from .routes import ERROR_RESPONSES
@@ -102,6 +106,8 @@ class AgUiView:
         self._root_execution: str | None = None
         self._root_streamed = False
         self._count = 0
+        #: Calls of client tools: handed to the client, answered by its next run.
+        self._pending: list[str] = []
         self.finished = False
 
     def _id(self, kind: str) -> str:
@@ -173,6 +179,9 @@ class AgUiView:
             out.append(ToolCallEndEvent(tool_call_id=call_id))
         elif kind == TOOL_COMPLETED:
             call_id = str(event.get("call_id"))
+            if (event.get("error") or {}).get("code") == CLIENT_TOOL_ERROR["code"]:
+                self._pending.append(call_id)  # the client runs it: no result from here
+                return out
             if event.get("ok"):
                 content = event.get("results")
             else:
@@ -191,9 +200,15 @@ class AgUiView:
             final = str(event.get("final_response") or "")
             if final and not self._root_streamed:
                 out += self._text(final)
+            outcome = None
+            if self._pending:
+                outcome = RunFinishedSuccessOutcome(pending_tool_call_ids=list(self._pending))
             out.append(
                 RunFinishedEvent(
-                    thread_id=self.client_thread_id, run_id=self.client_run_id, result=final
+                    thread_id=self.client_thread_id,
+                    run_id=self.client_run_id,
+                    result=final,
+                    outcome=outcome,
                 )
             )
         elif kind == AGENT_ERROR:
@@ -303,6 +318,54 @@ def _agent_or_404(state: ServerState, agent: str) -> None:
         raise NotFound()
 
 
+#: What a model accepts as a tool name (the OpenAI function-name rule).
+TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def client_tools(state: ServerState, agent: str, run_input: RunAgentInput) -> list[dict[str, Any]]:
+    """The front-end tools of ``run_input`` as client tool specs of the run.
+
+    Raises ``Invalid`` for a name a model cannot take, a name given twice, or one
+    that would shadow a tool of the agent (the server's tool would silently win).
+    """
+    found = state.service.registry.get(agent)
+    own = {t.name for t in found.tools} if found is not None else set()
+    tools: list[dict[str, Any]] = []
+    for tool in run_input.tools or ():
+        if not TOOL_NAME.match(tool.name):
+            raise Invalid(f"front-end tool name {tool.name[:80]!r} is not a valid tool name")
+        if tool.name in own:
+            raise Invalid(f"front-end tool {tool.name!r} has the name of a tool of {agent}")
+        if any(t["name"] == tool.name for t in tools):
+            raise Invalid(f"front-end tool {tool.name!r} is given twice")
+        parameters = tool.parameters if isinstance(tool.parameters, dict) else None
+        tools.append(
+            {
+                "name": tool.name,
+                "description": tool.description,
+                "parameters": parameters or {"type": "object", "properties": {}},
+            }
+        )
+    return tools
+
+
+def refused(run_input: RunAgentInput, error: Invalid) -> StreamingResponse:
+    """A run refused once AG-UI expects a stream: ``RUN_STARTED`` then ``RUN_ERROR``."""
+    events: list[BaseEvent] = [
+        RunStartedEvent(thread_id=run_input.thread_id, run_id=run_input.run_id),
+        RunErrorEvent(message=error.message, code=error.code),
+    ]
+    encoder = EventEncoder()
+    body = "".join(encoder.encode(e) for e in events).encode()
+
+    async def once() -> AsyncIterator[bytes]:
+        yield body
+
+    return StreamingResponse(
+        once(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
+
+
 @router.post(
     "/v1/agents/{agent}/ag-ui",
     response_class=StreamingResponse,
@@ -316,12 +379,20 @@ async def run_agent(agent: str, request: Request, caller: CallerDep) -> Streamin
     run_input = parse_input(await request.body())
     text = user_input(run_input)
     service.engine.check_request(agent, text)  # too large: answered before a thread is made
+    try:
+        tools = client_tools(state, agent, run_input)
+    except Invalid as exc:
+        return refused(run_input, exc)
     threads = AgUiThreads(service.store)
     thread_id = await threads.thread_for(
         caller.user_id, run_input.thread_id, limit=state.settings.max_threads_per_user
     )
     after = await service.store.last_seq(caller.user_id, thread_id)
-    meta = {META_KEY: {"thread_id": run_input.thread_id, "run_id": run_input.run_id}}
+    meta: dict[str, Any] = {
+        META_KEY: {"thread_id": run_input.thread_id, "run_id": run_input.run_id}
+    }
+    if tools:
+        meta[CLIENT_TOOLS_KEY] = tools
     run = await service.engine.submit(caller.user_id, thread_id, agent, text, meta)
     view = AgUiView(
         run_id=run.id, client_thread_id=run_input.thread_id, client_run_id=run_input.run_id
