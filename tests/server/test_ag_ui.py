@@ -459,3 +459,27 @@ async def test_a_front_end_tool_may_not_shadow_a_server_tool(
         assert frames[-1][1]["code"] == "invalid"
     async with http(server, alice) as c:  # refused before anything was made
         assert (await c.get("/v1/threads")).json() == []
+
+
+async def test_on_postgres_a_run_streams_and_resumes_the_same(
+    server_factory: ServerFactory, postgres_url: str
+) -> None:
+    async with server_factory(database_url=postgres_url) as server:
+        user = await new_user(server)
+        body = run_input("events=60", "pg")
+        async with http(server, user) as c, asyncio.timeout(30):
+            async with c.stream("POST", "/v1/agents/benchmark/ag-ui", json=body) as r:
+                first = await read_sse(r, limit=20)
+        while first[-1][0] is None:
+            first.pop()
+        async with http(server, user) as c, asyncio.timeout(30):
+            async with c.stream(
+                "GET",
+                "/v1/agents/benchmark/ag-ui/pg/stream",
+                headers={"Last-Event-ID": str(first[-1][0])},
+            ) as r:
+                rest = await read_sse(r)
+            async with c.stream("GET", "/v1/agents/benchmark/ag-ui/pg/stream") as r:
+                whole = await read_sse(r)
+        assert types(whole)[-1] == "RUN_FINISHED"
+        assert first + rest == whole
