@@ -483,3 +483,26 @@ async def test_on_postgres_a_run_streams_and_resumes_the_same(
                 whole = await read_sse(r)
         assert types(whole)[-1] == "RUN_FINISHED"
         assert first + rest == whole
+
+
+async def test_a_stream_whose_events_cannot_be_read_ends_with_a_run_error(
+    server: ServerHandle, alice: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await ag_ui(server, alice, "assistant", run_input("first", "broken"))
+    real = server.service.store.list_events
+    calls = [0]
+
+    async def unreadable(*args: Any, **kwargs: Any) -> list[str]:
+        calls[0] += 1
+        if calls[0] == 1:  # finding the run, before the stream starts, works
+            return await real(*args, **kwargs)
+        raise OSError("the store went away")
+
+    monkeypatch.setattr(server.service.store, "list_events", unreadable)
+    async with http(server, alice) as c, asyncio.timeout(30):
+        async with c.stream(
+            "GET", "/v1/agents/assistant/ag-ui/broken/stream", headers={"Last-Event-ID": "1"}
+        ) as r:
+            assert r.status_code == 200
+            frames = await read_sse(r)
+    assert types(frames) == ["RUN_ERROR"] and frames[0][1]["code"] == "unavailable"

@@ -244,6 +244,12 @@ def encode(events: list[BaseEvent], seq: int) -> bytes:
     return "".join(parts).encode()
 
 
+def encode_unnumbered(events: list[BaseEvent]) -> bytes:
+    """SSE messages made from no stored event (so without ``id:``)."""
+    encoder = EventEncoder()
+    return "".join(encoder.encode(e) for e in events).encode()
+
+
 async def run_frames(
     state: ServerState,
     user_id: str,
@@ -256,18 +262,28 @@ async def run_frames(
     """The run's AG-UI frames: the thread's events after ``after``, of ``view.run_id``.
 
     Events up to ``send_after`` go through the view without being sent (to rebuild
-    its state on a resume). Ends after the run's terminal event.
+    its state on a resume). Ends after the run's terminal event. If reading the
+    events fails (the store went away), the stream ends with a ``RUN_ERROR``
+    (``unavailable``) after the last whole event, so the client knows to resume.
     """
     service = state.service
-    async for body in follow(service.store, service.bus, user_id, thread_id, after=after):
-        event = orjson.loads(body)
-        if event.get("run_id") != view.run_id:
-            continue
-        mapped = view.map(event)
-        if mapped and event["seq"] > send_after:
-            yield body, encode(mapped, event["seq"])
-        if view.finished:
-            return
+    try:
+        async for body in follow(service.store, service.bus, user_id, thread_id, after=after):
+            event = orjson.loads(body)
+            if event.get("run_id") != view.run_id:
+                continue
+            mapped = view.map(event)
+            if mapped and event["seq"] > send_after:
+                yield body, encode(mapped, event["seq"])
+            if view.finished:
+                return
+    except Exception:
+        log.exception("AG-UI stream of run %s failed", view.run_id)
+        failed = RunErrorEvent(
+            message="the event stream broke; resume with Last-Event-ID", code="unavailable"
+        )
+        # Addressed to the stream's own user: the isolation guard checks that, as for events.
+        yield orjson.dumps({"user_id": user_id}).decode(), encode_unnumbered([failed])
 
 
 def _describe(exc: ValidationError) -> str:
@@ -355,8 +371,7 @@ def refused(run_input: RunAgentInput, error: Invalid) -> StreamingResponse:
         RunStartedEvent(thread_id=run_input.thread_id, run_id=run_input.run_id),
         RunErrorEvent(message=error.message, code=error.code),
     ]
-    encoder = EventEncoder()
-    body = "".join(encoder.encode(e) for e in events).encode()
+    body = encode_unnumbered(events)
 
     async def once() -> AsyncIterator[bytes]:
         yield body
