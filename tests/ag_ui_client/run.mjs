@@ -1,6 +1,7 @@
 // Drives a tenet server with the official AG-UI client: HttpAgent.runAgent, whose own
 // pipeline verifies every event stream (verifyEvents) and rejects one that breaks the
-// protocol. Reads TENET_URL and TENET_TOKEN; prints one JSON report on stdout.
+// protocol: a two-turn conversation with a tool call, a delegation, a front-end tool and
+// a cancel. Reads TENET_URL and TENET_TOKEN; prints one JSON report on stdout.
 import { HttpAgent } from "@ag-ui/client";
 
 const url = process.env.TENET_URL;
@@ -51,6 +52,29 @@ const booking = {
   parameters: { type: "object", properties: { day: { type: "string" } } },
 };
 const frontEnd = await turn(chat, "use confirm_booking day=monday", { tools: [booking] });
+// A cancel: tenet's own API, with the run id RUN_STARTED carries in its metadata.
+const slow = agentFor("benchmark", "node-cancel");
+slow.addMessage({ id: "c1", role: "user", content: "latency_ms=20000 events=10" });
+const cancelTypes = [];
+let cancelError = null;
+try {
+  await slow.runAgent(
+    {},
+    {
+      async onRunStartedEvent({ event }) {
+        const runId = event.metadata.tenet.run_id;
+        const r = await fetch(`${url}/v1/runs/${runId}/cancel`, { method: "POST", headers });
+        cancelTypes.push(`cancel:${r.status}`);
+      },
+      onEvent({ event }) {
+        cancelTypes.push(event.type);
+        if (event.type === "RUN_ERROR") cancelTypes.push(`code:${event.code}`);
+      },
+    },
+  );
+} catch (err) {
+  cancelError = String(err && err.message ? err.message : err);
+}
 const unknown = await failing(agentFor("nobody", "node-x"), "hi");
 
 console.log(
@@ -70,6 +94,7 @@ console.log(
         (m.toolCalls ?? []).map((c) => ({ id: c.id, name: c.function.name, args: c.function.arguments })),
       ),
     },
+    cancel: { types: cancelTypes, error: cancelError },
     unknown,
     messages: chat.messages.length,
   }),

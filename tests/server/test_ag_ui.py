@@ -106,6 +106,7 @@ async def test_a_tool_run_maps_to_run_tool_reasoning_and_text_events(
     got = types(frames)
     assert got[0] == "RUN_STARTED" and got[-1] == "RUN_FINISHED"
     assert frames[0][1]["threadId"] == "t-1" and frames[0][1]["runId"] == body["runId"]
+    tenet_ids = frames[0][1]["metadata"]["tenet"]
     assert (
         frames[-1][1]["runId"] == body["runId"] and frames[-1][1]["result"] == "The answer is 42."
     )
@@ -141,6 +142,7 @@ async def test_a_tool_run_maps_to_run_tool_reasoning_and_text_events(
     async with http(server, alice) as c:
         run = (await c.get(f"/v1/runs/{stored[0]['run_id']}")).json()
     assert run["status"] == "completed" and run["thread_id"] == thread["id"]
+    assert tenet_ids == {"run_id": run["id"], "thread_id": thread["id"]}
     row = await server.service.store.get_run(alice.user_id, run["id"])
     assert row.meta == {"ag_ui": {"thread_id": "t-1", "run_id": body["runId"]}}
 

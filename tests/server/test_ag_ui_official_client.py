@@ -38,7 +38,7 @@ def _node() -> str:
     return node
 
 
-async def test_the_official_client_runs_a_conversation_with_tools_and_a_delegation(
+async def test_the_official_client_runs_a_conversation_with_tools_a_delegation_and_a_cancel(
     server: ServerHandle, alice: User
 ) -> None:
     node = _node()
@@ -79,6 +79,12 @@ async def test_the_official_client_runs_a_conversation_with_tools_and_a_delegati
     assert research["result"].startswith("Report.")
     assert "404" in report["unknown"]["error"]
 
+    # A cancel through tenet's API (the run id from RUN_STARTED): the stream ends in RUN_ERROR.
+    cancel = report["cancel"]
+    assert cancel["error"] is None
+    assert cancel["types"][0] == "RUN_STARTED" and "cancel:202" in cancel["types"]
+    assert cancel["types"][-2:] == ["RUN_ERROR", "code:cancelled"]
+
     # A front-end tool: offered, called by the model, handed to the client as pending.
     front = report["frontEnd"]
     assert [c["name"] for c in front["calls"]] == ["confirm_booking"]
@@ -89,6 +95,7 @@ async def test_the_official_client_runs_a_conversation_with_tools_and_a_delegati
     async with http(server, alice) as c:
         threads = (await c.get("/v1/threads")).json()
     assert sorted(t["metadata"]["ag_ui_thread_id"] for t in threads) == [
+        "node-cancel",
         "node-chat",
         "node-research",
     ]

@@ -83,6 +83,8 @@ CallerDep = Annotated[Caller, Depends(current_caller)]
 
 #: Where a run started over AG-UI keeps the client's ids, in the run's ``metadata``.
 META_KEY = "ag_ui"
+#: Where ``RUN_STARTED.metadata`` holds tenet's own ``run_id`` and ``thread_id``.
+TENET_METADATA_KEY = "tenet"
 
 
 class AgUiView:
@@ -97,8 +99,16 @@ class AgUiView:
     continue the client's messages.
     """
 
-    def __init__(self, *, run_id: str, client_thread_id: str, client_run_id: str) -> None:
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        client_thread_id: str,
+        client_run_id: str,
+        thread_id: str | None = None,
+    ) -> None:
         self.run_id = run_id
+        self.thread_id = thread_id
         self.client_thread_id = client_thread_id
         self.client_run_id = client_run_id
         self._open_text: str | None = None
@@ -151,8 +161,14 @@ class AgUiView:
         if kind == AGENT_STARTED:
             if depth == 0:
                 self._root_execution = event.get("execution_id")
+                # tenet's own ids, so a client can also use tenet's API (cancel, events).
+                tenet = {"run_id": self.run_id, "thread_id": self.thread_id}
                 out.append(
-                    RunStartedEvent(thread_id=self.client_thread_id, run_id=self.client_run_id)
+                    RunStartedEvent(
+                        thread_id=self.client_thread_id,
+                        run_id=self.client_run_id,
+                        metadata={TENET_METADATA_KEY: tenet},
+                    )
                 )
             else:
                 out.append(StepStartedEvent(step_name=str(event.get("agent_name"))))
@@ -410,7 +426,10 @@ async def run_agent(agent: str, request: Request, caller: CallerDep) -> Streamin
         meta[CLIENT_TOOLS_KEY] = tools
     run = await service.engine.submit(caller.user_id, thread_id, agent, text, meta)
     view = AgUiView(
-        run_id=run.id, client_thread_id=run_input.thread_id, client_run_id=run_input.run_id
+        run_id=run.id,
+        client_thread_id=run_input.thread_id,
+        client_run_id=run_input.run_id,
+        thread_id=thread_id,
     )
     frames = run_frames(state, caller.user_id, thread_id, view, after=after)
     return event_stream(state, caller, frames, name=f"ag-ui {run.id}")
@@ -444,6 +463,7 @@ async def resume_stream(
         run_id=run_id,
         client_thread_id=client_thread_id,
         client_run_id=str(ids.get("run_id") or run_id),
+        thread_id=thread_id,
     )
     frames = run_frames(
         state,
