@@ -508,3 +508,20 @@ async def test_a_stream_whose_events_cannot_be_read_ends_with_a_run_error(
             assert r.status_code == 200
             frames = await read_sse(r)
     assert types(frames) == ["RUN_ERROR"] and frames[0][1]["code"] == "unavailable"
+
+
+async def test_too_many_open_streams_is_429_before_any_run_is_made(
+    server_factory: ServerFactory,
+) -> None:
+    async with server_factory(sse_max_streams=1) as server:
+        user = await new_user(server)
+        async with http(server, user) as c:
+            thread = (await c.post("/v1/threads", json={})).json()["id"]
+            async with c.stream("GET", f"/v1/threads/{thread}/stream") as open_stream:
+                lines = open_stream.aiter_lines()
+                assert await anext(lines) == ": stream open"  # it holds the one place
+                r = await c.post("/v1/agents/assistant/ag-ui", json=run_input("hi", "full"))
+                assert r.status_code == 429
+                assert r.json()["error"]["code"] == "rate_limited"
+            threads = (await c.get("/v1/threads")).json()
+        assert [t["id"] for t in threads] == [thread]  # no AG-UI thread, no run

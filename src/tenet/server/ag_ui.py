@@ -73,7 +73,7 @@ from ..runtime import CLIENT_TOOL_ERROR
 from ..store.ag_ui_threads import MAX_CLIENT_THREAD_ID, AgUiThreads
 from .auth import Caller, current_caller, server_state
 from .routes import ERROR_RESPONSES
-from .sse import _last_event_id, event_stream
+from .sse import _last_event_id, check_stream_room, event_stream
 from .state import ServerState
 
 log = logging.getLogger("tenet.server.ag_ui")
@@ -410,6 +410,7 @@ async def run_agent(agent: str, request: Request, caller: CallerDep) -> Streamin
     run_input = parse_input(await request.body())
     text = user_input(run_input)
     service.engine.check_request(agent, text)  # too large: answered before a thread is made
+    check_stream_room(state, caller)  # before the run is made: a 429 leaves nothing behind
     try:
         tools = client_tools(state, agent, run_input)
     except Invalid as exc:

@@ -109,6 +109,12 @@ async def stream(
     return event_stream(state, caller, frames(), name=f"sse {thread_id}")
 
 
+def check_stream_room(state: ServerState, caller: Caller) -> None:
+    """429 if the caller already has ``TENET_SSE_MAX_STREAMS`` streams open."""
+    if len(state.service.sessions.get(caller.user_id).streams) >= state.settings.sse_max_streams:
+        raise RateLimited("too many open streams; close one first", retry_after=1)
+
+
 def event_stream(
     state: ServerState,
     caller: Caller,
@@ -124,9 +130,8 @@ def event_stream(
     passes each frame's event through the isolation guard. It ends when ``frames``
     does. Any protocol view of the event stream (tenet's own, AG-UI) is sent this way.
     """
+    check_stream_room(state, caller)
     limit = state.settings.sse_max_streams
-    if len(state.service.sessions.get(caller.user_id).streams) >= limit:
-        raise RateLimited("too many open streams; close one first", retry_after=1)
     conn = SseStream(caller)
 
     async def pump() -> None:
