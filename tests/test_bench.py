@@ -86,3 +86,33 @@ def test_auth_bench_measures_jwt_verification_with_one_jwks_fetch() -> None:
             row = report["verify"][alg][what]
             assert 0 < row["p50_us"] <= row["p90_us"] <= row["p99_us"]
     assert set(report["sign_in"]) == {"token", "jwt_new", "jwt_repeat", "jwt_new_over_token"}
+
+
+def test_protocol_bench_delivers_every_event_over_both_protocols(tmp_path: Path) -> None:
+    out = tmp_path / "protocols.json"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tenet.cli",
+            "bench",
+            "--protocol",
+            "ag-ui",
+            "--users",
+            "3",
+            "--runs",
+            "2",
+            "--events",
+            "12",
+            "--json",
+            str(out),
+        ],
+        check=True,
+        timeout=300,
+        env={**os.environ, "TENET_LOG_LEVEL": "WARNING"},
+    )
+    report = json.loads(out.read_text())
+    assert [p["protocol"] for p in report["phases"]] == ["tenet", "ag-ui", "ag-ui", "tenet"]
+    for phase in report["phases"]:
+        assert phase["tenet_events"] == 3 * 2 * 12, phase  # every event of every run, once
+    assert report["ratio"] is not None and report["goal"] == 0.8

@@ -9,6 +9,7 @@ it does not end the run), and repeats until the model answers.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -66,6 +67,10 @@ class Agent:
             messages.append({"role": "system", "content": self.instructions})
         messages.append({"role": "user", "content": input})
         specs = [t.spec() for t in self.tools]
+        # Tools the run's caller runs itself; a call to one ends the run (the caller
+        # answers it). The agent's own tools win over a client tool of the same name.
+        client = {t["name"] for t in ctx.client_tools} - set(self._tools)
+        specs += [t for t in ctx.client_tools if t["name"] in client]
         for _ in range(max_steps):
             reply = await model.complete(messages, specs, on_delta=ctx.say, on_reasoning=ctx.think)
             if not reply.tool_calls:
@@ -87,6 +92,11 @@ class Agent:
                     ],
                 }
             )
+            if any(c.name in client for c in reply.tool_calls):
+                for call in reply.tool_calls:  # server tools run; client ones are handed over
+                    with contextlib.suppress(ToolFailed):
+                        await runtime.call_tool(ctx, call.name, call.arguments, call_id=call.id)
+                return reply.content
             for call in reply.tool_calls:
                 try:
                     result: Any = await runtime.call_tool(

@@ -450,11 +450,15 @@ def jwks(
     sys.stdout.write("\n")
 
 
+#: ``tenet bench --users`` when not given.
+BENCH_USERS = "1,10,100,1000"
+
+
 @app.command()
 def bench(
-    users: Annotated[str, typer.Option(help="Comma-separated numbers of concurrent users.")] = (
-        "1,10,100,1000"
-    ),
+    users: Annotated[
+        str, typer.Option(help="Comma-separated numbers of concurrent users.")
+    ] = BENCH_USERS,
     runs: Annotated[int, typer.Option(min=1, help="Runs per user in each phase.")] = 10,
     latency_ms: Annotated[
         float, typer.Option(min=0, help="Model latency of the benchmark agent (ms, twice a run).")
@@ -504,6 +508,13 @@ def bench(
     ] = False,
     hostile_users: Annotated[int, typer.Option(min=1, help="Normal users of --hostile.")] = 50,
     hostile_seconds: Annotated[float, typer.Option(min=1, help="Each --hostile phase (s).")] = 20,
+    protocol: Annotated[
+        str,
+        typer.Option(
+            help="Instead, with 'ag-ui': events/s over AG-UI vs tenet's own SSE "
+            "(at the largest --users if given, else 100; --runs up to 5 per user)."
+        ),
+    ] = "tenet",
 ) -> None:
     """Measure throughput, latency, CPU and memory against the floor and a naive design."""
     if auth == "jwt":
@@ -511,6 +522,13 @@ def bench(
         return
     if auth != "tokens":
         raise typer.BadParameter("--auth is 'tokens' or 'jwt'")
+    if protocol == "ag-ui":
+        given = [int(u) for u in users.split(",") if u.strip()]
+        count = 100 if users == BENCH_USERS else max(given)
+        _protocol_bench(count, min(runs, 5), events, json_file)
+        return
+    if protocol != "tenet":
+        raise typer.BadParameter("--protocol is 'tenet' or 'ag-ui'")
     if soak > 0:
         _soak(soak, soak_users, soak_seed, url, admin_token, json_file)
         return
@@ -548,6 +566,27 @@ def bench(
     )
     command = "tenet bench " + " ".join(sys.argv[2:])
     bench_main(config, console=console, json_file=json_file, plot_file=plot_file, command=command)
+
+
+def _protocol_bench(users: int, runs: int, events: int, json_file: str | None) -> None:
+    from .bench.protocols import run_protocol_bench
+
+    err.print(f"measuring AG-UI against tenet's SSE at {users} users, {runs} runs each...")
+    report = run_protocol_bench(users=users, runs=runs, events=events)
+    for phase in report["phases"]:
+        console.print(
+            f"{phase['protocol']:>6}: {phase['events_per_s']:>9} tenet events/s "
+            f"({phase['messages_per_s']} messages/s), {phase['wall_s']} s, "
+            f"server CPU {phase['server_cpu_s']} s, client CPU {phase['client_cpu_s']} s"
+        )
+    verdict = "ok" if report["ok"] else "BELOW GOAL"
+    console.print(
+        f"AG-UI / tenet SSE: {report['ratio']} (goal >= {report['goal']}): {verdict}; "
+        f"{report['ag_ui_events_per_s']} vs {report['tenet_sse_events_per_s']} events/s"
+    )
+    if json_file:
+        with open(json_file, "wb") as fh:
+            fh.write(orjson.dumps(report, option=orjson.OPT_INDENT_2))
 
 
 def _auth_bench(json_file: str | None) -> None:

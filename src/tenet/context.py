@@ -74,6 +74,10 @@ class RunContext:
     agent_name: str
     depth: int = 0
     parent_execution_id: str | None = None
+    #: Tools the run's caller offers and runs itself (``{"name", "description",
+    #: "parameters"}``, as a model is offered tools): the run's own agent may call
+    #: them, and a call ends the run with the call handed to the caller.
+    client_tools: tuple[dict[str, Any], ...] = ()
     _runtime: RunServices | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -94,7 +98,14 @@ class RunContext:
 
     @classmethod
     def for_run(
-        cls, *, user_id: str, thread_id: str, run_id: str, agent_name: str, runtime: RunServices
+        cls,
+        *,
+        user_id: str,
+        thread_id: str,
+        run_id: str,
+        agent_name: str,
+        runtime: RunServices,
+        client_tools: tuple[dict[str, Any], ...] = (),
     ) -> RunContext:
         """The root context of a run (depth 0, a fresh execution id)."""
         return cls(
@@ -103,6 +114,7 @@ class RunContext:
             run_id=run_id,
             execution_id=new_id("exe"),
             agent_name=agent_name,
+            client_tools=client_tools,
             _runtime=runtime,
         )
 
@@ -118,6 +130,7 @@ class RunContext:
             agent_name=agent_name,
             depth=self.depth + 1,
             parent_execution_id=self.execution_id,
+            client_tools=(),  # offered to the run's own agent only
         )
 
     # What agents do, through the run's runtime -------------------------------------------

@@ -41,6 +41,13 @@ if TYPE_CHECKING:
     from .tool_threads import ToolThreads
 
 
+#: The ``error`` of the ``tool_completed`` of a client tool's call: not run here, the
+#: run's caller runs it (and a later run carries its result).
+CLIENT_TOOL_ERROR: dict[str, str] = {
+    "code": "client_tool",
+    "message": "this tool runs in the client; the run ends here with the call handed over",
+}
+
 #: A run waits for its events' commit at least this often (and before its end). It bounds
 #: the burst one thread can publish at once: keep TENET_WS_QUEUE well above it.
 FLUSH_EVERY = 16
@@ -163,6 +170,11 @@ class RunRuntime:
         )
         started = time.perf_counter()
         fields: dict[str, Any] = {"tool_name": name, "call_id": call_id}
+        if tool is None and any(t["name"] == name for t in ctx.client_tools):
+            # The caller runs it: the call is recorded, handed over, and not run here.
+            fields.update(ok=False, error=CLIENT_TOOL_ERROR, duration_ms=_ms(started))
+            await self.emit(ctx, TOOL_COMPLETED, fields)
+            return None
         try:
             if tool is None:
                 raise ToolFailed("unknown_tool", f"{ctx.agent_name} has no tool named {name!r}")

@@ -135,7 +135,7 @@ class IsolationAudit:
     @staticmethod
     def step_count(users: int) -> int:
         """How many progress steps :meth:`run` reports for ``users`` canaries."""
-        return users * 4 + 1
+        return users * 5 + 1
 
     async def run(self) -> AuditReport:
         started = time.perf_counter()
@@ -145,6 +145,7 @@ class IsolationAudit:
             canaries = [Canary(i, f"canary-{self._tag}-{i}") for i in range(self.n_users)]
             await asyncio.gather(*(self._create(c) for c in canaries))
             await asyncio.gather(*(self._work(c, canaries) for c in canaries))
+            await asyncio.gather(*(self._ag_ui(c) for c in canaries))
             await asyncio.gather(*(self._read_everything(c) for c in canaries))
             await asyncio.gather(*(self._probe(c, canaries) for c in canaries))
             await self._check_guard()
@@ -244,6 +245,50 @@ class IsolationAudit:
                 c.runs.append(run_id)
             self._progress("runs", 1)
         c.seconds = time.perf_counter() - started
+
+    def _ag_ui_thread(self, c: Canary) -> str:
+        """The AG-UI ``threadId`` only this canary uses (the shared one is the tag's)."""
+        return f"audit-{self._tag}-{c.index}"
+
+    async def _ag_ui(self, c: Canary) -> None:
+        """AG-UI runs on a ``threadId`` every canary sends, and on one of its own.
+
+        Each must be a thread of the caller's: the answer streamed back, and the run
+        replayed by the resume stream, are the caller's own, and hold no one else's
+        secret (what they read joins ``raw`` for the content check).
+        """
+        routing = self.checks["routing"]
+        for thread_id in (f"audit-{self._tag}", self._ag_ui_thread(c)):
+            body = {
+                "threadId": thread_id,
+                "runId": f"audit-{c.index}",
+                "messages": [{"id": "m1", "role": "user", "content": f"hello {c.secret}"}],
+            }
+            texts = []
+            for method, path, payload in (
+                ("POST", "/v1/agents/assistant/ag-ui", body),
+                ("GET", f"/v1/agents/assistant/ag-ui/{thread_id}/stream", None),
+            ):
+                text = ""
+                try:
+                    async with (
+                        asyncio.timeout(self.timeout_s),
+                        self.http.stream(method, path, json=payload, headers=self._auth(c)) as r,
+                    ):
+                        async for line in r.aiter_lines():
+                            text += line + "\n"
+                            if '"RUN_FINISHED"' in line or '"RUN_ERROR"' in line:
+                                break
+                except TimeoutError:
+                    text += "(timed out)"
+                c.raw.append(text)
+                texts.append(text)
+            routing.checked += 1
+            if not all(f"You said: hello {c.secret}" in t for t in texts):  # the run result
+                routing.violations.append(
+                    f"{c.name}: an AG-UI run on threadId {thread_id!r} did not stream its own answer"
+                )
+        self._progress("ag-ui", 1)
 
     async def _recv(self, ws: ClientConnection, c: Canary) -> dict[str, Any]:
         text = await asyncio.wait_for(ws.recv(), self.timeout_s)
@@ -363,10 +408,15 @@ class IsolationAudit:
         other = all_canaries[(c.index + 1) % len(all_canaries)]
         if not other.threads or not other.runs:
             return
-        foreign = {"thread": other.threads[0], "run": other.runs[0]}
+        foreign = {
+            "thread": other.threads[0],
+            "run": other.runs[0],
+            "ag_ui": self._ag_ui_thread(other),
+        }
         random_ids = {
             "thread": "thr_" + secrets.token_urlsafe(16),
             "run": "run_" + secrets.token_urlsafe(16),
+            "ag_ui": f"audit-{self._tag}-x{secrets.token_hex(4)}",
         }
         calls = [
             ("GET", "/v1/threads/{thread}", None),
@@ -377,6 +427,7 @@ class IsolationAudit:
             ("GET", "/v1/runs/{run}", None),
             ("POST", "/v1/runs/{run}/cancel", None),
             ("DELETE", "/v1/threads/{thread}", None),
+            ("GET", "/v1/agents/assistant/ag-ui/{ag_ui}/stream", None),
         ]
         probes = self.checks["probes"]
         for method, template, body in calls:

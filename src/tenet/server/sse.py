@@ -94,16 +94,49 @@ async def stream(
     await store.get_thread(caller.user_id, thread_id)  # 404 before the stream starts
     resume = header_seq(request.headers.get("last-event-id"))
     start = resume if resume is not None else after
-    limit = state.settings.sse_max_streams
+
+    async def frames() -> AsyncIterator[tuple[str, bytes]]:
+        async for body in follow(store, state.service.bus, caller.user_id, thread_id, after=start):
+            yield body, format_sse(body)
+
+    return await event_stream(state, caller, frames(), name=f"sse {thread_id}")
+
+
+async def check_stream_room(state: ServerState, caller: Caller) -> None:
+    """429 if the caller already has ``TENET_SSE_MAX_STREAMS`` streams open (in a
+    cluster, on every process: :mod:`tenet.server.cluster_limits`)."""
     held = len(state.service.sessions.get(caller.user_id).streams)
-    if await places_taken(state, "sse", caller.user_id, local=held) >= limit:
+    if (
+        await places_taken(state, "sse", caller.user_id, local=held)
+        >= state.settings.sse_max_streams
+    ):
         raise RateLimited("too many open streams; close one first", retry_after=1)
+
+
+async def event_stream(
+    state: ServerState,
+    caller: Caller,
+    frames: AsyncIterator[tuple[str, bytes]],
+    *,
+    name: str,
+) -> StreamingResponse:
+    """An SSE response sending ``frames``: (stored event JSON, the bytes to send for it).
+
+    The stream counts against the user's open streams (429 past
+    ``TENET_SSE_MAX_STREAMS``), is closed by revoking its token, by shutdown or by
+    its JWT's expiry, sends a keep-alive comment every ``TENET_WS_PING_S``, and
+    passes each frame's event through the isolation guard. It ends when ``frames``
+    does. Any protocol view of the event stream (tenet's own, AG-UI) is sent this way.
+    """
+    await check_stream_room(state, caller)
+    limit = state.settings.sse_max_streams
     conn = SseStream(caller)
     place = new_id("con")
 
     async def pump() -> None:
-        async for body in follow(store, state.service.bus, caller.user_id, thread_id, after=start):
-            await conn.queue.put(body)
+        async for frame in frames:
+            await conn.queue.put(frame)
+        await conn.queue.put(_STOP)  # the frames ended: end the response now
 
     async def body() -> AsyncIterator[bytes]:
         # Registered only once the body runs: a response whose body never starts (the
@@ -114,7 +147,7 @@ async def stream(
             return  # others opened meanwhile: end at once
         session.streams.add(conn)
         state.live.add(conn)
-        task = asyncio.create_task(pump(), name=f"sse {thread_id}")
+        task = asyncio.create_task(pump(), name=name)
         expiry = None
         if caller.expires_at is not None:  # a JWT's stream ends when the JWT does
             delay = caller.expires_at + state.settings.auth_leeway_s - time.time()
@@ -132,9 +165,10 @@ async def stream(
                 if item is None:
                     yield b": ping\n\n"
                     continue
-                assert isinstance(item, str)
-                if state.guard.allows(caller.user_id, item, channel="sse"):
-                    yield format_sse(item)
+                assert isinstance(item, tuple)
+                event, frame = item
+                if state.guard.allows(caller.user_id, event, channel="sse"):
+                    yield frame
         finally:
             if expiry is not None:
                 expiry.cancel()

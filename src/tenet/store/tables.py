@@ -151,3 +151,20 @@ class ExternalIdentity(Base):
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AgUiThread(Base):
+    """An AG-UI client's ``threadId``, as one of its user's threads.
+
+    AG-UI clients choose their own thread ids, so the key is the pair (user, client
+    id): the same ``threadId`` sent by two users names two threads.
+    """
+
+    __tablename__ = "ag_ui_threads"
+
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    client_thread_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    thread_id: Mapped[str] = mapped_column(ForeignKey("threads.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

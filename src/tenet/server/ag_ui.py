@@ -1,0 +1,478 @@
+"""AG-UI: a view of a thread's stored events in the Agent User Interaction protocol.
+
+``POST /v1/agents/{agent}/ag-ui`` takes AG-UI's ``RunAgentInput``, starts an
+ordinary tenet run (the same path as ``POST /v1/threads/{id}/runs``) and answers
+``text/event-stream``: the run's stored events, each mapped to AG-UI events by
+:class:`AgUiView`, encoded by the official ``ag-ui-protocol`` package. The
+mapping is documented in ``docs/ag-ui.md``; nothing here is known to agents.
+
+The client's ``threadId`` names a thread *of the caller* (see
+:mod:`tenet.store.ag_ui_threads`). Every SSE message group carries ``id: <seq>``
+of the tenet event it was made from, so ``GET
+/v1/agents/{agent}/ag-ui/{threadId}/stream`` with ``Last-Event-ID`` sends the
+rest of that run, with no gap and no duplicate: the view replays the run's
+earlier events without sending them, so it is in the same state it was in when
+the client dropped.
+
+Bad input is answered before the stream starts, with the protocol's error body
+(422 a body that is not a ``RunAgentInput``, 404 an unknown agent or thread);
+once the stream has started, a failure is a ``RUN_ERROR``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import orjson
+from ag_ui.core import (
+    BaseEvent,
+    ReasoningEndEvent,
+    ReasoningMessageContentEvent,
+    ReasoningMessageEndEvent,
+    ReasoningMessageStartEvent,
+    ReasoningStartEvent,
+    RunAgentInput,
+    RunErrorEvent,
+    RunFinishedEvent,
+    RunFinishedSuccessOutcome,
+    RunStartedEvent,
+    StepFinishedEvent,
+    StepStartedEvent,
+    TextMessageContentEvent,
+    TextMessageEndEvent,
+    TextMessageStartEvent,
+    ToolCallArgsEvent,
+    ToolCallEndEvent,
+    ToolCallResultEvent,
+    ToolCallStartEvent,
+    UserMessage,
+)
+from ag_ui.encoder import EventEncoder
+from fastapi import APIRouter, Depends, Request
+from pydantic import ValidationError
+from starlette.responses import StreamingResponse
+
+from ..bus.follow import follow
+from ..errors import Invalid, NotFound
+from ..events import (
+    AGENT_COMPLETED,
+    AGENT_ERROR,
+    AGENT_STARTED,
+    AGENT_THINKING,
+    MESSAGE_DELTA,
+    RUN_CANCELLED,
+    TOOL_COMPLETED,
+    TOOL_EXECUTING,
+    is_terminal,
+)
+from ..run_lifecycle import CLIENT_TOOLS_KEY
+from ..runtime import CLIENT_TOOL_ERROR
+from ..store.ag_ui_threads import MAX_CLIENT_THREAD_ID, AgUiThreads
+from .auth import Caller, current_caller, server_state
+from .params import header_seq
+from .routes import ERROR_RESPONSES
+from .sse import check_stream_room, event_stream
+from .state import ServerState
+
+log = logging.getLogger("tenet.server.ag_ui")
+
+router = APIRouter(responses=ERROR_RESPONSES)
+CallerDep = Annotated[Caller, Depends(current_caller)]
+
+#: Where a run started over AG-UI keeps the client's ids, in the run's ``metadata``.
+META_KEY = "ag_ui"
+#: Where ``RUN_STARTED.metadata`` holds tenet's own ``run_id`` and ``thread_id``.
+TENET_METADATA_KEY = "tenet"
+
+
+class AgUiView:
+    """Maps one run's stored tenet events, in order, to AG-UI events.
+
+    It is stateful only in what AG-UI needs closed: the text message being
+    streamed (``message_delta`` pieces of one execution form one message, closed
+    by any other event) and whether the run's own agent streamed any text (if
+    not, its final answer is sent as one message before ``RUN_FINISHED``). Ids it
+    makes are derived from the run's ids and the order of its events, so a view
+    fed the same events makes the same ids: that is what lets a resumed stream
+    continue the client's messages.
+    """
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        client_thread_id: str,
+        client_run_id: str,
+        thread_id: str | None = None,
+    ) -> None:
+        self.run_id = run_id
+        self.thread_id = thread_id
+        self.client_thread_id = client_thread_id
+        self.client_run_id = client_run_id
+        self._open_text: str | None = None
+        self._open_execution: str | None = None
+        self._root_execution: str | None = None
+        self._root_streamed = False
+        self._count = 0
+        #: Calls of client tools: handed to the client, answered by its next run.
+        self._pending: list[str] = []
+        self.finished = False
+
+    def _id(self, kind: str) -> str:
+        self._count += 1
+        return f"{self.run_id}-{kind}-{self._count}"
+
+    def _close_text(self) -> list[BaseEvent]:
+        if self._open_text is None:
+            return []
+        message_id, self._open_text, self._open_execution = self._open_text, None, None
+        return [TextMessageEndEvent(message_id=message_id)]
+
+    def _text(self, text: str) -> list[BaseEvent]:
+        message_id = self._id("msg")
+        return [
+            TextMessageStartEvent(message_id=message_id, role="assistant"),
+            TextMessageContentEvent(message_id=message_id, delta=text),
+            TextMessageEndEvent(message_id=message_id),
+        ]
+
+    def map(self, event: dict[str, Any]) -> list[BaseEvent]:
+        """The AG-UI events for one stored tenet event (none for a type not shown)."""
+        kind = event.get("type")
+        depth = event.get("depth", 0)
+        if kind == MESSAGE_DELTA:
+            text = str(event.get("text") or "")
+            if not text:
+                return []
+            out: list[BaseEvent] = []
+            execution = event.get("execution_id")
+            if self._open_text is None or self._open_execution != execution:
+                out += self._close_text()
+                self._open_text = self._id("msg")
+                self._open_execution = execution
+                out.append(TextMessageStartEvent(message_id=self._open_text, role="assistant"))
+            if execution == self._root_execution:
+                self._root_streamed = True
+            out.append(TextMessageContentEvent(message_id=self._open_text, delta=text))
+            return out
+        out = self._close_text()
+        if kind == AGENT_STARTED:
+            if depth == 0:
+                self._root_execution = event.get("execution_id")
+                # tenet's own ids, so a client can also use tenet's API (cancel, events).
+                tenet = {"run_id": self.run_id, "thread_id": self.thread_id}
+                out.append(
+                    RunStartedEvent(
+                        thread_id=self.client_thread_id,
+                        run_id=self.client_run_id,
+                        metadata={TENET_METADATA_KEY: tenet},
+                    )
+                )
+            else:
+                out.append(StepStartedEvent(step_name=str(event.get("agent_name"))))
+        elif kind == AGENT_THINKING:
+            reasoning = str(event.get("reasoning") or "")
+            message_id = self._id("reasoning")
+            out.append(ReasoningStartEvent(message_id=message_id))
+            out.append(ReasoningMessageStartEvent(message_id=message_id, role="reasoning"))
+            if reasoning:
+                out.append(ReasoningMessageContentEvent(message_id=message_id, delta=reasoning))
+            out.append(ReasoningMessageEndEvent(message_id=message_id))
+            out.append(ReasoningEndEvent(message_id=message_id))
+        elif kind == TOOL_EXECUTING:
+            call_id = str(event.get("call_id"))
+            out.append(
+                ToolCallStartEvent(tool_call_id=call_id, tool_call_name=str(event.get("tool_name")))
+            )
+            out.append(
+                ToolCallArgsEvent(
+                    tool_call_id=call_id,
+                    delta=orjson.dumps(event.get("parameters") or {}).decode(),
+                )
+            )
+            out.append(ToolCallEndEvent(tool_call_id=call_id))
+        elif kind == TOOL_COMPLETED:
+            call_id = str(event.get("call_id"))
+            if (event.get("error") or {}).get("code") == CLIENT_TOOL_ERROR["code"]:
+                self._pending.append(call_id)  # the client runs it: no result from here
+                return out
+            if event.get("ok"):
+                content = event.get("results")
+            else:
+                content = {"error": event.get("error")}
+            out.append(
+                ToolCallResultEvent(
+                    message_id=f"{call_id}-result",
+                    tool_call_id=call_id,
+                    content=content if isinstance(content, str) else orjson.dumps(content).decode(),
+                    role="tool",
+                )
+            )
+        elif kind in (AGENT_COMPLETED, AGENT_ERROR) and depth != 0:
+            out.append(StepFinishedEvent(step_name=str(event.get("agent_name"))))
+        elif kind == AGENT_COMPLETED:
+            final = str(event.get("final_response") or "")
+            if final and not self._root_streamed:
+                out += self._text(final)
+            outcome = None
+            if self._pending:
+                outcome = RunFinishedSuccessOutcome(pending_tool_call_ids=list(self._pending))
+            out.append(
+                RunFinishedEvent(
+                    thread_id=self.client_thread_id,
+                    run_id=self.client_run_id,
+                    result=final,
+                    outcome=outcome,
+                )
+            )
+        elif kind == AGENT_ERROR:
+            error = event.get("error") or {}
+            out.append(
+                RunErrorEvent(
+                    message=str(error.get("message") or "the run failed"),
+                    code=str(error.get("code") or "agent_error"),
+                )
+            )
+        elif kind == RUN_CANCELLED:
+            out.append(
+                RunErrorEvent(
+                    message=f"the run was cancelled ({event.get('reason') or 'user'})",
+                    code="cancelled",
+                )
+            )
+        if is_terminal(event):
+            self.finished = True
+        return out
+
+
+def encode(events: list[BaseEvent], seq: int) -> bytes:
+    """One SSE message per AG-UI event; the last carries ``id: <seq>`` of the tenet event.
+
+    Only the last message of a group carries the id, so a client that drops in the
+    middle of a group resumes from the previous tenet event and gets the whole
+    group again, never half of it.
+    """
+    encoder = EventEncoder()
+    parts = [encoder.encode(e) for e in events]
+    parts[-1] = f"id: {seq}\n{parts[-1]}"
+    return "".join(parts).encode()
+
+
+def encode_unnumbered(events: list[BaseEvent]) -> bytes:
+    """SSE messages made from no stored event (so without ``id:``)."""
+    encoder = EventEncoder()
+    return "".join(encoder.encode(e) for e in events).encode()
+
+
+async def run_frames(
+    state: ServerState,
+    user_id: str,
+    thread_id: str,
+    view: AgUiView,
+    *,
+    after: int,
+    send_after: int = 0,
+) -> AsyncIterator[tuple[str, bytes]]:
+    """The run's AG-UI frames: the thread's events after ``after``, of ``view.run_id``.
+
+    Events up to ``send_after`` go through the view without being sent (to rebuild
+    its state on a resume). Ends after the run's terminal event. If reading the
+    events fails (the store went away), the stream ends with a ``RUN_ERROR``
+    (``unavailable``) after the last whole event, so the client knows to resume.
+    """
+    service = state.service
+    try:
+        async for body in follow(service.store, service.bus, user_id, thread_id, after=after):
+            event = orjson.loads(body)
+            if event.get("run_id") != view.run_id:
+                continue
+            mapped = view.map(event)
+            if mapped and event["seq"] > send_after:
+                yield body, encode(mapped, event["seq"])
+            if view.finished:
+                return
+    except Exception:
+        log.exception("AG-UI stream of run %s failed", view.run_id)
+        failed = RunErrorEvent(
+            message="the event stream broke; resume with Last-Event-ID", code="unavailable"
+        )
+        # Addressed to the stream's own user: the isolation guard checks that, as for events.
+        yield orjson.dumps({"user_id": user_id}).decode(), encode_unnumbered([failed])
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err.get("loc", ())) or "body"
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def parse_input(raw: bytes) -> RunAgentInput:
+    """The request body as a ``RunAgentInput``; ``Invalid`` (422) if it is not one."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise Invalid("the body is not JSON") from None
+    if not isinstance(data, dict):
+        raise Invalid("the body must be a RunAgentInput object")
+    try:
+        run_input = RunAgentInput.model_validate(data)
+    except ValidationError as exc:
+        raise Invalid(_describe(exc)) from None
+    if not run_input.thread_id or len(run_input.thread_id) > MAX_CLIENT_THREAD_ID:
+        raise Invalid(f"threadId must be 1 to {MAX_CLIENT_THREAD_ID} characters")
+    if not run_input.run_id or len(run_input.run_id) > MAX_CLIENT_THREAD_ID:
+        raise Invalid(f"runId must be 1 to {MAX_CLIENT_THREAD_ID} characters")
+    return run_input
+
+
+def user_input(run_input: RunAgentInput) -> str:
+    """The run's input: the text of the last user message (``Invalid`` if there is none)."""
+    for message in reversed(run_input.messages):
+        inner = getattr(message, "root", message)
+        if isinstance(inner, UserMessage):
+            content = inner.content
+            if isinstance(content, str):
+                return content
+            texts = [getattr(getattr(p, "root", p), "text", None) for p in content]
+            text = "\n".join(t for t in texts if isinstance(t, str))
+            if text:
+                return text
+            raise Invalid("the last user message has no text")
+    raise Invalid("messages hold no user message")
+
+
+def _agent_or_404(state: ServerState, agent: str) -> None:
+    if agent not in state.service.registry:
+        raise NotFound()
+
+
+#: What a model accepts as a tool name (the OpenAI function-name rule).
+TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def client_tools(state: ServerState, agent: str, run_input: RunAgentInput) -> list[dict[str, Any]]:
+    """The front-end tools of ``run_input`` as client tool specs of the run.
+
+    Raises ``Invalid`` for a name a model cannot take, a name given twice, or one
+    that would shadow a tool of the agent (the server's tool would silently win).
+    """
+    found = state.service.registry.get(agent)
+    own = {t.name for t in found.tools} if found is not None else set()
+    tools: list[dict[str, Any]] = []
+    for tool in run_input.tools or ():
+        if not TOOL_NAME.match(tool.name):
+            raise Invalid(f"front-end tool name {tool.name[:80]!r} is not a valid tool name")
+        if tool.name in own:
+            raise Invalid(f"front-end tool {tool.name!r} has the name of a tool of {agent}")
+        if any(t["name"] == tool.name for t in tools):
+            raise Invalid(f"front-end tool {tool.name!r} is given twice")
+        parameters = tool.parameters if isinstance(tool.parameters, dict) else None
+        tools.append(
+            {
+                "name": tool.name,
+                "description": tool.description,
+                "parameters": parameters or {"type": "object", "properties": {}},
+            }
+        )
+    return tools
+
+
+def refused(run_input: RunAgentInput, error: Invalid) -> StreamingResponse:
+    """A run refused once AG-UI expects a stream: ``RUN_STARTED`` then ``RUN_ERROR``."""
+    events: list[BaseEvent] = [
+        RunStartedEvent(thread_id=run_input.thread_id, run_id=run_input.run_id),
+        RunErrorEvent(message=error.message, code=error.code),
+    ]
+    body = encode_unnumbered(events)
+
+    async def once() -> AsyncIterator[bytes]:
+        yield body
+
+    return StreamingResponse(
+        once(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
+
+
+@router.post(
+    "/v1/agents/{agent}/ag-ui",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "AG-UI events"}},
+)
+async def run_agent(agent: str, request: Request, caller: CallerDep) -> StreamingResponse:
+    """Run ``agent`` on the caller's thread for ``threadId``; stream the run as AG-UI events."""
+    state = server_state(request)
+    service = state.service
+    _agent_or_404(state, agent)
+    run_input = parse_input(await request.body())
+    text = user_input(run_input)
+    service.engine.check_request(agent, text)  # too large: answered before a thread is made
+    await check_stream_room(state, caller)  # before the run is made: a 429 leaves nothing behind
+    try:
+        tools = client_tools(state, agent, run_input)
+    except Invalid as exc:
+        return refused(run_input, exc)
+    threads = AgUiThreads(service.store)
+    thread_id = await threads.thread_for(
+        caller.user_id, run_input.thread_id, limit=state.settings.max_threads_per_user
+    )
+    after = await service.store.last_seq(caller.user_id, thread_id)
+    meta: dict[str, Any] = {
+        META_KEY: {"thread_id": run_input.thread_id, "run_id": run_input.run_id}
+    }
+    if tools:
+        meta[CLIENT_TOOLS_KEY] = tools
+    run = await service.engine.submit(caller.user_id, thread_id, agent, text, meta)
+    view = AgUiView(
+        run_id=run.id,
+        client_thread_id=run_input.thread_id,
+        client_run_id=run_input.run_id,
+        thread_id=thread_id,
+    )
+    frames = run_frames(state, caller.user_id, thread_id, view, after=after)
+    return await event_stream(state, caller, frames, name=f"ag-ui {run.id}")
+
+
+@router.get(
+    "/v1/agents/{agent}/ag-ui/{client_thread_id}/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "AG-UI events"}},
+)
+async def resume_stream(
+    agent: str, client_thread_id: str, request: Request, caller: CallerDep
+) -> StreamingResponse:
+    """The rest of a run after ``Last-Event-ID`` (without one: the latest run, whole)."""
+    state = server_state(request)
+    store = state.service.store
+    _agent_or_404(state, agent)
+    threads = AgUiThreads(store)
+    thread_id = await threads.find(caller.user_id, client_thread_id)
+    resume = header_seq(request.headers.get("last-event-id"))
+    seq = resume if resume is not None else await store.last_seq(caller.user_id, thread_id)
+    run_id = await threads.run_of_event(caller.user_id, thread_id, seq) if seq else None
+    if run_id is None:
+        raise NotFound()
+    run = await store.get_run(caller.user_id, run_id)
+    if run.agent != agent:
+        raise NotFound()
+    ids = (run.meta or {}).get(META_KEY) or {}
+    first = await threads.run_first_seq(caller.user_id, thread_id, run_id) or seq
+    view = AgUiView(
+        run_id=run_id,
+        client_thread_id=client_thread_id,
+        client_run_id=str(ids.get("run_id") or run_id),
+        thread_id=thread_id,
+    )
+    frames = run_frames(
+        state,
+        caller.user_id,
+        thread_id,
+        view,
+        after=first - 1,
+        send_after=resume if resume is not None else 0,
+    )
+    return await event_stream(state, caller, frames, name=f"ag-ui {run_id}")

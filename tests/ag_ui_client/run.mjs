@@ -1,0 +1,101 @@
+// Drives a tenet server with the official AG-UI client: HttpAgent.runAgent, whose own
+// pipeline verifies every event stream (verifyEvents) and rejects one that breaks the
+// protocol: a two-turn conversation with a tool call, a delegation, a front-end tool and
+// a cancel. Reads TENET_URL and TENET_TOKEN; prints one JSON report on stdout.
+import { HttpAgent } from "@ag-ui/client";
+
+const url = process.env.TENET_URL;
+const headers = { Authorization: `Bearer ${process.env.TENET_TOKEN}` };
+
+function agentFor(name, threadId) {
+  return new HttpAgent({ url: `${url}/v1/agents/${name}/ag-ui`, headers, threadId });
+}
+
+async function turn(agent, text, parameters = {}) {
+  const types = [];
+  const steps = [];
+  const pending = [];
+  agent.addMessage({ id: `m-${agent.messages.length}-${Date.now()}`, role: "user", content: text });
+  const { result, newMessages } = await agent.runAgent(
+    parameters,
+    {
+      onRunFinishedEvent({ pendingToolCallIds }) {
+        pending.push(...(pendingToolCallIds ?? []));
+      },
+      onEvent({ event }) {
+        types.push(event.type);
+        if (event.type === "STEP_STARTED" || event.type === "STEP_FINISHED") {
+          steps.push(`${event.type}:${event.stepName}`);
+        }
+      },
+    },
+  );
+  return { result, types, steps, pending, newMessages };
+}
+
+async function failing(agent, text) {
+  try {
+    await turn(agent, text);
+    return { error: null };
+  } catch (err) {
+    return { error: String(err && err.message ? err.message : err) };
+  }
+}
+
+const chat = agentFor("assistant", "node-chat");
+const first = await turn(chat, "what is 6*7");
+const second = await turn(chat, "hello again");
+const research = await turn(agentFor("researcher", "node-research"), "tell me about redis");
+const booking = {
+  name: "confirm_booking",
+  description: "Ask the person to confirm a booking.",
+  parameters: { type: "object", properties: { day: { type: "string" } } },
+};
+const frontEnd = await turn(chat, "use confirm_booking day=monday", { tools: [booking] });
+// A cancel: tenet's own API, with the run id RUN_STARTED carries in its metadata.
+const slow = agentFor("benchmark", "node-cancel");
+slow.addMessage({ id: "c1", role: "user", content: "latency_ms=20000 events=10" });
+const cancelTypes = [];
+let cancelError = null;
+try {
+  await slow.runAgent(
+    {},
+    {
+      async onRunStartedEvent({ event }) {
+        const runId = event.metadata.tenet.run_id;
+        const r = await fetch(`${url}/v1/runs/${runId}/cancel`, { method: "POST", headers });
+        cancelTypes.push(`cancel:${r.status}`);
+      },
+      onEvent({ event }) {
+        cancelTypes.push(event.type);
+        if (event.type === "RUN_ERROR") cancelTypes.push(`code:${event.code}`);
+      },
+    },
+  );
+} catch (err) {
+  cancelError = String(err && err.message ? err.message : err);
+}
+const unknown = await failing(agentFor("nobody", "node-x"), "hi");
+
+console.log(
+  JSON.stringify({
+    first: {
+      result: first.result,
+      types: first.types,
+      toolCalls: first.newMessages.flatMap((m) => (m.toolCalls ?? []).map((c) => c.function.name)),
+      roles: first.newMessages.map((m) => m.role),
+    },
+    second: { result: second.result, types: second.types },
+    research: { result: research.result, steps: research.steps, types: research.types },
+    frontEnd: {
+      types: frontEnd.types,
+      pending: frontEnd.pending,
+      calls: frontEnd.newMessages.flatMap((m) =>
+        (m.toolCalls ?? []).map((c) => ({ id: c.id, name: c.function.name, args: c.function.arguments })),
+      ),
+    },
+    cancel: { types: cancelTypes, error: cancelError },
+    unknown,
+    messages: chat.messages.length,
+  }),
+);

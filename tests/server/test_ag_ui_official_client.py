@@ -1,0 +1,101 @@
+"""The official AG-UI client (``@ag-ui/client``'s ``HttpAgent``, run by Node) against tenet.
+
+``HttpAgent.runAgent`` passes every stream through the client's own event verifier
+and rejects a stream that breaks the protocol, so a finished conversation here
+means the client accepted every event tenet sent. The client is pinned by
+``tests/ag_ui_client/package-lock.json`` and installed by ``.ci/run`` (``npm ci``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from server_support import User, http
+
+from tenet.testing import ServerHandle
+
+CLIENT = Path(__file__).parents[1] / "ag_ui_client"
+
+
+def _node() -> str:
+    """Node, with the client installed; skipped on a machine without them, never in CI."""
+    node = shutil.which("node")
+    missing = None
+    if node is None:
+        missing = "Node.js is not installed: the official AG-UI client test needs Node 20+"
+    elif not (CLIENT / "node_modules" / "@ag-ui" / "client").is_dir():
+        missing = "run `npm ci` in tests/ag_ui_client to install the official AG-UI client"
+    if missing is not None:
+        if os.environ.get("CI"):  # .ci/run installs both: missing there is a broken install
+            pytest.fail(missing)
+        pytest.skip(missing)
+    assert node is not None
+    return node
+
+
+async def test_the_official_client_runs_a_conversation_with_tools_a_delegation_and_a_cancel(
+    server: ServerHandle, alice: User
+) -> None:
+    node = _node()
+    proc = await asyncio.create_subprocess_exec(
+        node,
+        "run.mjs",
+        cwd=CLIENT,
+        env={**os.environ, "TENET_URL": server.url, "TENET_TOKEN": alice.token},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(90):
+        out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()[-3000:]
+    report = json.loads(out.decode().strip().splitlines()[-1])
+
+    first = report["first"]
+    assert first["result"] == "The answer is 42."
+    assert first["toolCalls"] == ["calculator"]
+    assert first["types"][0] == "RUN_STARTED" and first["types"][-1] == "RUN_FINISHED"
+    assert {"TOOL_CALL_RESULT", "REASONING_MESSAGE_CONTENT", "TEXT_MESSAGE_CONTENT"} <= set(
+        first["types"]
+    )
+    assert "tool" in first["roles"] and first["roles"][-1] == "assistant"
+    # The second turn of the same conversation (same threadId): one tenet thread.
+    assert report["second"]["result"] == "You said: hello again"
+    assert report["messages"] >= 7  # the client kept both turns' messages
+
+    research = report["research"]
+    assert research["steps"] == [
+        "STEP_STARTED:triage",
+        "STEP_FINISHED:triage",
+        "STEP_STARTED:data",
+        "STEP_FINISHED:data",
+        "STEP_STARTED:reporting",
+        "STEP_FINISHED:reporting",
+    ]
+    assert research["result"].startswith("Report.")
+    assert "404" in report["unknown"]["error"]
+
+    # A cancel through tenet's API (the run id from RUN_STARTED): the stream ends in RUN_ERROR.
+    cancel = report["cancel"]
+    assert cancel["error"] is None
+    assert cancel["types"][0] == "RUN_STARTED" and "cancel:202" in cancel["types"]
+    assert cancel["types"][-2:] == ["RUN_ERROR", "code:cancelled"]
+
+    # A front-end tool: offered, called by the model, handed to the client as pending.
+    front = report["frontEnd"]
+    assert [c["name"] for c in front["calls"]] == ["confirm_booking"]
+    assert json.loads(front["calls"][0]["args"]) == {"day": "monday"}
+    assert front["pending"] == [front["calls"][0]["id"]]
+    assert "TOOL_CALL_RESULT" not in front["types"] and front["types"][-1] == "RUN_FINISHED"
+
+    async with http(server, alice) as c:
+        threads = (await c.get("/v1/threads")).json()
+    assert sorted(t["metadata"]["ag_ui_thread_id"] for t in threads) == [
+        "node-cancel",
+        "node-chat",
+        "node-research",
+    ]
