@@ -144,6 +144,8 @@ class RunExecution:
             tool_timeout=settings.tool_timeout_s,
             max_steps=settings.agent_max_steps,
             start=host.run_start(),
+            mcp=getattr(host, "mcp", None),
+            secrets=getattr(host, "secrets", None),
         )
         ctx = RunContext.for_run(
             user_id=self.user_id,
