@@ -48,9 +48,8 @@ from .errors import ToolFailed
 from .tools import Tool
 
 if TYPE_CHECKING:
-    from mcp_types import Tool as RemoteTool
-
     from mcp import ClientSession
+    from mcp_types import Tool as RemoteTool
 
 log = logging.getLogger("tenet.mcp")
 
@@ -558,12 +557,30 @@ class UserMCPSessions:
         await self.drop()
 
 
+#: Libraries that log raw MCP messages and HTTP exchanges at DEBUG and INFO: what a
+#: server sends back may quote the credential it was given.
+SDK_LOGGERS = ("mcp", "mcp_types", "httpx2", "httpcore2")
+
+
+def quiet_sdk_logs() -> None:
+    """Keep the MCP SDK's loggers at WARNING unless the operator set their level.
+
+    A careless server may echo a user's credential in an error or a result, which
+    the SDK logs verbatim at DEBUG; tenet's own lines never hold a secret value.
+    """
+    for name in SDK_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.WARNING)
+
+
 async def list_mcp_tools(agents: Iterable[Any], hub: MCPHub) -> None:
     """List the tools of every MCP server the agents name, at once, before serving.
 
     A server that cannot be listed now is logged (by name and error, never a
     secret) and left with no tools until a user's session lists them.
     """
+    quiet_sdk_logs()
     servers: dict[int, MCPServer] = {}
     for agent in agents:
         for server in getattr(agent, "mcp_servers", ()):

@@ -18,6 +18,7 @@ import sys
 from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 
 server = MCPServer("echo")
 #: Per-session state: the values each session was told to remember.
@@ -74,6 +75,12 @@ def crash() -> str:
 def fail(message: str) -> str:
     """Raise an error with this message."""
     raise ValueError(message)
+
+
+@server.tool()
+def refuse(ctx: Context) -> str:
+    """Fail with an error that quotes the credential (a careless server)."""
+    raise ToolError(f"the credential {_credential(ctx)!r} is refused")
 
 
 def main() -> None:
