@@ -54,8 +54,8 @@ class Agent:
         """The agent's own tools, then those its MCP servers offer now."""
         if not self.mcp_servers:
             return self._own
-        listed = (t for s in self.mcp_servers for t in s.tools.values())
-        return self._own + tuple(t for t in listed if t.name not in self._tools)
+        listed = {t.name: t for s in reversed(self.mcp_servers) for t in s.tools.values()}
+        return self._own + tuple(t for n, t in listed.items() if n not in self._tools)
 
     def tool(self, name: str) -> Tool | None:
         found = self._tools.get(name)

@@ -17,9 +17,12 @@ capped per process by ``TENET_MCP_MAX_PROCESSES``.
 user's secret ``NAME`` when that user's session opens; the value never appears
 in an event, a result or an error (errors are scrubbed of it).
 
-The tool list comes from the server: a listing session at service start
-(:meth:`MCPServer.refresh`, with ``list_secrets`` standing in for user secrets),
-and again each time a user's session opens or the server says its list changed.
+The tool list comes from the server, through a listing session of the process's
+own (:meth:`MCPServer.refresh`, with ``list_secrets`` standing in for user
+secrets): at service start, every ``TENET_MCP_RELIST_S`` until a server that
+could not be listed is, and again when any session says the list changed. A
+user's session never sets the catalogue every user sees: a server may tailor
+what it lists to the credential, and that must not reach another user.
 
 Everything that goes wrong in a call stays in that call, as a ``ToolFailed``:
 
@@ -84,6 +87,54 @@ class MCPHub:
         self.processes = 0
         #: Sessions open now, over both transports (for metrics and tests).
         self.open_sessions = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._relisting: set[int] = set()
+
+    def relist(self, server: MCPServer) -> None:
+        """List ``server`` again soon, through a listing session (one at a time per server)."""
+        if id(server) in self._relisting:
+            return
+        self._relisting.add(id(server))
+
+        async def again() -> None:
+            try:
+                await server.refresh(self)
+            except ToolFailed as exc:
+                log.warning("MCP server %r: tools not listed: %s", server.name, exc.message)
+            finally:
+                self._relisting.discard(id(server))
+
+        self.spawn(again())
+
+    def spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def keep_listing(self, servers: Iterable[MCPServer], every_s: float) -> None:
+        """Until each of ``servers`` has tools, list it again every ``every_s`` seconds."""
+        waiting = [s for s in servers if not s.tools]
+        if not waiting:
+            return
+
+        async def loop() -> None:
+            while waiting:
+                await asyncio.sleep(every_s)
+                for server in list(waiting):
+                    with contextlib.suppress(ToolFailed):
+                        await server.refresh(self)
+                        log.info("MCP server %r: %d tools", server.name, len(server.tools))
+                    if server.tools:
+                        waiting.remove(server)
+
+        self.spawn(loop())
+
+    async def aclose(self) -> None:
+        """Stop listing (user sessions are closed with their users' sessions)."""
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 class MCPServer:
@@ -157,7 +208,7 @@ class MCPServer:
         """
         hub = hub or MCPHub()
         values = {n: self.list_secrets.get(n, "") for n in self.secret_names()}
-        connection = MCPConnection(self, values, hub, counts=False)
+        connection = MCPConnection(self, values, hub, listing=True)
         try:
             await connection.open()
         finally:
@@ -277,12 +328,14 @@ class MCPConnection:
     """
 
     def __init__(
-        self, server: MCPServer, secrets: Mapping[str, str], hub: MCPHub, *, counts: bool = True
+        self, server: MCPServer, secrets: Mapping[str, str], hub: MCPHub, *, listing: bool = False
     ) -> None:
         self.server = server
         self._secrets = dict(secrets)
         self._hub = hub
-        self._counts = counts
+        #: The process's own listing session: it sets the server's catalogue, and its
+        #: process (stdio) is not counted against the cap.
+        self._listing = listing
         self.session: ClientSession | None = None
         self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._closing = asyncio.Event()
@@ -300,7 +353,7 @@ class MCPConnection:
 
     async def open(self) -> None:
         """Connect, initialize, list tools; raises ``ToolFailed`` when it cannot."""
-        if self.server.command is not None and self._counts:
+        if self.server.command is not None and not self._listing:
             if self._hub.processes >= self._hub.max_processes:
                 raise ToolFailed(
                     "mcp_process_limit",
@@ -365,13 +418,7 @@ class MCPConnection:
         from mcp_types import ToolListChangedNotification
 
         if isinstance(getattr(message, "root", message), ToolListChangedNotification):
-            session = self.session
-            if session is not None:
-                asyncio.get_running_loop().create_task(self._relist(session))
-
-    async def _relist(self, session: ClientSession) -> None:
-        with contextlib.suppress(Exception):
-            self.server.absorb((await session.list_tools()).tools)
+            self._hub.relist(self.server)
 
     def _break(self, why: str) -> None:
         if not self.broken.is_set():
@@ -389,7 +436,8 @@ class MCPConnection:
                 )
                 await session.initialize()
                 listing = await session.list_tools()
-                self.server.absorb(listing.tools)
+                if self._listing:
+                    self.server.absorb(listing.tools)
                 self.session = session
                 self._hub.open_sessions += 1
                 try:
@@ -574,11 +622,11 @@ def quiet_sdk_logs() -> None:
             logger.setLevel(logging.WARNING)
 
 
-async def list_mcp_tools(agents: Iterable[Any], hub: MCPHub) -> None:
+async def list_mcp_tools(agents: Iterable[Any], hub: MCPHub, *, relist_s: float = 30.0) -> None:
     """List the tools of every MCP server the agents name, at once, before serving.
 
     A server that cannot be listed now is logged (by name and error, never a
-    secret) and left with no tools until a user's session lists them.
+    secret) and listed again every ``relist_s`` seconds until it is.
     """
     quiet_sdk_logs()
     servers: dict[int, MCPServer] = {}
@@ -595,3 +643,4 @@ async def list_mcp_tools(agents: Iterable[Any], hub: MCPHub) -> None:
             log.info("MCP server %r: %d tools", server.name, len(server.tools))
 
     await asyncio.gather(*(one(s) for s in servers.values()))
+    hub.keep_listing(servers.values(), relist_s)

@@ -134,7 +134,7 @@ class Service:
         await self.bus.start()
         self.writer.start()
         self.sessions.start()
-        await list_mcp_tools(self.registry, self.mcp)
+        await list_mcp_tools(self.registry, self.mcp, relist_s=self.settings.mcp_relist_s)
         await self.engine.start()
         self.started = True
         return self
@@ -147,6 +147,7 @@ class Service:
         await self.engine.close(grace_s=grace_s)
         await self.writer.close()
         await self.sessions.close()
+        await self.mcp.aclose()
         await self.bus.close()
         await self.store.close()
         aclose = getattr(self.engine.model, "aclose", None)

@@ -128,7 +128,7 @@ class UserSessions:
         for uid in gone:
             session = self._sessions.pop(uid)
             if session.resources:
-                task = asyncio.get_running_loop().create_task(session.aclose())
+                task = asyncio.ensure_future(session.aclose())
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
         self.evicted += len(gone)

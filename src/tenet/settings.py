@@ -82,6 +82,7 @@ class Settings(BaseSettings):
     # MCP servers and per-user secrets (see docs/mcp.md)
     mcp_max_processes: int = Field(64, ge=0)
     mcp_connect_timeout_s: float = Field(10.0, gt=0)
+    mcp_relist_s: float = Field(30.0, gt=0)
     secret_key: str | None = Field(None, repr=False)
 
     # Cluster mode

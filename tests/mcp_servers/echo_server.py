@@ -83,6 +83,19 @@ def refuse(ctx: Context) -> str:
     raise ToolError(f"the credential {_credential(ctx)!r} is refused")
 
 
+def extra() -> str:
+    """A tool that appears after ``grow``."""
+    return "extra"
+
+
+@server.tool()
+async def grow(ctx: Context) -> str:
+    """Offer one more tool, and tell the client the list changed."""
+    server.add_tool(extra, name="extra")
+    await ctx.session.send_tool_list_changed()
+    return "grown"
+
+
 def main() -> None:
     if sys.argv[1] == "stdio":
         server.run("stdio")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 from pathlib import Path
 
 from mcp_support import echo_registry, new_caller
 
-from conftest import stdio_command
+from conftest import ECHO, start_echo_http, stdio_command
 from tenet import Agent, RunContext, mcp_server, tool
 from tenet.registry import AgentRegistry
 from tenet.settings import Settings
@@ -95,3 +98,50 @@ async def test_a_tool_reads_the_callers_secret(tmp_path: Path) -> None:
     assert missing["ok"] is False and missing["error"]["code"] == "missing_secret"
     assert "api_token" in missing["error"]["message"]
     assert found["ok"] is True and found["results"] == 17
+
+
+async def _tool_names(alice: object) -> set[str]:
+    r = await alice.http.get("/v1/agents")  # type: ignore[attr-defined]
+    body = r.json()
+    agents = body if isinstance(body, list) else body["data"]
+    return {t["name"] for a in agents if a["name"] == "echo" for t in a["tools"]}
+
+
+async def test_a_server_down_at_start_is_listed_once_it_is_up(tmp_path: Path) -> None:
+
+    proc, base = await start_echo_http()
+    proc.kill()
+    proc.wait()
+    port = base.rsplit(":", 1)[1]
+    async with running_server(settings(tmp_path, mcp_relist_s=0.1), echo_registry(base)) as srv:
+        alice = await new_caller(srv)
+        assert await _tool_names(alice) == set()
+        proc = subprocess.Popen(
+            [sys.executable, str(ECHO), "http", port],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            for _ in range(400):  # bounded: until the relisting finds it
+                if "web__recall" in await _tool_names(alice):
+                    break
+                await asyncio.sleep(0.05)
+            assert "web__recall" in await _tool_names(alice)
+        finally:
+            proc.kill()
+            proc.wait()
+        await alice.aclose()
+
+
+async def test_a_changed_tool_list_is_picked_up(tmp_path: Path, echo_http: str) -> None:
+    async with running_server(settings(tmp_path), echo_registry(echo_http)) as srv:
+        alice = await new_caller(srv)
+        await alice.set_secret("echo_token", "t")
+        assert "web__extra" not in await _tool_names(alice)
+        assert (await alice.call("web__grow"))["ok"] is True
+        for _ in range(400):  # bounded: until the list-changed notification is acted on
+            if "web__extra" in await _tool_names(alice):
+                break
+            await asyncio.sleep(0.025)
+        assert (await alice.call("web__extra"))["results"] == {"result": "extra"}
+        await alice.aclose()
