@@ -47,6 +47,17 @@ class _LiveCollector(Collector):
         yield GaugeMetricFamily(
             "tenet_user_sessions", "Live per-user sessions.", value=len(self._service.sessions)
         )
+        mcp = self._service.mcp
+        yield GaugeMetricFamily(
+            "tenet_mcp_sessions",
+            "Open MCP sessions (one per user and server).",
+            value=mcp.open_sessions,
+        )
+        yield GaugeMetricFamily(
+            "tenet_mcp_processes",
+            "Running stdio MCP server processes (at most TENET_MCP_MAX_PROCESSES).",
+            value=mcp.processes,
+        )
 
 
 class Metrics:
