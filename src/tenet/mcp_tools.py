@@ -295,7 +295,22 @@ def _scrub(text: str, values: Iterable[str]) -> str:
     for value in values:
         if value:
             text = text.replace(value, "***")
-    return text[:1000]
+    return text
+
+
+def _scrub_value(value: Any, secrets: Iterable[str]) -> Any:
+    """A result with every secret value in its strings replaced by ``***``.
+
+    A careless server may echo the credential it was given; a result becomes an
+    event, and events never hold a secret.
+    """
+    if isinstance(value, str):
+        return _scrub(value, secrets) if any(s and s in value for s in secrets) else value
+    if isinstance(value, list):
+        return [_scrub_value(v, secrets) for v in value]
+    if isinstance(value, dict):
+        return {_scrub_value(k, secrets): _scrub_value(v, secrets) for k, v in value.items()}
+    return value
 
 
 def _describe(exc: BaseException) -> str:
@@ -349,7 +364,7 @@ class MCPConnection:
         return self._task is not None and not self.broken.is_set() and not self._task.done()
 
     def scrub(self, text: str) -> str:
-        return _scrub(text, self._secrets.values())
+        return _scrub(text, self._secrets.values())[:1000]
 
     async def open(self) -> None:
         """Connect, initialize, list tools; raises ``ToolFailed`` when it cannot."""
@@ -490,6 +505,12 @@ class MCPConnection:
             raise ToolFailed(
                 "timeout", f"tool {self.server.name}__{tool} took longer than {timeout:g}s"
             )
+        if call.cancelled():  # the session's task group ended under the call
+            self._break("the session ended during the call")
+            raise ToolFailed(
+                "mcp_unavailable",
+                f"MCP server {self.server.name!r} failed during the call: {self.error}",
+            )
         exc = call.exception()
         if exc is not None:
             from mcp.shared.exceptions import MCPError
@@ -509,7 +530,8 @@ class MCPConnection:
             text = _result(result)
             message = text if isinstance(text, str) else str(text)
             raise ToolFailed("mcp_tool_error", self.scrub(message or "the tool failed"))
-        return _result(result)
+        secrets = [v for v in self._secrets.values() if v]
+        return _scrub_value(_result(result), secrets) if secrets else _result(result)
 
     async def aclose(self) -> None:
         """End the session (and its process); idempotent, never raises."""

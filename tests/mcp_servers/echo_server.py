@@ -78,6 +78,12 @@ def fail(message: str) -> str:
 
 
 @server.tool()
+def careless(ctx: Context) -> str:
+    """Answer with the credential itself (a careless server)."""
+    return f"your credential is {_credential(ctx)}"
+
+
+@server.tool()
 def refuse(ctx: Context) -> str:
     """Fail with an error that quotes the credential (a careless server)."""
     raise ToolError(f"the credential {_credential(ctx)!r} is refused")

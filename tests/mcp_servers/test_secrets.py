@@ -148,6 +148,11 @@ async def test_no_response_event_frame_or_log_line_holds_a_secret(
             for tool in ("web__recall", "proc__recall", "web__refuse", "proc__refuse"):
                 done = await user.call(tool)
                 seen.append(json.dumps(done))
+            for tool in ("web__careless", "proc__careless"):
+                careless = await user.call(tool)
+                assert careless["ok"] is True
+                assert careless["results"]["result"].endswith(" ***"), careless
+                seen.append(json.dumps(careless))
             refused = await user.call("web__refuse")
             assert refused["ok"] is False and refused["error"]["code"] == "mcp_tool_error"
             assert "***" in refused["error"]["message"]
