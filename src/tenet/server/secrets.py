@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
-from pydantic import BaseModel, ConfigDict, StrictStr
+from fastapi import APIRouter, Depends, Path
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from starlette.responses import Response
 
 from ..errors import NotFound
-from ..store.secrets import check_name
+from ..store.secrets import MAX_SECRET_CHARS, check_name
 from .auth import Caller, current_caller, state_dependency
 from .routes import ERROR_RESPONSES
 from .state import ServerState
@@ -29,12 +29,14 @@ log = logging.getLogger("tenet.server")
 router = APIRouter(responses=ERROR_RESPONSES)
 CallerDep = Annotated[Caller, Depends(current_caller)]
 StateDep = Annotated[ServerState, Depends(state_dependency)]
+#: A secret's name in the path (``store.secrets.SECRET_NAME``, stated for the schema).
+NameDep = Annotated[str, Path(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$", max_length=64)]
 
 
 class SecretValue(BaseModel):
     model_config = ConfigDict(extra="ignore", hide_input_in_errors=True)
 
-    value: StrictStr
+    value: StrictStr = Field(min_length=1, max_length=MAX_SECRET_CHARS)
 
 
 async def _changed(state: ServerState, user_id: str, name: str) -> None:
@@ -57,7 +59,9 @@ async def list_secrets(caller: CallerDep, state: StateDep) -> Response:
 
 
 @router.put("/v1/me/secrets/{name}", status_code=204)
-async def put_secret(name: str, body: SecretValue, caller: CallerDep, state: StateDep) -> Response:
+async def put_secret(
+    name: NameDep, body: SecretValue, caller: CallerDep, state: StateDep
+) -> Response:
     check_name(name)
     await state.service.secrets.put(caller.user_id, name, body.value)
     await _changed(state, caller.user_id, name)
@@ -66,7 +70,7 @@ async def put_secret(name: str, body: SecretValue, caller: CallerDep, state: Sta
 
 
 @router.delete("/v1/me/secrets/{name}", status_code=204)
-async def delete_secret(name: str, caller: CallerDep, state: StateDep) -> Response:
+async def delete_secret(name: NameDep, caller: CallerDep, state: StateDep) -> Response:
     if not await state.service.secrets.delete(caller.user_id, check_name(name)):
         raise NotFound("no secret of that name")
     await _changed(state, caller.user_id, name)
