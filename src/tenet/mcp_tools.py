@@ -290,10 +290,15 @@ def _substitute(template: str, values: Mapping[str, str]) -> str:
     return SECRET_REF.sub(lambda m: values[m[1]], template)
 
 
+#: Secret values shorter than this are not scrubbed from what a server answers: they
+#: cannot be told from ordinary text, and replacing them would garble every answer.
+SCRUB_MIN_CHARS = 6
+
+
 def _scrub(text: str, values: Iterable[str]) -> str:
     """``text`` without any secret value in it (an error message may echo a header)."""
     for value in values:
-        if value:
+        if len(value) >= SCRUB_MIN_CHARS:
             text = text.replace(value, "***")
     return text
 
@@ -305,7 +310,7 @@ def _scrub_value(value: Any, secrets: Iterable[str]) -> Any:
     event, and events never hold a secret.
     """
     if isinstance(value, str):
-        return _scrub(value, secrets) if any(s and s in value for s in secrets) else value
+        return _scrub(value, secrets) if any(s in value for s in secrets) else value
     if isinstance(value, list):
         return [_scrub_value(v, secrets) for v in value]
     if isinstance(value, dict):
@@ -530,7 +535,7 @@ class MCPConnection:
             text = _result(result)
             message = text if isinstance(text, str) else str(text)
             raise ToolFailed("mcp_tool_error", self.scrub(message or "the tool failed"))
-        secrets = [v for v in self._secrets.values() if v]
+        secrets = [v for v in self._secrets.values() if len(v) >= SCRUB_MIN_CHARS]
         return _scrub_value(_result(result), secrets) if secrets else _result(result)
 
     async def aclose(self) -> None:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,6 +17,40 @@ from tenet.registry import AgentRegistry
 from tenet.testing import ServerHandle
 
 TERMINAL = {"agent_completed", "agent_error", "run_cancelled"}
+
+ECHO = Path(__file__).with_name("echo_server.py")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def start_echo_http() -> tuple[subprocess.Popen[bytes], str]:
+    """The echo server over streamable HTTP in a process of its own; returns it and its base URL."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(ECHO), "http", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient() as client:
+        for _ in range(300):
+            if proc.poll() is not None:
+                raise RuntimeError("the echo server exited")
+            try:
+                await client.get(base + "/garbage")
+                return proc, base
+            except httpx.HTTPError:
+                await asyncio.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("the echo server did not start")
+
+
+def stdio_command() -> list[str]:
+    return [sys.executable, str(ECHO), "stdio"]
 
 
 def echo_registry(base: str | None, command: list[str] | None = None, **kw: Any) -> AgentRegistry:

@@ -7,9 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mcp_support import echo_registry, new_caller
+from mcp_support import ECHO, echo_registry, new_caller, start_echo_http, stdio_command
 
-from conftest import ECHO, start_echo_http, stdio_command
 from tenet import Agent, RunContext, mcp_server, tool
 from tenet.registry import AgentRegistry
 from tenet.settings import Settings

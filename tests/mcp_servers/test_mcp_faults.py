@@ -8,9 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mcp_support import echo_registry, new_caller
+from mcp_support import ECHO, echo_registry, new_caller, start_echo_http, stdio_command
 
-from conftest import ECHO, start_echo_http, stdio_command
 from tenet.settings import Settings
 from tenet.testing import running_server
 

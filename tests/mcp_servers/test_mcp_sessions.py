@@ -8,9 +8,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from mcp_support import Caller, alive, echo_registry, new_caller
+from mcp_support import Caller, alive, echo_registry, new_caller, stdio_command
 
-from conftest import stdio_command
 from tenet.settings import Settings
 from tenet.testing import running_server
 

@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mcp_support import echo_registry, new_caller
+from mcp_support import echo_registry, new_caller, stdio_command
 from sqlalchemy import select
 from websockets.asyncio.client import connect
 
-from conftest import stdio_command
 from tenet.settings import Settings
 from tenet.store.secrets import SecretBox
 from tenet.store.tables import UserSecret

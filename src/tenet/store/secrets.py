@@ -149,12 +149,17 @@ class UserSecrets:
     def __init__(self, box: SecretBox, user_id: str) -> None:
         self._box = box
         self._user_id = user_id
-        self._values: dict[str, str | None] = {}
+        self._values: dict[str, str] = {}
 
     async def get(self, name: str) -> str | None:
-        if name not in self._values:
-            self._values[name] = await self._box.get(self._user_id, name)
-        return self._values[name]
+        """The value, opened once per session; a missing one is looked up again next time
+        (it may be set meanwhile, on this process or another)."""
+        value = self._values.get(name)
+        if value is None:
+            value = await self._box.get(self._user_id, name)
+            if value is not None:
+                self._values[name] = value
+        return value
 
     def forget(self, name: str | None = None) -> None:
         """Drop the cached value (all with None): it changed."""
