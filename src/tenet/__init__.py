@@ -3,6 +3,7 @@
 from .agents import Agent
 from .context import RunContext
 from .errors import AgentFailed, TenetError, ToolFailed
+from .mcp_tools import MCPServer, mcp_server
 from .models import ChatModel, ModelReply, ScriptedModel, ToolCall
 from .registry import AgentRegistry
 from .service import Service
@@ -16,6 +17,7 @@ __all__ = [
     "AgentFailed",
     "AgentRegistry",
     "ChatModel",
+    "MCPServer",
     "ModelReply",
     "RunContext",
     "ScriptedModel",
@@ -25,5 +27,6 @@ __all__ = [
     "Tool",
     "ToolCall",
     "ToolFailed",
+    "mcp_server",
     "tool",
 ]

@@ -17,6 +17,7 @@ import orjson
 
 from .context import RunContext
 from .errors import AgentFailed, ToolFailed
+from .mcp_tools import MCPServer
 from .models.base import ChatMessage, ChatModel
 from .tools import Tool
 
@@ -29,7 +30,7 @@ class Agent:
         name: str,
         description: str = "",
         instructions: str = "",
-        tools: Iterable[Tool] = (),
+        tools: Iterable[Tool | MCPServer] = (),
         model: ChatModel | None = None,
         *,
         max_steps: int | None = None,
@@ -39,15 +40,31 @@ class Agent:
         self.name = name
         self.description = description
         self.instructions = instructions
-        self.tools: tuple[Tool, ...] = tuple(tools)
-        self._tools = {t.name: t for t in self.tools}
-        if len(self._tools) != len(self.tools):
+        given = tuple(tools)
+        #: The MCP servers whose tools the agent offers (their lists come from the servers).
+        self.mcp_servers = tuple(t for t in given if isinstance(t, MCPServer))
+        self._own = tuple(t for t in given if not isinstance(t, MCPServer))
+        self._tools = {t.name: t for t in self._own}
+        if len(self._tools) != len(self._own):
             raise ValueError(f"agent {name!r} has two tools with one name")
         self.model = model
         self.max_steps = max_steps
 
+    @property
+    def tools(self) -> tuple[Tool, ...]:
+        """The agent's own tools, then those its MCP servers offer now."""
+        if not self.mcp_servers:
+            return self._own
+        listed = {t.name: t for s in reversed(self.mcp_servers) for t in s.tools.values()}
+        return self._own + tuple(t for n, t in listed.items() if n not in self._tools)
+
     def tool(self, name: str) -> Tool | None:
-        return self._tools.get(name)
+        found = self._tools.get(name)
+        for server in self.mcp_servers:
+            if found is not None:
+                break
+            found = server.tools.get(name)
+        return found
 
     def spec(self) -> dict[str, Any]:
         """The agent as listed by ``GET /v1/agents``."""

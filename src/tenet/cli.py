@@ -515,8 +515,15 @@ def bench(
             "(at the largest --users if given, else 100; --runs up to 5 per user)."
         ),
     ] = "tenet",
+    mcp: Annotated[
+        int,
+        typer.Option(min=0, help="Instead: what an MCP tool call adds, with this many users."),
+    ] = 0,
 ) -> None:
     """Measure throughput, latency, CPU and memory against the floor and a naive design."""
+    if mcp > 0:
+        _mcp_bench(mcp, json_file)
+        return
     if auth == "jwt":
         _auth_bench(json_file)
         return
@@ -587,6 +594,22 @@ def _protocol_bench(users: int, runs: int, events: int, json_file: str | None) -
     if json_file:
         with open(json_file, "wb") as fh:
             fh.write(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+
+
+def _mcp_bench(users: int, json_file: str | None) -> None:
+    from .bench.mcp import run_mcp_bench
+
+    err.print(f"measuring MCP tool calls, {users} users at once...")
+    report = run_mcp_bench(users=users)
+    console.print(
+        f"MCP call over streamable HTTP, p50: {report['sdk']['p50_ms']:.2f} ms with the SDK "
+        f"alone, {report['tenet']['p50_ms']:.2f} ms through tenet's per-user sessions: "
+        f"{report['added_p50_ms']:+.2f} ms (goal under {report['goal_added_p50_ms']:g} ms); "
+        f"{report['heap_per_session_kib']:.0f} KiB of heap per open user session"
+    )
+    if json_file:
+        with open(json_file, "wb") as fh:
+            fh.write(orjson.dumps({"mcp": report}, option=orjson.OPT_INDENT_2))
 
 
 def _auth_bench(json_file: str | None) -> None:

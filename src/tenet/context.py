@@ -62,6 +62,8 @@ class RunServices(Protocol):
 
     def user_state(self, ctx: RunContext) -> dict[str, Any]: ...
 
+    async def secret(self, ctx: RunContext, name: str) -> str: ...
+
 
 @dataclass(frozen=True, slots=True)
 class RunContext:
@@ -165,6 +167,13 @@ class RunContext:
     def notes(self) -> Notes:
         """This user's notes, and nobody else's."""
         return self.runtime.notes(self)
+
+    async def secret(self, name: str) -> str:
+        """The calling user's secret ``name`` (set with ``PUT /v1/me/secrets/{name}``).
+
+        Raises ``ToolFailed('missing_secret')`` naming it when the user has not set it.
+        """
+        return await self.runtime.secret(self, name)
 
     @property
     def state(self) -> dict[str, Any]:

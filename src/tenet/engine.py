@@ -21,6 +21,7 @@ from typing import Any
 from .errors import Invalid, TooLarge, Unavailable, queue_full
 from .events import RunStart
 from .ids import new_id
+from .mcp_tools import MCPHub
 from .models.base import ChatModel
 from .queue import RunQueue
 from .registry import AgentRegistry
@@ -30,6 +31,7 @@ from .sessions import UserSession, UserSessions
 from .settings import Settings
 from .store.db import Store
 from .store.run_end import STARTED_OR_QUEUED, request_cancel
+from .store.secrets import SecretBox
 from .store.tables import Run
 from .store.writer import EventWriter
 from .thread_gate import ThreadGate
@@ -49,6 +51,8 @@ class Engine:
         sessions: UserSessions,
         model: ChatModel,
         queue: RunQueue,
+        mcp: MCPHub | None = None,
+        secrets: SecretBox | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -56,6 +60,9 @@ class Engine:
         self.registry = registry.freeze()
         self.sessions = sessions
         self.model = model
+        #: Per-process MCP limits and the secrets store, handed to every run.
+        self.mcp = mcp
+        self.secrets = secrets
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{new_id('con')[4:12]}"
         #: The runs in memory (queued here, or executing here), by run id.
         self.runs: dict[str, RunExecution] = {}

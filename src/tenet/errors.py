@@ -72,6 +72,12 @@ class Unavailable(TenetError):
     status = 503
 
 
+class SecretsDisabled(Unavailable):
+    """Secrets cannot be stored: the server has no ``TENET_SECRET_KEY``."""
+
+    code = "secrets_disabled"
+
+
 # The errors of a run: reported in its events (``error: {"code", "message"}``). -----------
 
 

@@ -28,7 +28,7 @@ import contextlib
 import logging
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .context import RunContext, current_context
 from .errors import Invalid, NotFound
@@ -43,6 +43,10 @@ from .settings import Settings
 from .store.db import Store
 from .store.writer import EventWriter
 from .tool_threads import ToolThreads
+
+if TYPE_CHECKING:
+    from .mcp_tools import MCPHub
+    from .store.secrets import SecretBox
 
 log = logging.getLogger("tenet.engine")
 
@@ -110,6 +114,9 @@ class RunHost(Protocol):
     settler: RunSettler
     #: Where the runs' synchronous tools execute.
     tool_threads: ToolThreads
+    #: The process's MCP limits and the users' secrets (None: none configured).
+    mcp: MCPHub | None
+    secrets: SecretBox | None
 
     def run_start(self) -> RunStart | None:
         """What a run's first event stores as its start (None: its queue stored it)."""
@@ -171,6 +178,8 @@ class RunExecution:
             max_steps=settings.agent_max_steps,
             start=host.run_start(),
             tool_threads=host.tool_threads,
+            mcp=host.mcp,
+            secrets=host.secrets,
         )
         ctx = RunContext.for_run(
             user_id=self.user_id,

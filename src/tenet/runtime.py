@@ -30,7 +30,9 @@ from .events import (
     RunStart,
     make_event,
 )
+from .mcp_tools import MCPHub, UserMCPSessions
 from .store.notes import UserNotes
+from .store.secrets import SecretBox, UserSecrets
 from .text import HalfJoiner, repair
 
 if TYPE_CHECKING:
@@ -79,6 +81,8 @@ class RunRuntime:
         max_steps: int,
         start: RunStart | None = None,
         tool_threads: ToolThreads | None = None,
+        mcp: MCPHub | None = None,
+        secrets: SecretBox | None = None,
     ) -> None:
         self.sink = sink
         self.store = store
@@ -88,6 +92,8 @@ class RunRuntime:
         self.tool_timeout = tool_timeout
         self.tool_threads = tool_threads
         self.max_steps = max_steps
+        self.mcp = mcp or MCPHub()
+        self.secrets = secrets or SecretBox(store, None)
         self._steps: dict[str, int] = {}
         #: The run's start, stored with its first event (None: already stored).
         self._start = start
@@ -260,6 +266,33 @@ class RunRuntime:
         if ctx.user_id != self.session.user_id:  # pragma: no cover - a wiring bug, never data
             raise RuntimeError("a run's context and session belong to different users")
         return self.session.state
+
+    def user_secrets(self, ctx: RunContext) -> UserSecrets:
+        """The user's secrets, cached in the user's session (they die with it)."""
+        self.user_state(ctx)  # the same-user check
+        found = self.session.resources.get("secrets")
+        if found is None:
+            found = self.session.resources["secrets"] = UserSecrets(self.secrets, ctx.user_id)
+        return found  # type: ignore[no-any-return]
+
+    async def secret(self, ctx: RunContext, name: str) -> str:
+        value = await self.user_secrets(ctx).get(name)
+        if value is None:
+            raise ToolFailed(
+                "missing_secret",
+                f"the secret {name!r} is not set: set it with PUT /v1/me/secrets/{name} "
+                "(or on the console's secrets page)",
+            )
+        return value
+
+    def mcp_sessions(self, ctx: RunContext) -> UserMCPSessions:
+        """The user's MCP sessions, kept in the user's session (closed with it)."""
+        self.user_state(ctx)
+        found = self.session.resources.get("mcp")
+        if found is None:
+            found = UserMCPSessions(self.mcp, self.user_secrets(ctx).get)
+            self.session.resources["mcp"] = found
+        return found  # type: ignore[no-any-return]
 
 
 def _ms(started: float) -> float:

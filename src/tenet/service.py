@@ -15,6 +15,7 @@ from .bus import Bus, MemoryBus
 from .engine import Engine
 from .local_queue import LocalQueue
 from .loop_watch import LoopWatch
+from .mcp_tools import MCPHub, list_mcp_tools
 from .models.base import ChatModel
 from .models.scripted import ScriptedModel
 from .queue import RunQueue
@@ -23,6 +24,7 @@ from .sessions import UserSessions
 from .settings import Settings
 from .store.db import Store
 from .store.migrate import upgrade
+from .store.secrets import SecretBox
 from .store.writer import EventWriter
 
 log = logging.getLogger("tenet")
@@ -94,6 +96,11 @@ class Service:
             backlog_max=self.settings.event_backlog_max,
         )
         self.sessions = UserSessions(idle_s=self.settings.session_idle_s)
+        self.mcp = MCPHub(
+            max_processes=self.settings.mcp_max_processes,
+            connect_timeout_s=self.settings.mcp_connect_timeout_s,
+        )
+        self.secrets = SecretBox(self.store, self.settings.secret_key)
         if self.settings.cluster and self.settings.is_sqlite:
             raise ValueError("cluster mode (TENET_REDIS_URL) needs Postgres as TENET_DATABASE_URL")
         self.queue: RunQueue
@@ -119,6 +126,8 @@ class Service:
             sessions=self.sessions,
             model=model or build_model(self.settings),
             queue=self.queue,
+            mcp=self.mcp,
+            secrets=self.secrets,
         )
         self._owns_model = model is None
         self.loop_watch = LoopWatch(self.settings.loop_stall_warn_ms)
@@ -130,6 +139,7 @@ class Service:
         await self.bus.start()
         self.writer.start()
         self.sessions.start()
+        await list_mcp_tools(self.registry, self.mcp, relist_s=self.settings.mcp_relist_s)
         await self.engine.start()
         self.loop_watch.start()
         self.started = True
@@ -144,6 +154,7 @@ class Service:
         await self.engine.close(grace_s=grace_s)
         await self.writer.close()
         await self.sessions.close()
+        await self.mcp.aclose()
         await self.bus.close()
         await self.store.close()
         aclose = getattr(self.engine.model, "aclose", None)

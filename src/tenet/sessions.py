@@ -7,17 +7,24 @@ another user. Creation is synchronous, so concurrent first calls for one user in
 the event loop always get the same session; a sweeper evicts sessions with no
 runs and no connections after ``TENET_SESSION_IDLE_S``, so memory returns to its
 baseline after users leave.
+
+Per-user resources (a user's MCP sessions and stdio processes, their decrypted
+secrets) live in :attr:`UserSession.resources` and are closed with the session:
+when it is evicted, and when the process shuts down.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+log = logging.getLogger("tenet.sessions")
 
 
 @dataclass(eq=False)
@@ -37,6 +44,20 @@ class UserSession:
     #: The user's request-rate token bucket (see :meth:`take`): tokens left, last refill.
     bucket: float | None = None
     bucket_at: float = 0.0
+    #: Per-user resources by name; those with an ``aclose()`` are closed with the session.
+    resources: dict[str, Any] = field(default_factory=dict)
+
+    async def aclose(self) -> None:
+        """Close the session's resources (each one's failure is logged, not raised)."""
+        resources, self.resources = list(self.resources.values()), {}
+        for resource in resources:
+            aclose = getattr(resource, "aclose", None)
+            if aclose is None:
+                continue
+            try:
+                await aclose()
+            except Exception:
+                log.exception("closing a per-user resource failed")
 
     @property
     def idle(self) -> bool:
@@ -79,6 +100,7 @@ class UserSessions:
         self._sweeper: asyncio.Task[None] | None = None
         self.created = 0
         self.evicted = 0
+        self._closing: set[asyncio.Task[None]] = set()
 
     def get(self, user_id: str) -> UserSession:
         """The user's session, made now if there is none (synchronous: no race)."""
@@ -107,7 +129,11 @@ class UserSessions:
             if s.idle and now - s.last_active >= self._idle_s
         ]
         for uid in gone:
-            del self._sessions[uid]
+            session = self._sessions.pop(uid)
+            if session.resources:
+                task = asyncio.ensure_future(session.aclose())
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
         self.evicted += len(gone)
         return len(gone)
 
@@ -121,6 +147,10 @@ class UserSessions:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
             self._sweeper = None
+        for session in list(self._sessions.values()):
+            await session.aclose()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
     async def _sweep(self) -> None:
         interval = min(max(self._idle_s / 4, 0.05), 30.0)

@@ -85,6 +85,12 @@ class Settings(BaseSettings):
     max_input_chars: int = Field(32_000, ge=1)
     agent_max_steps: int = Field(16, ge=1)
 
+    # MCP servers and per-user secrets (see docs/mcp.md)
+    mcp_max_processes: int = Field(64, ge=0)
+    mcp_connect_timeout_s: float = Field(10.0, gt=0)
+    mcp_relist_s: float = Field(30.0, gt=0)
+    secret_key: str | None = Field(None, repr=False)
+
     # Cluster mode
     heartbeat_s: float = Field(2.0, gt=0)
     dead_after_beats: float = Field(5.0, ge=2)

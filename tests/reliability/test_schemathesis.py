@@ -21,7 +21,10 @@ from tenet import Settings
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Any:
     db = tmp_path_factory.mktemp("schema") / "tenet.db"
-    with threaded_server(Settings(database_url=f"sqlite+aiosqlite:///{db}", user_rate=0)) as server:
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{db}", user_rate=0, secret_key="schemathesis-key"
+    )
+    with threaded_server(settings) as server:
         _user_id, token = create_user_sync(server, "schemathesis")
         yield server, token
 

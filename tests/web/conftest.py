@@ -41,7 +41,11 @@ def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundS
         pytest.skip(_why_skip() or "")
     db = tmp_path_factory.mktemp("web") / "tenet.db"
     server = BackgroundServer(
-        Settings(database_url=f"sqlite+aiosqlite:///{db}", admin_token="web-admin-token")
+        Settings(
+            database_url=f"sqlite+aiosqlite:///{db}",
+            admin_token="web-admin-token",
+            secret_key="web-secret-key-0123456789",
+        )
     )
     server.start()
     try:

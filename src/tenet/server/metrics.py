@@ -52,6 +52,17 @@ class _LiveCollector(Collector):
             "The longest the event loop ran late in the last 10 s (seconds).",
             value=self._service.loop_watch.lag_s,
         )
+        mcp = self._service.mcp
+        yield GaugeMetricFamily(
+            "tenet_mcp_sessions",
+            "Open MCP sessions (one per user and server).",
+            value=mcp.open_sessions,
+        )
+        yield GaugeMetricFamily(
+            "tenet_mcp_processes",
+            "Running stdio MCP server processes (at most TENET_MCP_MAX_PROCESSES).",
+            value=mcp.processes,
+        )
 
 
 class Metrics:

@@ -7,6 +7,7 @@
 import { Api, ApiError } from "./api.js";
 import { Connection } from "./connection.js";
 import { formatTime, h } from "./dom.js";
+import { SecretsPanel } from "./secrets.js";
 import { ThreadView } from "./timeline.js";
 
 const TOKEN_KEY = "tenet.token";
@@ -91,6 +92,7 @@ async function signIn(token, { remembered = false } = {}) {
   ui.whoami.textContent = `Signed in as ${me.name}`;
   ui.whoami.hidden = false;
   ui.signOut.hidden = false;
+  openSecrets.hidden = false;
   ui.signin.hidden = true;
   ui.console.hidden = false;
   s.conn.start();
@@ -114,6 +116,8 @@ function signOut(message = "") {
   ui.whoami.textContent = "";
   ui.whoami.hidden = true;
   ui.signOut.hidden = true;
+  openSecrets.hidden = true;
+  secretsPanel.close();
   if (location.hash) history.replaceState(null, "", location.pathname + location.search);
   showStatus("offline", "");
   ui.signinError.textContent = message;
@@ -500,6 +504,9 @@ ui.signinForm.addEventListener("submit", (e) => {
   if (token) signIn(token);
 });
 ui.signOut.addEventListener("click", () => signOut("Signed out."));
+const secretsPanel = new SecretsPanel(() => session?.api ?? null);
+const openSecrets = document.getElementById("open-secrets");
+openSecrets.addEventListener("click", () => secretsPanel.open());
 ui.newThread.addEventListener("click", () => {
   selectThread(null);
   ui.input.focus();
