@@ -41,11 +41,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
+from . import linear_re
 from .context import RunContext
 from .errors import ToolFailed
 from .tools import Tool
@@ -59,10 +59,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("tenet.mcp")
 
 #: ``{secret:NAME}`` in a header or environment value.
-SECRET_REF = re.compile(r"\{secret:([A-Za-z_][A-Za-z0-9_.-]{0,63})\}")
+SECRET_REF = linear_re.compile(r"\{secret:([A-Za-z_][A-Za-z0-9_.-]{0,63})\}")
 #: A name OpenAI-style function calling accepts.
-_TOOL_NAME = re.compile(r"[^A-Za-z0-9_-]")
-_SERVER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")
+_TOOL_NAME = linear_re.compile(r"[^A-Za-z0-9_-]")
+_SERVER_NAME = linear_re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")
 
 #: A user's secret by name (None: not set).
 SecretLookup = Callable[[str], Awaitable[str | None]]
@@ -187,7 +187,7 @@ class MCPServer:
     def secret_names(self) -> set[str]:
         """The secrets the server's session needs, by name."""
         values = [*self.headers.values(), *self.env.values()]
-        return {m[1] for v in values for m in SECRET_REF.finditer(v)}
+        return {m.group(1) for v in values for m in SECRET_REF.finditer(v)}
 
     def local_name(self, remote: str) -> str:
         return _TOOL_NAME.sub("_", self.tool_name.format(server=self.name, tool=remote))[:64]
@@ -296,7 +296,7 @@ class MCPTool(Tool):
 
 
 def _substitute(template: str, values: Mapping[str, str]) -> str:
-    return SECRET_REF.sub(lambda m: values[m[1]], template)
+    return SECRET_REF.sub(lambda m: values[m.group(1)], template)
 
 
 #: Secret values shorter than this are not scrubbed from what a server answers: they

@@ -22,7 +22,6 @@ once the stream has started, a failure is a ``RUN_ERROR``.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -55,6 +54,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
 from starlette.responses import StreamingResponse
 
+from .. import linear_re
 from ..bus.follow import follow
 from ..errors import Invalid, NotFound
 from ..events import (
@@ -352,7 +352,7 @@ def _agent_or_404(state: ServerState, agent: str) -> None:
 
 
 #: What a model accepts as a tool name (the OpenAI function-name rule).
-TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+TOOL_NAME = linear_re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 def client_tools(state: ServerState, agent: str, run_input: RunAgentInput) -> list[dict[str, Any]]:

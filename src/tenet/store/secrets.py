@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -23,6 +22,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import delete, select
 
+from .. import linear_re
 from ..clock import utc_now
 from ..errors import Invalid, SecretsDisabled
 from .db import Store
@@ -31,7 +31,7 @@ from .tables import UserSecret
 log = logging.getLogger("tenet.secrets")
 
 #: A secret's name: what ``{secret:NAME}`` and ``ctx.secret(NAME)`` refer to.
-SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+SECRET_NAME = linear_re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 #: The longest value, in characters.
 MAX_SECRET_CHARS = 8192
 #: Secrets one user may keep.
