@@ -167,11 +167,20 @@ class SoakUser:
         #: run, skipping what the thread got meanwhile (PROTOCOL.md), so runs go only here.
         self.followed: set[str] = set()
         self.ended_runs: set[str] = set()
+        #: Runs this user knows it started (their ``run_accepted`` came, or they ended).
+        self.known_runs: set[str] = set()
+        #: Run requests not answered yet, by ``ref``: the thread they name (None: a new one).
+        #: A late answer still counts (the run exists), and until it comes its thread is
+        #: busy: retiring it would stop the run's events reaching this socket.
+        self.unanswered: dict[str, str | None] = {}
+        self._answers: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._next_ref = 0
+        #: How long a run request waits for its answer before the user moves on.
+        self.answer_timeout_s = 10.0
         self.ws: Any = None
         self.reader: asyncio.Task[None] | None = None
         self.paused = asyncio.Event()
         self.paused.set()
-        self.accepted: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._later: set[asyncio.Task[None]] = set()
 
     async def connect(self) -> None:
@@ -205,6 +214,8 @@ class SoakUser:
             raise RuntimeError("could not connect")
         self.paused.set()
         self.followed = set()
+        # Answers still owed by the previous socket died with it.
+        self.unanswered.clear()
         self.reader = asyncio.create_task(self._read(self.ws))
         # Resume every thread where this user left it: no gap, no duplicate.
         for thread_id in list(self.active):
@@ -239,6 +250,10 @@ class SoakUser:
         try:
             async for raw in ws:
                 await self.paused.wait()
+                if self.ws is not ws and self.ws is not None:
+                    # Replaced: the new socket resumed after what was handled so far, and
+                    # follows what it subscribed to, not what this one did.
+                    return
                 frame = orjson.loads(raw)
                 self._on_frame(frame, raw if isinstance(raw, str) else raw.decode())
         except ConnectionClosed as exc:
@@ -256,13 +271,14 @@ class SoakUser:
         if kind == "run_accepted":
             self.followed.add(frame["thread_id"])
             self.threads.setdefault(frame["thread_id"], ThreadLog())
-            self.accepted.put_nowait(frame)
+            self._accepted(frame)
+            self._answered(frame)
             return
         if kind == "error":
             self.totals.errors[f"error_frame:{frame.get('code')}"] += 1
             ref = frame.get("ref") or ""
-            if ref == "run":
-                self.accepted.put_nowait(frame)
+            if ref.startswith("run:"):
+                self._answered(frame)
             elif ref.startswith("sub:") and frame.get("code") == "rate_limited":
                 # Over the user's request rate: subscribe again a moment later, as a client must.
                 self._later.add(asyncio.create_task(self._resubscribe_later(self.ws, ref[4:], 0.5)))
@@ -282,12 +298,38 @@ class SoakUser:
             self.open_runs.discard(frame["run_id"])
             self.run_thread.pop(frame["run_id"], None)
             self.ended_runs.add(frame["run_id"])
+            if frame["run_id"] not in self.known_runs:
+                # Its answer was dropped with a socket closed under it (4008): the run
+                # was started all the same, and this is how the user learns of it.
+                self.known_runs.add(frame["run_id"])
+                self.totals.runs_started += 1
             outcome = kind
             if kind == "agent_error":
                 outcome = f"agent_error:{frame['error']['code']}"
             elif kind == "run_cancelled":
                 outcome = f"run_cancelled:{frame.get('reason')}"
             self.totals.outcomes[outcome] += 1
+
+    def _answered(self, frame: dict[str, Any]) -> None:
+        """Hand a run request's answer to the request waiting for that ``ref``, if any."""
+        ref = frame.get("ref") or ""
+        self.unanswered.pop(ref, None)
+        waiter = self._answers.pop(ref, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(frame)
+
+    def _accepted(self, frame: dict[str, Any]) -> None:
+        """Count a run the server accepted, whether its request still waits or gave up."""
+        run_id, thread_id = frame["run_id"], frame["thread_id"]
+        if run_id in self.known_runs:
+            return
+        self.known_runs.add(run_id)
+        self.totals.runs_started += 1
+        if run_id not in self.ended_runs:  # a fast run may have ended already
+            self.open_runs.add(run_id)
+            self.run_thread[run_id] = thread_id
+        if thread_id not in self.active:
+            self.active.append(thread_id)
 
     async def send(self, frame: dict[str, Any]) -> bool:
         if self.ws is None:
@@ -314,30 +356,34 @@ class SoakUser:
         else:
             mode = self.rng.choice(["ok", "tool_fail", "tool_timeout", "raise", "timeout"])
             frame = {"agent": "flaky", "input": f"mode={mode} events={self.rng.randint(5, 200)}"}
-        frame.update(type="run", ref="run")
+        # Each request its own ref: an answer that comes after its request gave up must not
+        # be taken for the answer to a later one (its run would be tracked on the wrong thread).
+        ref = f"run:{self._next_ref}"
+        self._next_ref += 1
+        frame.update(type="run", ref=ref)
         followed = [t for t in self.active if t in self.followed]
         if followed and self.rng.random() < 0.5:
             frame["thread_id"] = self.rng.choice(followed)
-        while not self.accepted.empty():
-            self.accepted.get_nowait()
+        if self.ws is None:
+            await self.connect()
+        self.unanswered[ref] = frame.get("thread_id")
+        answer = self._answers[ref] = asyncio.get_running_loop().create_future()
         if not await self.send(frame):
+            self._answers.pop(ref, None)
             return
         try:
-            answer = await asyncio.wait_for(self.accepted.get(), 10)
+            await asyncio.wait_for(asyncio.shield(answer), self.answer_timeout_s)
         except TimeoutError:
+            # The run may still be accepted: its answer then counts it (see _accepted).
+            self._answers.pop(ref, None)
             self.totals.errors["run_not_answered"] += 1
             return
-        if answer.get("type") == "run_accepted":
-            self.totals.runs_started += 1
-            if answer["run_id"] not in self.ended_runs:  # a fast run may have ended already
-                self.open_runs.add(answer["run_id"])
-                self.run_thread[answer["run_id"]] = answer["thread_id"]
-            if answer["thread_id"] not in self.active:
-                self.active.append(answer["thread_id"])
+        if answer.result().get("type") == "run_accepted":
             await self._retire()
 
     async def _retire(self) -> None:
         busy = {self.run_thread[r] for r in self.open_runs if r in self.run_thread}
+        busy.update(t for t in self.unanswered.values() if t is not None)
         for thread_id in list(self.active):
             if len(self.active) <= ACTIVE_THREADS:
                 return

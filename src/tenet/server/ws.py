@@ -286,7 +286,9 @@ class Connection:
     async def _handle(self, text: str) -> None:
         wait = await take_request(self.state, self.user_id, size_bytes=len(text))
         if wait is not None:  # every frame counts against the user's request rate
-            self._error(None, "rate_limited", f"too many requests; retry in {wait:.2f}s")
+            # Answered with the frame's ref, so the client knows which request to send again.
+            ref = _ref_of(text) if len(text) <= self._max_frame else None
+            self._error(ref, "rate_limited", f"too many requests; retry in {wait:.2f}s")
             return
         if len(text.encode()) > self._max_frame:
             self._error(None, "too_large", f"frames are limited to {self._max_frame} bytes")
@@ -447,6 +449,16 @@ class Connection:
                 message = f"the run already ended: {run.status}"
                 answer = {"type": "error", "code": "conflict", "message": message}
                 self._answer(ref, {**answer, "run_id": run_id, "status": run.status})
+
+
+def _ref_of(text: str) -> str | None:
+    """The ``ref`` of a client frame, or None when it has none (or is not a JSON object)."""
+    try:
+        frame = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    ref = frame.get("ref") if isinstance(frame, dict) else None
+    return ref if isinstance(ref, str) else None
 
 
 def _field(frame: dict[str, Any], name: str, *, kind: str = "id") -> str:
