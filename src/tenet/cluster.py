@@ -29,6 +29,7 @@ from .events import RUN_CANCELLED, RunStart, make_event, utc_now
 from .runtime import RunRuntime
 from .sessions import UserSession
 from .store.tables import Run
+from .usage import RunUsage
 
 log = logging.getLogger("tenet.cluster")
 
@@ -128,7 +129,11 @@ class ClusterEngine(Engine):
         ):
             ctx = _bare_context(user_id, run.thread_id, run_id, run.agent)
             await self.writer.write(
-                make_event(ctx, RUN_CANCELLED, {"status": "cancelled", "reason": reason})
+                make_event(
+                    ctx,
+                    RUN_CANCELLED,
+                    {"status": "cancelled", "reason": reason, "usage": RunUsage().as_dict()},
+                )
             )
             await self.store.finish_run(user_id, run_id, status="cancelled")
             self.finished["cancelled"] += 1

@@ -119,6 +119,14 @@ class RunContext:
         """Run another registered agent as a child execution and return its answer."""
         return await self.runtime.delegate(self, agent_name, input)
 
+    async def history(self) -> list[dict[str, Any]]:
+        """The thread's earlier turns, oldest first, as chat-completions messages.
+
+        Read from the store (this user's, this thread's) within ``TENET_CONTEXT_TOKENS``,
+        excluding this run; a fresh list on each call, so changing it changes nothing.
+        """
+        return await self.runtime.history(self)
+
     @property
     def notes(self) -> UserNotes:
         """This user's notes, and nobody else's."""

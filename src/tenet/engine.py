@@ -22,9 +22,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .context import RunContext, current_context
+from .conversation import Conversations
 from .errors import Invalid, NotFound, TooLarge, Unavailable, queue_full
 from .events import AGENT_ERROR, RUN_CANCELLED, RunEnd, RunStart, make_event
 from .ids import new_id
+from .model_calls import ModelCalls
 from .models.base import ChatModel
 from .registry import AgentRegistry
 from .runtime import RunRuntime, error_of
@@ -33,6 +35,7 @@ from .settings import Settings
 from .store.db import Store
 from .store.tables import Run
 from .store.writer import EventWriter
+from .usage import Quota, RunUsage, UsageMeter, run_usage
 
 log = logging.getLogger("tenet.engine")
 
@@ -89,6 +92,16 @@ class Engine:
         # Runs whose end could not be stored (the store was unreachable), settled once it is back.
         self._unsettled: dict[str, RunHandle] = {}
         self._settler: asyncio.Task[None] | None = None
+        self.conversations = Conversations(
+            store,
+            context_tokens=settings.context_tokens,
+            tool_result_max_chars=settings.tool_result_max_chars,
+        )
+        self.quota = Quota(store, settings.user_tokens_per_day)
+        self.usage_meter = UsageMeter()
+        self.model_calls = ModelCalls(
+            conversations=self.conversations, quota=self.quota, meter=self.usage_meter
+        )
 
     # Lifecycle --------------------------------------------------------------------------------
 
@@ -116,9 +129,14 @@ class Engine:
         root = await self.store.admin_root_execution(run_id)
         if root is not None:  # the run's own agent had started: its end carries its execution
             ctx = replace(ctx, execution_id=root)
+        usage = run_usage(await self.store.get_run(user_id, run_id))
         if interrupted == "cancelling":
             await self.writer.write(
-                make_event(ctx, RUN_CANCELLED, {"status": "cancelled", "reason": "interrupted"})
+                make_event(
+                    ctx,
+                    RUN_CANCELLED,
+                    {"status": "cancelled", "reason": "interrupted", "usage": usage},
+                )
             )
             await self.store.finish_run(user_id, run_id, status="cancelled")
             self.finished["cancelled"] += 1
@@ -128,7 +146,11 @@ class Engine:
                 "message": "the server stopped while the run was running",
             }
             await self.writer.write(
-                make_event(ctx, AGENT_ERROR, {"status": "failed", "error": error, "depth": 0})
+                make_event(
+                    ctx,
+                    AGENT_ERROR,
+                    {"status": "failed", "error": error, "depth": 0, "usage": usage},
+                )
             )
             await self.store.finish_run(user_id, run_id, status="failed", error=error)
             self.finished["failed"] += 1
@@ -204,6 +226,7 @@ class Engine:
         if self._closing:
             raise Unavailable("the server is shutting down")
         self.check_request(agent, input)
+        await self.quota.check(user_id)
         session = self.sessions.get(user_id)
         if self._queue_full(session):
             raise queue_full(self.settings.user_max_queued)
@@ -247,7 +270,11 @@ class Engine:
             try:
                 ctx = _bare_context(user_id, handle.thread_id, run_id, handle.agent)
                 await self.writer.write(
-                    make_event(ctx, RUN_CANCELLED, {"status": "cancelled", "reason": reason})
+                    make_event(
+                        ctx,
+                        RUN_CANCELLED,
+                        {"status": "cancelled", "reason": reason, "usage": RunUsage().as_dict()},
+                    )
                 )
                 await self.store.finish_run(user_id, run_id, status="cancelled")
                 self.finished["cancelled"] += 1
@@ -366,6 +393,8 @@ class Engine:
             tool_timeout=self.settings.tool_timeout_s,
             max_steps=self.settings.agent_max_steps,
             start=self._run_start(),
+            conversations=self.conversations,
+            calls=self.model_calls,
         )
         ctx = RunContext.for_run(
             user_id=handle.user_id,
@@ -437,7 +466,7 @@ class Engine:
         await runtime.emit(
             ctx,
             AGENT_ERROR,
-            {"status": "failed", "error": error, "depth": 0},
+            {"status": "failed", "error": error, "depth": 0, "usage": runtime.usage.as_dict()},
             end=RunEnd("failed", error=error),
         )
         await runtime.flush()  # raises unless the event and the run's end were stored
@@ -447,7 +476,7 @@ class Engine:
         await runtime.emit(
             ctx,
             RUN_CANCELLED,
-            {"status": "cancelled", "reason": reason},
+            {"status": "cancelled", "reason": reason, "usage": runtime.usage.as_dict()},
             end=RunEnd("cancelled"),
         )
         await runtime.flush()  # raises unless the event and the run's end were stored

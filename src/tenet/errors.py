@@ -58,6 +58,12 @@ def queue_full(limit: int) -> RateLimited:
     return RateLimited(f"too many queued runs (at most {limit} per user)", retry_after=1.0)
 
 
+class QuotaExceeded(RateLimited):
+    """The user has used up the day's tokens (``TENET_USER_TOKENS_PER_DAY``)."""
+
+    code = "quota_exceeded"
+
+
 class Conflict(TenetError):
     code = "conflict"
     status = 409

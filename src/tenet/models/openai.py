@@ -12,15 +12,23 @@ parsed at the end. Arguments that are not a JSON object are not an error of
 ours: they become ``{"_raw": text}``, which the tool's validation rejects as
 ``invalid_arguments``, so the model sees its mistake and can try again.
 
+Usage: the request asks for it (``stream_options.include_usage``); the last
+chunk's ``usage`` becomes the reply's :class:`~tenet.models.base.Usage`.
+
 Whatever goes wrong with the endpoint (refused, timed out, a 4xx or 5xx, a
 broken stream) is raised as :class:`ModelError` (``code="model_error"``), which
 the engine reports as that run's ``agent_error``; the message names the
-endpoint and the status, never the API key.
+endpoint and the status, never the API key. An endpoint saying the prompt is
+longer than its context is :class:`ContextTooLong` (``code="context_length"``).
+429 and 5xx answers are retried by the SDK, up to ``max_retries`` times
+(``TENET_MODEL_MAX_RETRIES``), with exponential backoff that honours the
+endpoint's ``Retry-After`` (up to a minute).
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -29,10 +37,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import openai
 import orjson
-from openai.types.chat.chat_completion_chunk import ChoiceDelta
+from openai.types.chat.chat_completion_chunk import ChatCompletionChunk
 
 from ..errors import TenetError
-from .base import Callback, ChatMessage, ModelReply, ToolCall
+from .base import Callback, ChatMessage, ModelReply, ToolCall, Usage
 
 #: Local servers ignore the key, but the SDK insists on one.
 _NO_KEY = "unused"
@@ -46,6 +54,20 @@ class ModelError(TenetError):
 
     code = "model_error"
     status = 502
+
+
+class ContextTooLong(ModelError):
+    """The endpoint refused the prompt as longer than the model's context."""
+
+    code = "context_length"
+
+
+#: How endpoints word "the prompt is too long" (OpenAI's code, then vLLM, Ollama, llama.cpp).
+_CONTEXT_WORDS = re.compile(
+    r"context[_ ]length|context window|maximum context|exceeds? the context|"
+    r"too many tokens|prompt is too long|input is too long",
+    re.I,
+)
 
 
 @dataclass(slots=True)
@@ -103,7 +125,12 @@ class OpenAIModel:
         on_delta: Callback | None = None,
         on_reasoning: Callback | None = None,
     ) -> ModelReply:
-        request: dict[str, Any] = {"model": self.model, "messages": messages, "stream": True}
+        request: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
         if tools:
             # An empty tools list is rejected by some servers; no tools means no key.
             request["tools"] = [{"type": "function", "function": spec} for spec in tools]
@@ -113,10 +140,19 @@ class OpenAIModel:
         content: list[str] = []
         calls: dict[int, _PartialCall] = {}
         reasoning = _ReasoningBuffer(on_reasoning)
+        usage: Usage | None = None
         # The callbacks run outside the error translation: an exception of ours
         # (say, the run being cancelled) must pass through as itself.
         async with contextlib.aclosing(self._chunks(request)) as chunks:
-            async for delta in chunks:
+            async for chunk in chunks:
+                if chunk.usage is not None:
+                    usage = Usage(
+                        input_tokens=chunk.usage.prompt_tokens or 0,
+                        output_tokens=chunk.usage.completion_tokens or 0,
+                    )
+                delta = _first_delta(chunk)
+                if delta is None:
+                    continue
                 extra = delta.model_extra or {}
                 thought = extra.get("reasoning_content") or extra.get("reasoning")
                 if isinstance(thought, str) and thought:
@@ -135,20 +171,20 @@ class OpenAIModel:
         tool_calls = [c for c in tool_calls if c.name]
         if tool_calls and on_reasoning is not None:
             await on_reasoning("Calling " + ", ".join(c.name for c in tool_calls))
-        return ModelReply(content="".join(content), tool_calls=tool_calls)
+        return ModelReply(content="".join(content), tool_calls=tool_calls, usage=usage)
 
-    async def _chunks(self, request: dict[str, Any]) -> AsyncIterator[ChoiceDelta]:
-        """The deltas of the first choice as they stream; any failure as :class:`ModelError`."""
+    async def _chunks(self, request: dict[str, Any]) -> AsyncIterator[ChatCompletionChunk]:
+        """The chunks as they stream; any failure as :class:`ModelError`."""
         try:
             stream = await self._client.chat.completions.create(**request)
             async with stream:
                 async for chunk in stream:
-                    for choice in chunk.choices or ():
-                        # One choice is asked for; a server that sends more is ignored beyond it.
-                        if choice.index in (0, None) and choice.delta is not None:
-                            yield choice.delta
+                    yield chunk
         except openai.APIStatusError as exc:
-            raise ModelError(self._status_message(exc)) from None
+            message = self._status_message(exc)
+            if exc.status_code in (400, 413, 422) and _CONTEXT_WORDS.search(message):
+                raise ContextTooLong(message) from None
+            raise ModelError(message) from None
         except openai.APITimeoutError:
             raise ModelError(
                 f"the model endpoint {self.endpoint} did not answer within {self.timeout_s:g}s"
@@ -211,6 +247,14 @@ class _ReasoningBuffer:
         self.size = 0
         if text:
             await self.sink(text)
+
+
+def _first_delta(chunk: ChatCompletionChunk) -> Any:
+    """The delta of choice 0 (one choice is asked for; more are ignored), or None."""
+    for choice in chunk.choices or ():
+        if choice.index in (0, None) and choice.delta is not None:
+            return choice.delta
+    return None
 
 
 def _merge_fragment(calls: dict[int, _PartialCall], fragment: Any) -> None:

@@ -1,0 +1,91 @@
+"""One model call of a run: made, counted, checked against the quota, its failure named.
+
+Every call the default loop makes (and any a custom flow makes through
+``ctx.runtime.complete``) goes through :meth:`ModelCalls.complete`, which
+
+* adds the call's reported ``usage`` to the run's totals (in memory, for the
+  terminal event) and to the run's row (in the store, for ``/v1/me/usage`` and
+  the quota of every process), and to the process's Prometheus counters;
+* calibrates the token estimate of :mod:`tenet.conversation` with the
+  endpoint's ``prompt_tokens``;
+* ends the run with ``quota_exceeded`` once the call took the user over
+  ``TENET_USER_TOKENS_PER_DAY`` (after the call: its answer is not thrown away,
+  the next call is not made);
+* turns the endpoint's "context too long" into ``context_length`` naming the
+  budget, and logs every model failure with the run's ids.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from .agents import AgentFailed
+from .conversation import Conversations
+from .errors import QuotaExceeded, TenetError
+from .store.usage import add_run_usage
+from .usage import Quota, UsageMeter, model_label
+
+if TYPE_CHECKING:
+    from .context import RunContext
+    from .models.base import ChatMessage, ChatModel, ModelReply
+    from .runtime import RunRuntime
+
+log = logging.getLogger("tenet.model")
+
+
+class ModelCalls:
+    """Shared by a process's runs: settings, the quota's store and counters, no run's data."""
+
+    def __init__(self, *, conversations: Conversations, quota: Quota, meter: UsageMeter) -> None:
+        self.conversations = conversations
+        self.quota = quota
+        self.meter = meter
+
+    async def complete(
+        self,
+        runtime: RunRuntime,
+        ctx: RunContext,
+        model: ChatModel,
+        messages: list[ChatMessage],
+        tools: list[dict[str, Any]],
+    ) -> ModelReply:
+        try:
+            reply = await model.complete(messages, tools, on_delta=ctx.say, on_reasoning=ctx.think)
+        except TenetError as exc:
+            runtime.usage.model_calls += 1
+            self.meter.add(ctx.agent_name, model_label(model), None)
+            log.warning(
+                "model call of agent %s failed (%s): %s",
+                ctx.agent_name,
+                exc.code,
+                exc.message,
+                extra=ctx.log_fields(),
+            )
+            if exc.code == "context_length":
+                budget = self.conversations.context_tokens
+                raise AgentFailed(
+                    "context_length",
+                    f"the conversation is longer than the model accepts: {exc.message} "
+                    f"(TENET_CONTEXT_TOKENS is {budget}; lower it to what the model takes)",
+                ) from exc
+            raise
+        usage = reply.usage
+        runtime.usage.add(usage)
+        self.meter.add(ctx.agent_name, model_label(model), usage)
+        if usage is not None and usage.input_tokens > 0:
+            self.conversations.estimator.calibrate(messages, tools, usage.input_tokens)
+        await add_run_usage(
+            runtime.store,
+            ctx.user_id,
+            ctx.run_id,
+            usage.input_tokens if usage else 0,
+            usage.output_tokens if usage else 0,
+            1,
+        )
+        if self.quota.tokens_per_day is not None:
+            try:
+                await self.quota.check(ctx.user_id)
+            except QuotaExceeded as exc:
+                raise AgentFailed("quota_exceeded", exc.message) from None
+        return reply
