@@ -8,9 +8,9 @@ Every call the default loop makes (and any a custom flow makes through
   the quota of every process), and to the process's Prometheus counters;
 * calibrates the token estimate of :mod:`tenet.conversation` with the
   endpoint's ``prompt_tokens``;
-* ends the run with ``quota_exceeded`` once the call took the user over
-  ``TENET_USER_TOKENS_PER_DAY`` (after the call: its answer is not thrown away,
-  the next call is not made);
+* ends the run with ``quota_exceeded`` once the call took the user to
+  ``TENET_USER_TOKENS_PER_DAY`` and the model asked for more work (the next call
+  is not made; a final answer is kept);
 * turns the endpoint's "context too long" into ``context_length`` naming the
   budget, and logs every model failure with the run's ids.
 """
@@ -83,7 +83,9 @@ class ModelCalls:
             usage.output_tokens if usage else 0,
             1,
         )
-        if self.quota.tokens_per_day is not None:
+        if self.quota.tokens_per_day is not None and reply.tool_calls:
+            # Only a reply that asks for more work can lead to another call; an answer
+            # ends the run anyway and is not thrown away.
             try:
                 await self.quota.check(ctx.user_id)
             except QuotaExceeded as exc:
