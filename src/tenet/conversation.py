@@ -48,7 +48,7 @@ from .store.history import NEWEST, turn_events_before
 MESSAGE_OVERHEAD_TOKENS = 4
 #: The estimate's starting point before any endpoint has reported ``prompt_tokens``.
 DEFAULT_CHARS_PER_TOKEN = 3.5
-_FIRST_PAGE = 64
+_FIRST_PAGE = 256
 _MAX_PAGE = 1024
 
 
@@ -83,7 +83,11 @@ class TokenEstimator:
         return self.tokens(message_chars(message)) + MESSAGE_OVERHEAD_TOKENS
 
     def messages_tokens(self, messages: Sequence[ChatMessage]) -> int:
-        return sum(self.message_tokens(m) for m in messages)
+        ratio = self.chars_per_token
+        ceil = math.ceil
+        return sum(ceil(message_chars(m) / ratio) for m in messages) + (
+            MESSAGE_OVERHEAD_TOKENS * len(messages)
+        )
 
     def calibrate(
         self, messages: Sequence[ChatMessage], tools: Sequence[dict[str, Any]], prompt_tokens: int
@@ -104,10 +108,12 @@ class TokenEstimator:
 def message_chars(message: ChatMessage) -> int:
     """The characters of a message that become tokens (content, and any tool calls)."""
     content = message.get("content")
-    chars = len(content) if isinstance(content, str) else 0
-    for call in message.get("tool_calls") or ():
-        function = call.get("function") or {}
-        chars += len(function.get("name") or "") + len(function.get("arguments") or "") + 8
+    chars = len(content) if content.__class__ is str else 0
+    calls = message.get("tool_calls")
+    if calls:
+        for call in calls:
+            function = call.get("function") or {}
+            chars += len(function.get("name") or "") + len(function.get("arguments") or "") + 8
     return chars
 
 
@@ -156,9 +162,10 @@ def turn_messages(events: Sequence[dict[str, Any]], max_tool_chars: int) -> list
     input = started.get("input")
     messages: list[ChatMessage] = [{"role": "user", "content": str(input or "")}]
     results: dict[str, deque[dict[str, Any]]] = {}
-    for event in events:
-        if event.get("type") == "tool_completed" and event.get("execution_id") == root:
-            results.setdefault(str(event.get("call_id")), deque()).append(event)
+    if len(events) > 2:
+        for event in events:
+            if event.get("type") == "tool_completed" and event.get("execution_id") == root:
+                results.setdefault(str(event.get("call_id")), deque()).append(event)
     for event in events:
         kind = event.get("type")
         if kind == "tool_executing" and event.get("execution_id") == root:

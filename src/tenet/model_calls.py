@@ -73,7 +73,9 @@ class ModelCalls:
         usage = reply.usage
         runtime.usage.add(usage)
         self.meter.add(ctx.agent_name, model_label(model), usage)
-        if usage is not None and usage.input_tokens > 0:
+        if usage is not None and usage.input_tokens > 0 and runtime.usage.model_calls == 1:
+            # A run's first call carries its history; one sample per run keeps the
+            # estimate current without walking every later call's messages.
             self.conversations.estimator.calibrate(messages, tools, usage.input_tokens)
         await add_run_usage(
             runtime.store,

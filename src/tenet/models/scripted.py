@@ -85,7 +85,9 @@ class ScriptedModel:
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         reply = await self._reply(messages, tools, on_delta, on_reasoning)
-        sent = sum(len(m.get("content") or "") + 4 for m in messages if isinstance(m, dict))
+        sent = 4 * len(messages) + sum(
+            len(c) for m in messages if (c := m.get("content")).__class__ is str
+        )
         written = len(reply.content) + sum(len(str(c.arguments)) for c in reply.tool_calls)
         reply.usage = Usage(input_tokens=max(1, sent // 4), output_tokens=max(1, written // 4))
         return reply

@@ -3,8 +3,8 @@
 :mod:`tenet.conversation` asks for one page at a time and stops as soon as the
 context budget is spent, so what is read is bounded by the budget, not by the
 length of the thread. Only the event types a conversation is made of are
-returned (a run's start and end, its tool calls and results); streamed text and
-reasoning never leave the database. Every read filters by the caller's
+returned (a run's start and end, its tool calls and results, ``TURN_MARKS``),
+through a partial index on them: streamed text and reasoning are not even read. Every read filters by the caller's
 ``user_id`` beside the thread id: another user's events are never returned,
 even for a thread id they share.
 
@@ -17,25 +17,15 @@ from __future__ import annotations
 import sqlite3
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 
-from .tables import EventRow
+from .tables import TURN_MARKS, EventRow
 
 if TYPE_CHECKING:
     import asyncpg
 
     from .db import Store
 
-#: The event types a conversation is built from (see ``tenet.conversation``).
-TURN_TYPES = (
-    "agent_started",
-    "tool_executing",
-    "tool_completed",
-    "agent_completed",
-    "agent_error",
-    "run_cancelled",
-)
-_TYPES_SQL = ", ".join(f"'{t}'" for t in TURN_TYPES)
 
 #: A ``seq`` above every stored one (the column is a 32-bit integer): "from the newest".
 NEWEST = 2**31 - 1
@@ -57,7 +47,7 @@ async def turn_events_before(
                 EventRow.thread_id == thread_id,
                 EventRow.user_id == user_id,
                 EventRow.seq < before,
-                EventRow.type.in_(TURN_TYPES),
+                text(TURN_MARKS),
                 EventRow.run_id != skip_run,
             )
             .order_by(EventRow.seq.desc())
@@ -68,7 +58,7 @@ async def turn_events_before(
 
 _SQLITE = (
     "SELECT seq, body FROM events WHERE thread_id = ? AND user_id = ? AND seq < ? "
-    f"AND type IN ({_TYPES_SQL}) AND run_id != ? ORDER BY seq DESC LIMIT ?"
+    f"AND {TURN_MARKS} AND run_id != ? ORDER BY seq DESC LIMIT ?"
 )
 
 
@@ -80,7 +70,7 @@ def _sqlite(
 
 _POSTGRES = (
     "SELECT seq, body FROM events WHERE thread_id = $1 AND user_id = $2 AND seq < $3 "
-    f"AND type IN ({_TYPES_SQL}) AND run_id != $4 ORDER BY seq DESC LIMIT $5"
+    f"AND {TURN_MARKS} AND run_id != $4 ORDER BY seq DESC LIMIT $5"
 )
 
 

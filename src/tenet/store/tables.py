@@ -96,6 +96,14 @@ class Run(Base):
 RUN_MARKS = "type IN ('agent_started', 'agent_completed', 'agent_error', 'run_cancelled')"
 
 
+#: The events a thread's conversation is built from (``tenet.conversation``): the partial
+#: index on them lets a history read skip streamed text and reasoning without reading them.
+TURN_MARKS = (
+    "type IN ('agent_started', 'tool_executing', 'tool_completed', "
+    "'agent_completed', 'agent_error', 'run_cancelled')"
+)
+
+
 class EventRow(Base):
     """One stored event, keyed by its place in its thread.
 
@@ -113,6 +121,13 @@ class EventRow(Base):
             "run_id",
             sqlite_where=text(RUN_MARKS),
             postgresql_where=text(RUN_MARKS),
+        ),
+        Index(
+            "ix_events_turns",
+            "thread_id",
+            "seq",
+            sqlite_where=text(TURN_MARKS),
+            postgresql_where=text(TURN_MARKS),
         ),
     )
 
