@@ -52,17 +52,18 @@ class ModelCalls:
     ) -> ModelReply:
         try:
             reply = await model.complete(messages, tools, on_delta=ctx.say, on_reasoning=ctx.think)
-        except TenetError as exc:
-            runtime.usage.model_calls += 1
-            self.meter.add(ctx.agent_name, model_label(model), None)
+        except Exception as exc:
+            # A failed call reported no usage: it is logged, not counted.
+            code = exc.code if isinstance(exc, TenetError) else "model_error"
+            message = exc.message if isinstance(exc, TenetError) else f"{type(exc).__name__}: {exc}"
             log.warning(
                 "model call of agent %s failed (%s): %s",
                 ctx.agent_name,
-                exc.code,
-                exc.message,
+                code,
+                message,
                 extra=ctx.log_fields(),
             )
-            if exc.code == "context_length":
+            if isinstance(exc, TenetError) and code == "context_length":
                 budget = self.conversations.context_tokens
                 raise AgentFailed(
                     "context_length",

@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
+from pydantic import AwareDatetime
 from starlette.responses import Response
 
-from ..errors import Invalid
 from ..events import format_time
 from ..store.usage import usage_by_agent
 from ..usage import day_start
@@ -25,27 +25,22 @@ from .wire import json_response
 router = APIRouter(responses=ERROR_RESPONSES)
 
 
-def parse_since(value: str | None) -> datetime:
-    """An RFC 3339 time (``2026-11-29T00:00:00Z``); unset: 00:00 UTC today."""
-    if value is None:
-        return day_start()
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        raise Invalid("since must be an RFC 3339 time, e.g. 2026-11-29T00:00:00Z") from None
-    if when.tzinfo is None:
-        raise Invalid("since must name its time zone (Z or an offset)")
-    return when.astimezone(UTC)
+def since_or_today(value: datetime | None) -> datetime:
+    """``since`` in UTC; unset: 00:00 UTC today."""
+    return day_start() if value is None else value.astimezone(UTC)
 
 
 @router.get("/v1/me/usage")
 async def my_usage(
     caller: Annotated[Caller, Depends(current_caller)],
     state: Annotated[ServerState, Depends(state_dependency)],
-    since: Annotated[str | None, Query(max_length=64)] = None,
+    since: Annotated[
+        AwareDatetime | None,
+        Query(description="RFC 3339 time with its zone, e.g. 2026-11-29T00:00:00Z"),
+    ] = None,
 ) -> Response:
     """Tokens of the caller's runs created at or after ``since`` (default: today, UTC)."""
-    start = parse_since(since)
+    start = since_or_today(since)
     rows = await usage_by_agent(state.service.store, caller.user_id, start)
     agents = [
         {
