@@ -129,7 +129,10 @@ class Engine:
         root = await self.store.admin_root_execution(run_id)
         if root is not None:  # the run's own agent had started: its end carries its execution
             ctx = replace(ctx, execution_id=root)
-        usage = run_usage(await self.store.get_run(user_id, run_id))
+        try:
+            usage = run_usage(await self.store.get_run(user_id, run_id))
+        except NotFound:  # deleted meanwhile: its end is written for its live readers
+            usage = RunUsage().as_dict()
         if interrupted == "cancelling":
             await self.writer.write(
                 make_event(
