@@ -127,3 +127,22 @@ async def test_429_is_retried_after_retry_after_within_the_retry_limit(tmp_path:
     assert len(llm.requests) == 3  # the first try and two retries
     assert events[-1]["error"]["code"] == "model_error"
     assert "503" in events[-1]["error"]["message"]
+
+
+async def test_an_endpoint_that_refuses_stream_options_is_asked_again_without_them(
+    tmp_path: Path,
+) -> None:
+    def script(body: dict[str, Any]) -> Reply:
+        if "stream_options" in body:
+            unknown = {"message": "Unrecognized request argument supplied: stream_options"}
+            return Reply(status=400, error=unknown)
+        return Reply([chunk(role="assistant", content="hi there")])
+
+    async with fake_llm(script) as llm:
+        settings = settings_for(llm.base_url, tmp_path)
+        async with Service(settings, default_registry(settings)) as service:
+            _, first = await one_run(service, "hello")
+            _, second = await one_run(service, "hello again")
+    assert first[-1]["final_response"] == second[-1]["final_response"] == "hi there"
+    assert ["stream_options" in r for r in llm.requests] == [True, False, False]
+    assert first[-1]["usage"] == {"input_tokens": 0, "output_tokens": 0, "model_calls": 1}

@@ -13,7 +13,9 @@ ours: they become ``{"_raw": text}``, which the tool's validation rejects as
 ``invalid_arguments``, so the model sees its mistake and can try again.
 
 Usage: the request asks for it (``stream_options.include_usage``); the last
-chunk's ``usage`` becomes the reply's :class:`~tenet.models.base.Usage`.
+chunk's ``usage`` becomes the reply's :class:`~tenet.models.base.Usage`. An
+endpoint that refuses the option with a 400 naming it is asked again without
+it, then and on later calls (its calls count with no tokens).
 
 Whatever goes wrong with the endpoint (refused, timed out, a 4xx or 5xx, a
 broken stream) is raised as :class:`ModelError` (``code="model_error"``), which
@@ -100,6 +102,9 @@ class OpenAIModel:
         self.model = model
         self.timeout_s = timeout_s
         self.temperature = temperature
+        #: Cleared once the endpoint refuses ``stream_options`` (older servers): a setting
+        #: of the endpoint learnt once, not anything of a conversation.
+        self.asks_usage = True
         self._api_key = api_key
         self._client = openai.AsyncOpenAI(
             base_url=base_url,
@@ -129,8 +134,9 @@ class OpenAIModel:
             "model": self.model,
             "messages": messages,
             "stream": True,
-            "stream_options": {"include_usage": True},
         }
+        if self.asks_usage:
+            request["stream_options"] = {"include_usage": True}
         if tools:
             # An empty tools list is rejected by some servers; no tools means no key.
             request["tools"] = [{"type": "function", "function": spec} for spec in tools]
@@ -176,7 +182,15 @@ class OpenAIModel:
     async def _chunks(self, request: dict[str, Any]) -> AsyncIterator[ChatCompletionChunk]:
         """The chunks as they stream; any failure as :class:`ModelError`."""
         try:
-            stream = await self._client.chat.completions.create(**request)
+            try:
+                stream = await self._client.chat.completions.create(**request)
+            except openai.BadRequestError as exc:
+                if "stream_options" not in request or "stream_options" not in str(exc.body):
+                    raise
+                # A server that does not know the option: ask again without it (no usage).
+                self.asks_usage = False
+                request = {k: v for k, v in request.items() if k != "stream_options"}
+                stream = await self._client.chat.completions.create(**request)
             async with stream:
                 async for chunk in stream:
                     yield chunk
