@@ -49,6 +49,8 @@ MESSAGE_OVERHEAD_TOKENS = 4
 #: The estimate's starting point before any endpoint has reported ``prompt_tokens``.
 DEFAULT_CHARS_PER_TOKEN = 3.5
 _FIRST_PAGE = 256
+#: Once the estimate is steady, calibration learns from one call in this many.
+CALIBRATE_EVERY = 16
 _MAX_PAGE = 1024
 
 
@@ -71,10 +73,14 @@ class TokenEstimator:
     tokenizer, not of any user's data.
     """
 
-    __slots__ = ("chars_per_token",)
+    __slots__ = ("chars_per_token", "samples", "steady")
 
     def __init__(self, chars_per_token: float = DEFAULT_CHARS_PER_TOKEN) -> None:
         self.chars_per_token = chars_per_token
+        #: Calls offered for calibration so far.
+        self.samples = 0
+        #: Whether the last sample agreed with the ratio (within 5%).
+        self.steady = False
 
     def tokens(self, chars: int) -> int:
         return math.ceil(chars / self.chars_per_token)
@@ -96,12 +102,19 @@ class TokenEstimator:
 
         The per-message overhead is taken off first, so that the ratio is that of
         the text alone and the estimate stays right for short and long messages alike.
+        While the ratio is still moving every call is learnt from; once a sample
+        agrees with it (within 5%), one call in 16: the ratio is a property of the
+        tokenizer, and counting a long request's characters is not free.
         """
+        self.samples += 1
+        if self.steady and self.samples % CALIBRATE_EVERY:
+            return
         chars = prompt_chars(messages, tools)
         text_tokens = prompt_tokens - MESSAGE_OVERHEAD_TOKENS * len(messages)
         if chars <= 0 or text_tokens <= 0:
             return
         measured = min(8.0, max(1.0, chars / text_tokens))
+        self.steady = abs(measured - self.chars_per_token) <= 0.05 * self.chars_per_token
         self.chars_per_token += (measured - self.chars_per_token) * 0.25
 
 
@@ -161,12 +174,16 @@ def turn_messages(events: Sequence[dict[str, Any]], max_tool_chars: int) -> list
     root = started.get("execution_id")
     input = started.get("input")
     messages: list[ChatMessage] = [{"role": "user", "content": str(input or "")}]
+    if len(events) == 2:  # no tool call: the input and the run's end
+        end = events[1]
+        if end.get("type") == "agent_completed" and end.get("depth") == 0:
+            messages.append({"role": "assistant", "content": str(end.get("final_response") or "")})
+        return messages
     results: dict[str, deque[dict[str, Any]]] = {}
-    if len(events) > 2:
-        for event in events:
-            if event.get("type") == "tool_completed" and event.get("execution_id") == root:
-                results.setdefault(str(event.get("call_id")), deque()).append(event)
     for event in events:
+        if event.get("type") == "tool_completed" and event.get("execution_id") == root:
+            results.setdefault(str(event.get("call_id")), deque()).append(event)
+    for event in events[1:]:
         kind = event.get("type")
         if kind == "tool_executing" and event.get("execution_id") == root:
             call_id = str(event.get("call_id"))
