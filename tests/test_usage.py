@@ -4,6 +4,7 @@ over HTTP, in Prometheus by agent and model; the daily quota, from the store."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from tenet.errors import QuotaExceeded
 from tenet.examples import default_registry
 from tenet.models import Usage
 from tenet.server.wire import run_json
+from tenet.store.usage import tokens_since, usage_by_agent
 from tenet.testing import running_server
 from test_openai_model import calculator_script, fake_llm
 
@@ -74,15 +76,24 @@ class ThreeDelegations(Agent):
         return "all done"
 
 
-async def test_a_run_with_three_delegations_sums_usage_once(tmp_path: Path) -> None:
+async def test_a_run_with_three_delegations_sums_usage_once(database_url: str) -> None:
     registry = AgentRegistry(
         [ThreeDelegations(name="boss"), Agent(name="child", model=FixedUsage())]
     )
-    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'tenet.db'}")
+    settings = Settings(database_url=database_url, user_tokens_per_day=78)
     async with Service(settings, registry) as service:
         user, _ = await service.store.create_user("boss")
         thread = await service.store.create_thread(user.id)
         run, events = await run_to_end(service, user.id, thread.id, "boss", "go")
+        since = datetime.now(UTC) - timedelta(hours=1)
+        by_agent = await usage_by_agent(service.store, user.id, since)
+        used = await tokens_since(service.store, user.id, since)
+        # 39 of 78 tokens used: one more run may start (its answers are kept), no third.
+        await run_to_end(service, user.id, thread.id, "boss", "again")
+        with pytest.raises(QuotaExceeded):
+            await service.engine.submit(user.id, thread.id, "boss", "once more")
+    assert by_agent == {"boss": (30, 9, 3, 1)}
+    assert used == 39
     expected = {"input_tokens": 30, "output_tokens": 9, "model_calls": 3}
     ends = [e for e in events if e["type"] == "agent_completed"]
     assert [e["depth"] for e in ends] == [1, 1, 1, 0]
