@@ -25,9 +25,7 @@ async def _finished(http: httpx.AsyncClient, url: str, run_id: str) -> dict[str,
     raise AssertionError(f"run {run_id} did not finish")
 
 
-async def test_the_daily_quota_holds_across_processes(
-    postgres_url: str, tmp_path: Path
-) -> None:
+async def test_the_daily_quota_holds_across_processes(postgres_url: str, tmp_path: Path) -> None:
     async with cluster(postgres_url, tmp_path, nodes=2, user_tokens_per_day="1") as c:
         _, token = await c.user("remembers")
         _, other_token = await c.user("other")
