@@ -61,13 +61,16 @@ class TokenEstimator:
     (tiktoken downloads its tables; local models use their own vocabularies), so
     the count is ``ceil(chars / chars_per_token) + 4`` per message. The ratio
     starts at 3.5, below the ~4 characters per token of BPE tokenizers on English
-    text, so that the first estimates err high; every model call that reports
-    ``usage.prompt_tokens`` moves it a quarter of the way to what that call
-    measured (clamped to 1..8). Error bound: after calibration, within about
-    ±15% for text like what the thread already holds; before it, from -10% (English
-    prose) to +60% (code, JSON, non-Latin scripts: 1.5-2.5 characters per token)
-    of the real count. Budget with that in mind: the endpoint's own context limit
-    is reported as ``context_length`` when it is crossed anyway.
+    text, so that the first estimates of prose err high; a model call that
+    reports ``usage.prompt_tokens`` moves it a quarter of the way to what that
+    call measured (clamped to 1..8; see :meth:`calibrate` for which calls).
+    Error bound: once calibrated, within about ±15% for text like what the
+    endpoint has already been sent (the ratio is an average: a thread that turns
+    from prose to code drifts until recalibrated); before any call, from +15%
+    (English prose, counted high) to -45% (code, JSON, non-Latin scripts at
+    1.5-2.5 characters per token, counted low). Budget with that in mind: the
+    endpoint's own context limit is reported as ``context_length`` when it is
+    crossed anyway.
 
     One estimator serves a process; the ratio is a property of the model's
     tokenizer, not of any user's data.
