@@ -12,6 +12,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 
 from tenet import Agent, AgentRegistry, RunContext, Service, Settings, tool
@@ -320,3 +321,39 @@ async def test_custom_flows_read_history_and_delegates_get_only_their_input(
         {"role": "system", "content": "be brief"},
         {"role": "user", "content": "only this"},
     ]
+
+
+async def test_the_test_endpoint_answers_400_where_openai_does() -> None:
+    """The strictness the other tests rely on: each broken shape is refused."""
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    broken = {
+        "tool result without its call": [
+            {"role": "user", "content": "hi"},
+            {"role": "tool", "tool_call_id": "call_1", "content": "1"},
+        ],
+        "call without its result": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "user", "content": "and?"},
+        ],
+        "non-string content": [{"role": "user", "content": {"text": "hi"}}],
+        "non-string tool content": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "call_1", "content": 1},
+        ],
+    }
+    fine = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "1"},
+        {"role": "user", "content": "and?"},
+    ]
+    async with fake_llm(lambda body: answer("ok")) as llm, httpx.AsyncClient() as http:
+        url = f"{llm.base_url}/chat/completions"
+        for name, messages in broken.items():
+            r = await http.post(url, json={"model": "m", "messages": messages, "stream": True})
+            assert r.status_code == 400, name
+            assert r.json()["error"]["type"] == "invalid_request_error"
+        r = await http.post(url, json={"model": "m", "messages": fine, "stream": True})
+        assert r.status_code == 200
