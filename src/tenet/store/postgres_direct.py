@@ -332,7 +332,7 @@ async def claim_runs(
         rows = await conn.fetch(_CLAIM_CANDIDATES, limit * 8)
         candidates = [run_from_row(r) for r in rows]
         # Each candidate carries its user's running runs, cluster-wide.
-        running = {r[1]: int(r[15]) for r in rows}
+        running = {r[1]: int(r[-1]) for r in rows}
         # Users take turns: each user's first runnable run before anyone's second.
         rank: dict[str, int] = {}
         ordered = []

@@ -15,7 +15,8 @@ import orjson
 TERMINAL = ("completed", "failed", "cancelled")
 RUN_COLUMNS = (
     "id, user_id, thread_id, agent, status, input, output, error, metadata, created_at, "
-    "started_at, finished_at, worker_id, heartbeat_at, attempts"
+    "started_at, finished_at, worker_id, heartbeat_at, attempts, "
+    "input_tokens, output_tokens, model_calls"
 )
 
 #: A run's start, with placeholders for each dialect: ``queued`` becomes ``running`` (a
@@ -53,4 +54,7 @@ def run_from_row(row: Sequence[Any], time: Callable[[Any], Any] = lambda v: v) -
         "worker_id": row[12],
         "heartbeat_at": time(row[13]),
         "attempts": row[14],
+        "input_tokens": row[15],
+        "output_tokens": row[16],
+        "model_calls": row[17],
     }
