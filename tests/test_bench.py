@@ -86,3 +86,26 @@ def test_auth_bench_measures_jwt_verification_with_one_jwks_fetch() -> None:
             row = report["verify"][alg][what]
             assert 0 < row["p50_us"] <= row["p90_us"] <= row["p99_us"]
     assert set(report["sign_in"]) == {"token", "jwt_new", "jwt_repeat", "jwt_new_over_token"}
+
+
+@pytest.mark.timeout(300)
+def test_bench_history_case_reports_the_extra_cpu_per_run(tmp_path: Path) -> None:
+    report_file = tmp_path / "history.json"
+    args = [sys.executable, "-m", "tenet.cli", "bench", "--history", "3", "--runs", "2"]
+    result = subprocess.run(
+        [*args, "--json", str(report_file)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads(report_file.read_text())
+    assert report["turns"] == 3 and report["runs"] == 2
+    assert report["cpu_ms_per_run_empty_thread"] > 0
+    assert set(report["cpu_ms_per_run"]) == set(report["extra_cpu_ms_per_run"]) == {"3", "60"}
+    assert all(v > 0 for v in report["history_read_cpu_ms"].values())
+    # The longest thread holds 60 turns and the 2 measured on it, all within the default
+    # budget: each is sent.
+    assert report["turns_sent_from_longest_thread"] == 62
