@@ -30,7 +30,6 @@ endpoint's ``Retry-After`` (up to a minute).
 from __future__ import annotations
 
 import contextlib
-import re
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ import openai
 import orjson
 from openai.types.chat.chat_completion_chunk import ChatCompletionChunk
 
+from .. import linear_re
 from ..errors import ContextTooLong, ModelError
 from .base import Callback, ChatMessage, ModelReply, ToolCall, Usage
 
@@ -52,10 +52,10 @@ _REASONING_BATCH_CHARS = 400
 
 
 #: How endpoints word "the prompt is too long" (OpenAI's code, then vLLM, Ollama, llama.cpp).
-_CONTEXT_WORDS = re.compile(
-    r"context[_ ]length|context window|maximum context|exceeds? the context|"
-    r"too many tokens|prompt is too long|input is too long",
-    re.I,
+#: Linear-time (RE2): it reads the endpoint's error text, which a client's input may echo.
+_CONTEXT_WORDS = linear_re.compile(
+    r"(?i)context[_ ]length|context window|maximum context|exceeds? the context|"
+    r"too many tokens|prompt is too long|input is too long"
 )
 
 
