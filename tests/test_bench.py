@@ -116,3 +116,26 @@ def test_protocol_bench_delivers_every_event_over_both_protocols(tmp_path: Path)
     for phase in report["phases"]:
         assert phase["tenet_events"] == 3 * 2 * 12, phase  # every event of every run, once
     assert report["ratio"] is not None and report["goal"] == 0.8
+
+
+@pytest.mark.timeout(300)
+def test_bench_history_case_reports_the_extra_cpu_per_run(tmp_path: Path) -> None:
+    report_file = tmp_path / "history.json"
+    args = [sys.executable, "-m", "tenet.cli", "bench", "--history", "3", "--runs", "2"]
+    result = subprocess.run(
+        [*args, "--json", str(report_file)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads(report_file.read_text())
+    assert report["turns"] == 3 and report["runs"] == 2
+    assert report["cpu_ms_per_run_empty_thread"] > 0
+    assert set(report["cpu_ms_per_run"]) == set(report["extra_cpu_ms_per_run"]) == {"3", "60"}
+    assert all(v > 0 for v in report["history_read_cpu_ms"].values())
+    # The longest thread holds 60 turns and the 2 measured on it, all within the default
+    # budget: each is sent.
+    assert report["turns_sent_from_longest_thread"] == 62

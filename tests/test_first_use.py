@@ -297,10 +297,11 @@ def test_the_server_logs_its_model_and_an_unreachable_endpoint_without_the_key(
             run = http.post(
                 f"/v1/threads/{thread['id']}/runs", json={"agent": "assistant", "input": "hi"}
             ).json()
-        logged = server.wait_for(r"could not be reached", "stderr")
+        logged = server.wait_for(r"model call of agent .* could not be reached", "stderr")
         log_text = server.text()
     assert f"openai 'gpt-4o-mini' at {endpoint}" in started_line
     assert endpoint in logged and f"run={run['id']}" in logged
+    assert log_text.count("could not be reached") == 1  # once, where the run's call failed
     assert "sk-very-secret" not in log_text
 
 

@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from chat_rules import chat_request_problem
 from tenet import Service, Settings
 from tenet.errors import ModelError
 from tenet.examples import default_registry
@@ -42,6 +43,10 @@ class Reply:
     error: dict[str, Any] | None = None
     #: Awaited before each chunk after the first: lets a test hold the stream open.
     before_chunk: Callable[[int], Awaitable[None]] | None = None
+    #: ``(prompt_tokens, completion_tokens)`` reported when usage is asked for
+    #: (default: the characters of the request's messages and tools / 4, and 5).
+    usage: tuple[int, int] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 Script = Callable[[dict[str, Any]], Reply]
@@ -78,6 +83,9 @@ class FakeLLM:
         self.port = port
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        #: What was answered 400 (as OpenAI would), and the usage each answer reported.
+        self.rejected: list[str] = []
+        self.reported: list[tuple[int, int]] = []
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -89,9 +97,20 @@ class FakeLLM:
         body = orjson.loads(await request.body())
         self.requests.append(body)
         self.headers.append(dict(request.headers))
+        problem = chat_request_problem(body)
+        if problem is not None:
+            self.rejected.append(problem)
+            error = {"message": problem, "type": "invalid_request_error", "param": "messages"}
+            return JSONResponse({"error": error}, 400)
         reply = self.script(body)
         if reply.status != 200:
-            return JSONResponse({"error": reply.error or {"message": "fail"}}, reply.status)
+            error = reply.error or {"message": "fail"}
+            return JSONResponse({"error": error}, reply.status, headers=reply.headers)
+        usage = None
+        if (body.get("stream_options") or {}).get("include_usage"):
+            sent = len(orjson.dumps(body["messages"])) + len(orjson.dumps(body.get("tools", [])))
+            usage = reply.usage or (sent // 4, 5)
+            self.reported.append(usage)
 
         async def sse() -> AsyncIterator[bytes]:
             for i, c in enumerate(reply.chunks):
@@ -99,6 +118,14 @@ class FakeLLM:
                     await reply.before_chunk(i)
                 yield b"data: " + orjson.dumps(c) + b"\n\n"
                 await asyncio.sleep(0)
+            if usage is not None:  # as OpenAI does: a last chunk with no choices
+                tokens = {
+                    "prompt_tokens": usage[0],
+                    "completion_tokens": usage[1],
+                    "total_tokens": sum(usage),
+                }
+                last = {**chunk(), "choices": [], "usage": tokens}
+                yield b"data: " + orjson.dumps(last) + b"\n\n"
             yield b"data: [DONE]\n\n"
 
         return StreamingResponse(sse(), media_type="text/event-stream")

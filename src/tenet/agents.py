@@ -19,7 +19,10 @@ from .context import RunContext
 from .errors import AgentFailed, ToolFailed
 from .mcp_tools import MCPServer
 from .models.base import ChatMessage, ChatModel
-from .tools import Tool
+from .tools import Tool, tool_content
+
+#: ``TENET_TOOL_RESULT_MAX_CHARS``'s default, for a runtime made without settings.
+DEFAULT_TOOL_RESULT_MAX_CHARS = 20_000
 
 
 class Agent:
@@ -75,21 +78,41 @@ class Agent:
         }
 
     async def run(self, ctx: RunContext, input: str) -> str:
-        """The tool-calling loop; override for a custom flow."""
+        """The tool-calling loop; override for a custom flow.
+
+        The model is sent the instructions, the thread's earlier turns within the
+        context budget (only the run's own agent: a delegated one gets its input
+        alone), and the input.
+        """
         runtime = ctx.runtime
         model: ChatModel = self.model or runtime.model
         max_steps = self.max_steps or runtime.max_steps
-        messages: list[ChatMessage] = []
-        if self.instructions:
-            messages.append({"role": "system", "content": self.instructions})
-        messages.append({"role": "user", "content": input})
         specs = [t.spec() for t in self.tools]
         # Tools the run's caller runs itself; a call to one ends the run (the caller
         # answers it). The agent's own tools win over a client tool of the same name.
         client = {t["name"] for t in ctx.client_tools} - set(self._tools)
         specs += [t for t in ctx.client_tools if t["name"] in client]
+        conversations = runtime.conversations
+        messages: list[ChatMessage]
+        if conversations is not None:
+            messages = await conversations.messages(
+                ctx.user_id,
+                ctx.thread_id,
+                ctx.run_id,
+                instructions=self.instructions,
+                input=input,
+                tools=specs,
+                with_history=ctx.depth == 0,
+            )
+            max_chars = conversations.tool_result_max_chars
+        else:
+            messages = (
+                [{"role": "system", "content": self.instructions}] if self.instructions else []
+            )
+            messages.append({"role": "user", "content": input})
+            max_chars = DEFAULT_TOOL_RESULT_MAX_CHARS
         for _ in range(max_steps):
-            reply = await model.complete(messages, specs, on_delta=ctx.say, on_reasoning=ctx.think)
+            reply = await runtime.complete(ctx, model, messages, specs)
             if not reply.tool_calls:
                 return reply.content
             messages.append(
@@ -115,17 +138,18 @@ class Agent:
                         await runtime.call_tool(ctx, call.name, call.arguments, call_id=call.id)
                 return reply.content
             for call in reply.tool_calls:
+                ok, error, result = True, None, None
                 try:
-                    result: Any = await runtime.call_tool(
+                    result = await runtime.call_tool(
                         ctx, call.name, call.arguments, call_id=call.id
                     )
                 except ToolFailed as exc:
-                    result = {"error": exc.as_error()}
+                    ok, error = False, exc.as_error()
                 messages.append(
                     {
                         "role": "tool",
                         "tool_call_id": call.id,
-                        "content": orjson.dumps(result).decode(),
+                        "content": tool_content(ok, result, error, max_chars),
                     }
                 )
         raise AgentFailed("max_steps", f"{self.name} did not answer within {max_steps} steps")

@@ -519,6 +519,12 @@ def bench(
         int,
         typer.Option(min=0, help="Instead: what an MCP tool call adds, with this many users."),
     ] = 0,
+    history: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Instead: CPU per run on threads holding TURNS turns vs empty ones."
+        ),
+    ] = 0,
 ) -> None:
     """Measure throughput, latency, CPU and memory against the floor and a naive design."""
     if mcp > 0:
@@ -549,6 +555,9 @@ def bench(
         if json_file:
             with open(json_file, "wb") as fh:
                 fh.write(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+        return
+    if history > 0:
+        _history(history, runs, json_file)
         return
     from .bench import BenchConfig
     from .bench.report import main as bench_main
@@ -643,6 +652,43 @@ def _auth_bench(json_file: str | None) -> None:
     if json_file:
         with open(json_file, "wb") as fh:
             fh.write(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+
+
+def _history(turns: int, runs: int, json_file: str | None) -> None:
+    from pathlib import Path
+
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from .bench.history import run_history_bench
+
+    with Progress(console=err, transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(description: str, done: int, total: int | None) -> None:
+            if description not in tasks:
+                tasks[description] = bar.add_task(description, total=total)
+            bar.update(tasks[description], completed=done, total=total)
+
+        report = run_history_bench(turns, runs, progress)
+    table = Table(
+        title=f"history: {runs} runs per case, TENET_CONTEXT_TOKENS={report['context_tokens']}"
+    )
+    table.add_column("thread holds")
+    table.add_column("CPU ms/run", justify="right")
+    table.add_column("extra ms/run", justify="right")
+    table.add_column("history read ms", justify="right")
+    table.add_row("0 turns", f"{report['cpu_ms_per_run_empty_thread']:.3f}", "-", "-")
+    for size, cpu in report["cpu_ms_per_run"].items():
+        table.add_row(
+            f"{size} turns",
+            f"{cpu:.3f}",
+            f"{report['extra_cpu_ms_per_run'][size]:+.3f}",
+            f"{report['history_read_cpu_ms'][size]:.3f}",
+        )
+    console.print(table)
+    if json_file:
+        Path(json_file).write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
 
 
 def _soak(

@@ -47,6 +47,21 @@ class RunServices(Protocol):
     model: Any
     #: The model turns an agent without its own limit may take.
     max_steps: int
+    #: Reads the thread's conversation for the model within ``TENET_CONTEXT_TOKENS``
+    #: (a ``tenet.conversation.Conversations``); None: the run is sent no history.
+    conversations: Any
+
+    async def history(self, ctx: RunContext) -> list[dict[str, Any]]: ...
+
+    async def complete(
+        self,
+        ctx: RunContext,
+        model: Any,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+    ) -> Any:
+        """One model call: streamed as ``ctx``'s events, its usage counted (a ``ModelReply``)."""
+        ...
 
     async def emit(self, ctx: RunContext, type: str, fields: dict[str, Any]) -> None: ...
 
@@ -162,6 +177,14 @@ class RunContext:
     async def delegate(self, agent_name: str, input: str) -> str:
         """Run another registered agent as a child execution and return its answer."""
         return await self.runtime.delegate(self, agent_name, input)
+
+    async def history(self) -> list[dict[str, Any]]:
+        """The thread's earlier turns, oldest first, as chat-completions messages.
+
+        Read from the store (this user's, this thread's) within ``TENET_CONTEXT_TOKENS``,
+        excluding this run; a fresh list on each call, so changing it changes nothing.
+        """
+        return await self.runtime.history(self)
 
     @property
     def notes(self) -> Notes:

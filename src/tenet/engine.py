@@ -18,10 +18,12 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from .conversation import Conversations
 from .errors import Invalid, TooLarge, Unavailable, queue_full
 from .events import RunStart
 from .ids import new_id
 from .mcp_tools import MCPHub
+from .model_calls import ModelCalls
 from .models.base import ChatModel
 from .queue import RunQueue
 from .registry import AgentRegistry
@@ -36,6 +38,7 @@ from .store.tables import Run
 from .store.writer import EventWriter
 from .thread_gate import ThreadGate
 from .tool_threads import ToolThreads
+from .usage import Quota, UsageMeter
 
 
 class Engine:
@@ -74,6 +77,17 @@ class Engine:
         self.tool_threads = ToolThreads(settings.tool_threads, settings.tool_threads_per_user)
         self._running_total = 0
         self._closing = False
+        #: Reads threads' conversations for runs (settings and the token estimate only).
+        self.conversations = Conversations(
+            store,
+            context_tokens=settings.context_tokens,
+            tool_result_max_chars=settings.tool_result_max_chars,
+        )
+        self.quota = Quota(store, settings.user_tokens_per_day)
+        self.usage_meter = UsageMeter()
+        self.model_calls = ModelCalls(
+            store=store, conversations=self.conversations, quota=self.quota, meter=self.usage_meter
+        )
         queue.bind(self)
 
     @property
@@ -158,6 +172,7 @@ class Engine:
         if self._closing:
             raise Unavailable("the server is shutting down")
         self.check_request(agent, input)
+        await self.quota.check(user_id)
         session = self.sessions.get(user_id)
         queue = self.queue
         if queue.full(session):

@@ -62,6 +62,12 @@ def queue_full(limit: int) -> RateLimited:
     return RateLimited(f"too many queued runs (at most {limit} per user)", retry_after=1.0)
 
 
+class QuotaExceeded(RateLimited):
+    """The user has used up the day's tokens (``TENET_USER_TOKENS_PER_DAY``)."""
+
+    code = "quota_exceeded"
+
+
 class Conflict(TenetError):
     code = "conflict"
     status = 409
@@ -122,6 +128,12 @@ class ModelError(TenetError):
 
     code = "model_error"
     status = 502
+
+
+class ContextTooLong(ModelError):
+    """The endpoint refused the prompt as longer than the model's context."""
+
+    code = "context_length"
 
 
 class RegistryFrozen(TenetError, RuntimeError):

@@ -31,9 +31,11 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .context import RunContext, current_context
+from .conversation import Conversations
 from .errors import Invalid, NotFound
 from .events import AGENT_ERROR, RUN_CANCELLED, RunEnd, RunStart, make_event
 from .ids import new_id
+from .model_calls import ModelCalls
 from .models.base import ChatModel
 from .recovery import close_open_ends
 from .registry import AgentRegistry
@@ -43,6 +45,7 @@ from .settings import Settings
 from .store.db import Store
 from .store.writer import EventWriter
 from .tool_threads import ToolThreads
+from .usage import RunUsage, run_usage
 
 if TYPE_CHECKING:
     from .mcp_tools import MCPHub
@@ -117,6 +120,8 @@ class RunHost(Protocol):
     #: The process's MCP limits and the users' secrets (None: none configured).
     mcp: MCPHub | None
     secrets: SecretBox | None
+    conversations: Conversations
+    model_calls: ModelCalls
 
     def run_start(self) -> RunStart | None:
         """What a run's first event stores as its start (None: its queue stored it)."""
@@ -180,6 +185,8 @@ class RunExecution:
             tool_threads=host.tool_threads,
             mcp=host.mcp,
             secrets=host.secrets,
+            conversations=host.conversations,
+            calls=host.model_calls,
         )
         ctx = RunContext.for_run(
             user_id=self.user_id,
@@ -236,7 +243,7 @@ class RunExecution:
         await runtime.emit(
             ctx,
             AGENT_ERROR,
-            {"status": "failed", "error": error, "depth": 0},
+            {"status": "failed", "error": error, "depth": 0, "usage": runtime.usage.as_dict()},
             end=RunEnd("failed", error=error),
         )
         await runtime.flush()  # raises unless the event and the run's end were stored
@@ -250,7 +257,7 @@ class RunExecution:
         await runtime.emit(
             ctx,
             RUN_CANCELLED,
-            {"status": "cancelled", "reason": reason},
+            {"status": "cancelled", "reason": reason, "usage": runtime.usage.as_dict()},
             end=RunEnd("cancelled"),
         )
         await runtime.flush()  # raises unless the event and the run's end were stored
@@ -286,9 +293,17 @@ class RunSettler:
         if root is not None:  # the run's own agent had started: its end carries its execution
             ctx = replace(ctx, execution_id=root)
             await close_open_ends(self.store, self.writer, ctx)  # tool calls, delegations
+        try:
+            usage = run_usage(await self.store.get_run(user_id, run_id))
+        except NotFound:  # deleted meanwhile: its end is written for its live readers
+            usage = RunUsage().as_dict()
         if interrupted == RunStatus.CANCELLING:
             await self.writer.write(
-                make_event(ctx, RUN_CANCELLED, {"status": "cancelled", "reason": "interrupted"})
+                make_event(
+                    ctx,
+                    RUN_CANCELLED,
+                    {"status": "cancelled", "reason": "interrupted", "usage": usage},
+                )
             )
             await self.store.finish_run(user_id, run_id, status="cancelled")
             self.finished["cancelled"] += 1
@@ -298,7 +313,11 @@ class RunSettler:
                 "message": "the server stopped while the run was running",
             }
             await self.writer.write(
-                make_event(ctx, AGENT_ERROR, {"status": "failed", "error": error, "depth": 0})
+                make_event(
+                    ctx,
+                    AGENT_ERROR,
+                    {"status": "failed", "error": error, "depth": 0, "usage": usage},
+                )
             )
             await self.store.finish_run(user_id, run_id, status="failed", error=error)
             self.finished["failed"] += 1
@@ -308,9 +327,8 @@ class RunSettler:
     ) -> None:
         """End a run that never started with ``run_cancelled`` (``reason``) and its status."""
         ctx = bare_context(user_id, thread_id, run_id, agent)
-        await self.writer.write(
-            make_event(ctx, RUN_CANCELLED, {"status": "cancelled", "reason": reason})
-        )
+        fields = {"status": "cancelled", "reason": reason, "usage": RunUsage().as_dict()}
+        await self.writer.write(make_event(ctx, RUN_CANCELLED, fields))
         await self.store.finish_run(user_id, run_id, status="cancelled")
         self.finished["cancelled"] += 1
 

@@ -34,9 +34,12 @@ from .mcp_tools import MCPHub, UserMCPSessions
 from .store.notes import UserNotes
 from .store.secrets import SecretBox, UserSecrets
 from .text import HalfJoiner, repair
+from .usage import RunUsage
 
 if TYPE_CHECKING:
-    from .models.base import ChatModel
+    from .conversation import Conversations
+    from .model_calls import ModelCalls
+    from .models.base import ChatMessage, ChatModel, ModelReply
     from .registry import AgentRegistry
     from .sessions import UserSession
     from .store.db import Store
@@ -83,6 +86,8 @@ class RunRuntime:
         tool_threads: ToolThreads | None = None,
         mcp: MCPHub | None = None,
         secrets: SecretBox | None = None,
+        conversations: Conversations | None = None,
+        calls: ModelCalls | None = None,
     ) -> None:
         self.sink = sink
         self.store = store
@@ -107,6 +112,32 @@ class RunRuntime:
         self.completing = False
         #: Surrogate halves held back between streamed pieces, per execution.
         self._halves = HalfJoiner()
+        #: The thread's conversation, read from the store (None: no history).
+        self.conversations = conversations
+        #: How model calls are made, counted and checked against the quota.
+        self.calls = calls
+        #: Tokens and model calls of the whole run, every execution included.
+        self.usage = RunUsage()
+
+    async def history(self, ctx: RunContext) -> list[ChatMessage]:
+        """The thread's turns before this run, within the context budget (a fresh list)."""
+        if self.conversations is None:
+            return []
+        return await self.conversations.history(ctx.user_id, ctx.thread_id, ctx.run_id)
+
+    async def complete(
+        self,
+        ctx: RunContext,
+        model: ChatModel,
+        messages: list[ChatMessage],
+        tools: list[dict[str, Any]],
+    ) -> ModelReply:
+        """One model call of ``ctx``'s execution: streamed as events, counted, quota-checked."""
+        if self.calls is None:
+            reply = await model.complete(messages, tools, on_delta=ctx.say, on_reasoning=ctx.think)
+            self.usage.add(reply.usage)
+            return reply
+        return await self.calls.complete(self.usage, ctx, model, messages, tools)
 
     async def emit(
         self, ctx: RunContext, type: str, fields: dict[str, Any], *, end: RunEnd | None = None
@@ -184,6 +215,14 @@ class RunRuntime:
         try:
             if tool is None:
                 raise ToolFailed("unknown_tool", f"{ctx.agent_name} has no tool named {name!r}")
+            if set(arguments) == {"_raw"} and "_raw" not in tool.parameters["properties"]:
+                # The model's arguments did not parse (see models/openai.py): say so, not
+                # that a schema was broken, so that it sends them again as JSON.
+                raise ToolFailed(
+                    "invalid_json",
+                    f"the arguments were not valid JSON: {str(arguments['_raw'])[:200]!r}; "
+                    "send them again as one JSON object",
+                )
             result = await tool.invoke(
                 ctx, arguments, timeout=self.tool_timeout, threads=self.tool_threads
             )
@@ -251,6 +290,7 @@ class RunRuntime:
                 "final_response": output,
                 "duration_ms": _ms(started),
                 "depth": ctx.depth,
+                **({"usage": self.usage.as_dict()} if ctx.depth == 0 else {}),
             },
             end=RunEnd("completed", output=output) if ctx.depth == 0 else None,
         )

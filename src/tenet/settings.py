@@ -132,6 +132,12 @@ class Settings(BaseSettings):
     model_name: str = "gpt-4o-mini"
     model_timeout_s: float = Field(120.0, gt=0)
     model_max_retries: int = Field(2, ge=0)
+    #: Tokens a model call may be sent (system prompt, tools, history, input); see conversation.py.
+    context_tokens: int = Field(16_000, ge=256)
+    #: A tool result longer than this is cut, with a marker, before a model sees it.
+    tool_result_max_chars: int = Field(20_000, ge=100)
+    #: Input plus output tokens per user per UTC day; unset: no quota.
+    user_tokens_per_day: int | None = Field(None, ge=1)
     scripted_latency_ms: float = Field(0.0, ge=0)
     scripted_token_latency_ms: float = Field(0.0, ge=0)
 

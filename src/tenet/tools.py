@@ -16,6 +16,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, get_type_hints, overload
 
+import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from pydantic_core import to_jsonable_python
 
@@ -167,3 +168,19 @@ def tool(
         return Tool(f, name=name, description=description, timeout=timeout)
 
     return wrap(fn) if fn is not None else wrap
+
+
+# A tool's result as a model reads it -----------------------------------------------------
+
+
+def cut(text: str, max_chars: int) -> str:
+    """``text``, or its first ``max_chars`` characters and a marker saying what was left out."""
+    if len(text) <= max_chars:
+        return text
+    return text[:max_chars] + f"\n[cut: {len(text) - max_chars} more characters not shown]"
+
+
+def tool_content(ok: bool, result: Any, error: Any, max_chars: int) -> str:
+    """A tool's result as a ``tool`` message's content: the same text live and from history."""
+    value = result if ok else {"error": error}
+    return cut(orjson.dumps(value).decode(), max_chars)

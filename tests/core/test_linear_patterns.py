@@ -24,7 +24,7 @@ _PROBE = textwrap.dedent(
     """
     import sys, time
     from tenet.ids import _PATTERN as ids_pattern
-    from tenet.models import scripted
+    from tenet.models import openai, scripted
     from tenet.server.logs import RedactTokens
     from tenet.settings import Settings
     from tenet import text
@@ -36,6 +36,11 @@ _PROBE = textwrap.dedent(
         "scripted.expr": scripted._EXPR,
         "scripted.clock": scripted._CLOCK,
         "scripted.use": scripted._USE,
+        "scripted.said_first": scripted._SAID_FIRST,
+        "scripted.said_before": scripted._SAID_BEFORE,
+        "scripted.ask_name": scripted._ASK_NAME,
+        "scripted.give_name": scripted._GIVE_NAME,
+        "openai.context_words": openai._CONTEXT_WORDS,
         "ids": ids_pattern,
         "logs.bearer": RedactTokens._PATTERNS[0][0],
         "logs.token": RedactTokens._PATTERNS[1][0],

@@ -15,6 +15,7 @@ import contextlib
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -28,7 +29,9 @@ from tenet.events import RunEnd, RunStart, make_event
 from tenet.ids import new_id
 from tenet.store import db
 from tenet.store.db import Store
+from tenet.store.history import NEWEST, turn_events_before
 from tenet.store.migrate import upgrade
+from tenet.store.usage import add_run_usage, tokens_since, usage_by_agent
 from tenet.store.writer import EventWriter
 
 STORE = Path(db.__file__).resolve().parent
@@ -150,6 +153,15 @@ async def _every_method(store: Store, trace: LineTrace) -> None:
             assert (await store.run_terminal_event(user.id, run.id)) is not None
             assert await store.admin_root_execution(run.id) is not None
             assert len(await store.admin_runs_with_status(["completed", "failed"])) == 2
+        with trace("history"):
+            turns = await turn_events_before(store, user.id, thread.id, NEWEST, 10, second.id)
+            assert [seq for seq, _ in turns] == [3, 1]  # the start and the end, not the thinking
+        with trace("usage"):
+            await add_run_usage(store, user.id, run.id, 2**40, 5, 1)
+            since = datetime(2000, 1, 1, tzinfo=UTC)
+            assert await tokens_since(store, user.id, since) == 2**40 + 5
+            assert await usage_by_agent(store, user.id, since) == {"a": (2**40, 5, 1, 2)}
+            assert await tokens_since(store, other.id, since) == 0
         with trace("notes"):
             await store.add_note(user.id, "ada likes tea")
             assert len(await store.list_notes(user.id, query="tea")) == 1

@@ -24,6 +24,7 @@ RUN_KEYS = {
     "created_at",
     "started_at",
     "finished_at",
+    "usage",
 }
 
 

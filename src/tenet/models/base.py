@@ -23,12 +23,24 @@ class ToolCall:
     arguments: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What one model call cost, as the endpoint reported it (``usage`` of chat completions)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
 @dataclass(slots=True)
 class ModelReply:
-    """The model's turn: either tool calls to make, or the final ``content``."""
+    """The model's turn: either tool calls to make, or the final ``content``.
+
+    ``usage`` is the call's token count when the model reported one (None: unknown).
+    """
 
     content: str = ""
     tool_calls: list[ToolCall] = field(default_factory=list)
+    usage: Usage | None = None
 
 
 class ChatModel(Protocol):

@@ -12,16 +12,24 @@ parsed at the end. Arguments that are not a JSON object are not an error of
 ours: they become ``{"_raw": text}``, which the tool's validation rejects as
 ``invalid_arguments``, so the model sees its mistake and can try again.
 
+Usage: the request asks for it (``stream_options.include_usage``); the last
+chunk's ``usage`` becomes the reply's :class:`~tenet.models.base.Usage`. An
+endpoint that refuses the option with a 400 naming it is asked again without
+it, then and on later calls (its calls count with no tokens).
+
 Whatever goes wrong with the endpoint (refused, timed out, a 4xx or 5xx, a
 broken stream) is raised as :class:`ModelError` (``code="model_error"``), which
 the engine reports as that run's ``agent_error``; the message names the
-endpoint and the status, never the API key.
+endpoint and the status, never the API key. An endpoint saying the prompt is
+longer than its context is :class:`ContextTooLong` (``code="context_length"``).
+429 and 5xx answers are retried by the SDK, up to ``max_retries`` times
+(``TENET_MODEL_MAX_RETRIES``), with exponential backoff that honours the
+endpoint's ``Retry-After`` (up to a minute).
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -30,18 +38,25 @@ from urllib.parse import urlsplit, urlunsplit
 
 import openai
 import orjson
-from openai.types.chat.chat_completion_chunk import ChoiceDelta
+from openai.types.chat.chat_completion_chunk import ChatCompletionChunk
 
-from ..errors import ModelError
-from .base import Callback, ChatMessage, ModelReply, ToolCall
-
-log = logging.getLogger("tenet.models")
+from .. import linear_re
+from ..errors import ContextTooLong, ModelError
+from .base import Callback, ChatMessage, ModelReply, ToolCall, Usage
 
 #: Local servers ignore the key, but the SDK insists on one.
 _NO_KEY = "unused"
 #: Streamed reasoning is sent on in pieces of about this size (or at a blank
 #: line), not token by token: each piece becomes a stored ``agent_thinking`` event.
 _REASONING_BATCH_CHARS = 400
+
+
+#: How endpoints word "the prompt is too long" (OpenAI's code, then vLLM, Ollama, llama.cpp).
+#: Linear-time (RE2): it reads the endpoint's error text, which a client's input may echo.
+_CONTEXT_WORDS = linear_re.compile(
+    r"(?i)context[_ ]length|context window|maximum context|exceeds? the context|"
+    r"too many tokens|prompt is too long|input is too long"
+)
 
 
 @dataclass(slots=True)
@@ -74,6 +89,9 @@ class OpenAIModel:
         self.model = model
         self.timeout_s = timeout_s
         self.temperature = temperature
+        #: Cleared once the endpoint refuses ``stream_options`` (older servers): a setting
+        #: of the endpoint learnt once, not anything of a conversation.
+        self.asks_usage = True
         self._api_key = api_key
         self._client = openai.AsyncOpenAI(
             base_url=base_url,
@@ -99,7 +117,13 @@ class OpenAIModel:
         on_delta: Callback | None = None,
         on_reasoning: Callback | None = None,
     ) -> ModelReply:
-        request: dict[str, Any] = {"model": self.model, "messages": messages, "stream": True}
+        request: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "stream": True,
+        }
+        if self.asks_usage:
+            request["stream_options"] = {"include_usage": True}
         if tools:
             # An empty tools list is rejected by some servers; no tools means no key.
             request["tools"] = [{"type": "function", "function": spec} for spec in tools]
@@ -109,10 +133,19 @@ class OpenAIModel:
         content: list[str] = []
         calls: dict[int, _PartialCall] = {}
         reasoning = _ReasoningBuffer(on_reasoning)
+        usage: Usage | None = None
         # The callbacks run outside the error translation: an exception of ours
         # (say, the run being cancelled) must pass through as itself.
         async with contextlib.aclosing(self._chunks(request)) as chunks:
-            async for delta in chunks:
+            async for chunk in chunks:
+                if chunk.usage is not None:
+                    usage = Usage(
+                        input_tokens=chunk.usage.prompt_tokens or 0,
+                        output_tokens=chunk.usage.completion_tokens or 0,
+                    )
+                delta = _first_delta(chunk)
+                if delta is None:
+                    continue
                 extra = delta.model_extra or {}
                 thought = extra.get("reasoning_content") or extra.get("reasoning")
                 if isinstance(thought, str) and thought:
@@ -131,20 +164,28 @@ class OpenAIModel:
         tool_calls = [c for c in tool_calls if c.name]
         if tool_calls and on_reasoning is not None:
             await on_reasoning("Calling " + ", ".join(c.name for c in tool_calls))
-        return ModelReply(content="".join(content), tool_calls=tool_calls)
+        return ModelReply(content="".join(content), tool_calls=tool_calls, usage=usage)
 
-    async def _chunks(self, request: dict[str, Any]) -> AsyncIterator[ChoiceDelta]:
-        """The deltas of the first choice as they stream; any failure as :class:`ModelError`."""
+    async def _chunks(self, request: dict[str, Any]) -> AsyncIterator[ChatCompletionChunk]:
+        """The chunks as they stream; any failure as :class:`ModelError`."""
         try:
-            stream = await self._client.chat.completions.create(**request)
+            try:
+                stream = await self._client.chat.completions.create(**request)
+            except openai.BadRequestError as exc:
+                if "stream_options" not in request or "stream_options" not in str(exc.body):
+                    raise
+                # A server that does not know the option: ask again without it (no usage).
+                self.asks_usage = False
+                request = {k: v for k, v in request.items() if k != "stream_options"}
+                stream = await self._client.chat.completions.create(**request)
             async with stream:
                 async for chunk in stream:
-                    for choice in chunk.choices or ():
-                        # One choice is asked for; a server that sends more is ignored beyond it.
-                        if choice.index in (0, None) and choice.delta is not None:
-                            yield choice.delta
+                    yield chunk
         except openai.APIStatusError as exc:
-            raise ModelError(self._status_message(exc)) from None
+            message = self._status_message(exc)
+            if exc.status_code in (400, 413, 422) and _CONTEXT_WORDS.search(message):
+                raise ContextTooLong(message) from None
+            raise ModelError(message) from None
         except openai.APITimeoutError:
             raise ModelError(
                 f"the model endpoint {self.endpoint} did not answer within {self.timeout_s:g}s"
@@ -152,7 +193,7 @@ class OpenAIModel:
         except openai.APIConnectionError as exc:
             cause = type(exc.__cause__).__name__ if exc.__cause__ else "connection error"
             message = f"the model endpoint {self.endpoint} could not be reached ({cause})"
-            log.warning("%s", message)  # the run's user sees it too, as agent_error
+            # Logged once, with the run's ids, where the run's model call failed.
             raise ModelError(message) from None
         except openai.OpenAIError as exc:
             raise ModelError(
@@ -207,6 +248,14 @@ class _ReasoningBuffer:
         self.size = 0
         if text:
             await self.sink(text)
+
+
+def _first_delta(chunk: ChatCompletionChunk) -> Any:
+    """The delta of choice 0 (one choice is asked for; more are ignored), or None."""
+    for choice in chunk.choices or ():
+        if choice.index in (0, None) and choice.delta is not None:
+            return choice.delta
+    return None
 
 
 def _merge_fragment(calls: dict[int, _PartialCall], fragment: Any) -> None:

@@ -1,7 +1,16 @@
 """A deterministic, offline model: the default for the demo, tests and benchmarks.
 
-It reads the conversation and picks a tool by these rules, first match wins,
-among the tools the agent offers:
+It reads the conversation it is given, earlier turns included, and answers
+from them when asked about them:
+
+0. "what did I say first?" (or "ask"/"write") answers with the conversation's
+   first user message; "what did I say before?" (also "last", "earlier",
+   "just") with the latest one before the current input; "what is my name?"
+   with the name given by an earlier "my name is ..." or "call me ...". With no
+   earlier turn to answer from, the rules below go on.
+
+Otherwise it picks a tool by these rules, first match wins, among the tools the
+agent offers:
 
 1. ``remember``: the input starts with "remember" (optionally "remember that");
    the rest is the ``text`` argument.
@@ -18,6 +27,9 @@ Once the conversation holds tool results after the last user message, it answers
 from them; with no tool to call it answers directly. Every turn says what it is
 doing first (``on_reasoning``), and answers stream word by word (``on_delta``),
 ``latency_s`` before each turn and ``token_latency_s`` between words.
+
+Each reply reports a ``usage`` as an endpoint would: the characters it was sent
+and wrote, divided by four.
 """
 
 from __future__ import annotations
@@ -29,7 +41,7 @@ from typing import Any
 import orjson
 
 from .. import linear_re
-from .base import Callback, ChatMessage, ModelReply, ToolCall
+from .base import Callback, ChatMessage, ModelReply, ToolCall, Usage
 
 # Linear-time patterns (RE2): they read user text on the event loop, where a
 # backtracking engine would let one crafted input stall every user.
@@ -39,6 +51,12 @@ _RECALL = linear_re.compile(
 )
 _EXPR = linear_re.compile(r"[-(]*\d+(?:\.\d+)?\)*(?:\s*[-+*/%]\s*[-(]*\d+(?:\.\d+)?\)*)+")
 _CLOCK = linear_re.compile(r"(?i)\b(time|date|clock|today)\b")
+_SAID_FIRST = linear_re.compile(r"(?i)\bwhat\s+did\s+i\s+(?:say|ask|write)\s+first\b")
+_SAID_BEFORE = linear_re.compile(
+    r"(?i)\bwhat\s+did\s+i\s+(?:just\s+)?(?:say|ask|write)(?:\s+(?:before|last|earlier))?\b"
+)
+_ASK_NAME = linear_re.compile(r"(?i)\bwhat(?:\s+is|'s)\s+my\s+name\b")
+_GIVE_NAME = linear_re.compile(r"(?i)\b(?:my\s+name\s+is|call\s+me)\s+(?P<name>[^\s.,!?;]+)")
 _USE = linear_re.compile(r"(?i)\buse\s+(?P<name>[A-Za-z_][\w]*)(?P<args>(?:\s+\w+=\S+)*)")
 
 
@@ -68,6 +86,21 @@ class ScriptedModel:
     ) -> ModelReply:
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
+        reply = await self._reply(messages, tools, on_delta, on_reasoning)
+        sent = 4 * len(messages) + sum(
+            len(c) for m in messages if (c := m.get("content")).__class__ is str
+        )
+        written = len(reply.content) + sum(len(str(c.arguments)) for c in reply.tool_calls)
+        reply.usage = Usage(input_tokens=max(1, sent // 4), output_tokens=max(1, written // 4))
+        return reply
+
+    async def _reply(
+        self,
+        messages: list[ChatMessage],
+        tools: list[dict[str, Any]],
+        on_delta: Callback | None,
+        on_reasoning: Callback | None,
+    ) -> ModelReply:
         last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
         user_text = str(messages[last_user].get("content") or "") if last_user >= 0 else ""
         results = [m for m in messages[last_user + 1 :] if m.get("role") == "tool"]
@@ -77,6 +110,11 @@ class ScriptedModel:
                 await on_reasoning("I have the tool results; writing the answer.")
             answer = self.answer_prefix + _answer_from(results, names)
             return ModelReply(content=await self._stream(answer, on_delta))
+        remembered = _from_history(user_text, messages[: max(last_user, 0)])
+        if remembered is not None:
+            if on_reasoning:
+                await on_reasoning("Answering from our conversation.")
+            return ModelReply(content=await self._stream(self.answer_prefix + remembered, on_delta))
         call = self.choose(user_text, {t["name"]: t for t in tools})
         if call is not None:
             if on_reasoning:
@@ -119,6 +157,26 @@ class ScriptedModel:
                 await asyncio.sleep(self.token_latency_s)
             await on_delta(word if i == len(words) - 1 else word + " ")
         return answer
+
+
+def _from_history(text: str, earlier: list[ChatMessage]) -> str | None:
+    """An answer to a question about the conversation itself, or None (rule 0)."""
+    said = [
+        str(m.get("content"))
+        for m in earlier
+        if m.get("role") == "user" and isinstance(m.get("content"), str)
+    ]
+    if not said:
+        return None
+    if _SAID_FIRST.search(text):
+        return f"You first said: {said[0]}"
+    if _SAID_BEFORE.search(text):
+        return f"You said: {said[-1]}"
+    if _ASK_NAME.search(text):
+        for message in reversed(said):
+            if m := _GIVE_NAME.search(message):
+                return f"Your name is {m['name']}."
+    return None
 
 
 def _call_names(messages: list[ChatMessage]) -> dict[str, str]:

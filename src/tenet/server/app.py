@@ -17,7 +17,7 @@ from starlette.middleware.cors import CORSMiddleware
 from ..registry import AgentRegistry
 from ..service import Service
 from ..settings import Settings
-from . import ag_ui, routes, secrets, sse, web, ws
+from . import ag_ui, routes, secrets, sse, usage, web, ws
 from .errors import GuardMiddleware, install_error_handlers
 from .guard import IsolationGuard
 from .jwt_auth import JwtUsers
@@ -84,6 +84,7 @@ def create_app(
         )
     app.include_router(routes.router)
     app.include_router(secrets.router)
+    app.include_router(usage.router)
     app.include_router(sse.router)
     app.include_router(ag_ui.router)
     app.include_router(ws.router)

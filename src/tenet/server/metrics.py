@@ -63,6 +63,26 @@ class _LiveCollector(Collector):
             "Running stdio MCP server processes (at most TENET_MCP_MAX_PROCESSES).",
             value=mcp.processes,
         )
+        yield from _usage_metrics(self._service.engine.usage_meter.snapshot())
+
+
+def _usage_metrics(counts: dict[tuple[str, str], tuple[int, int, int]]) -> Iterator[Metric]:
+    """Tokens and model calls by agent and model (never by user: one series per user is
+    unbounded cardinality, and per-user usage is in the store, ``GET /v1/me/usage``)."""
+    tokens = CounterMetricFamily(
+        "tenet_model_tokens",
+        "Tokens of model calls made by this process, by agent, model and kind (input, output).",
+        labels=["agent", "model", "kind"],
+    )
+    calls = CounterMetricFamily(
+        "tenet_model_calls", "Model calls made by this process.", labels=["agent", "model"]
+    )
+    for (agent, model), (input_tokens, output_tokens, n) in sorted(counts.items()):
+        tokens.add_metric([agent, model, "input"], input_tokens)
+        tokens.add_metric([agent, model, "output"], output_tokens)
+        calls.add_metric([agent, model], n)
+    yield tokens
+    yield calls
 
 
 class Metrics:

@@ -10,6 +10,7 @@ from starlette.responses import Response
 from ..clock import format_time
 from ..store.db import as_utc
 from ..store.tables import Message, Run, Thread
+from ..usage import run_usage
 
 
 def thread_json(thread: Thread) -> dict[str, Any]:
@@ -32,6 +33,7 @@ def run_json(run: Run) -> dict[str, Any]:
         "created_at": format_time(as_utc(run.created_at)),
         "started_at": format_time(as_utc(run.started_at)),
         "finished_at": format_time(as_utc(run.finished_at)),
+        "usage": run_usage(run),
     }
 
 

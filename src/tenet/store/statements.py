@@ -38,6 +38,7 @@ from sqlalchemy import (
     insert,
     literal_column,
     select,
+    text,
     true,
     tuple_,
     update,
@@ -49,7 +50,7 @@ from sqlalchemy.types import TypeEngine
 
 from ..clock import db_time, to_datetime
 from .executor import Compiled, Convert
-from .tables import EventRow, Message, Run, Thread, User
+from .tables import TURN_MARKS, EventRow, Message, Run, Thread, User
 
 runs = Run.__table__
 threads = Thread.__table__
@@ -232,6 +233,9 @@ _RUN_INSERTED = (
     "metadata",
     "created_at",
     "attempts",
+    "input_tokens",
+    "output_tokens",
+    "model_calls",
 )
 
 
@@ -254,7 +258,10 @@ def _insert_run(*, limited: bool) -> ClauseElement:
         p("input", Text),
         p("metadata", JSON),
         p("created_at", DateTime(timezone=True)),
-        const(0),
+        const(0),  # attempts
+        const(0),  # input_tokens
+        const(0),  # output_tokens
+        const(0),  # model_calls
     ).where(and_(owned, queued < p("max_queued", Integer)) if limited else owned)
     return insert(runs).from_select(list(_RUN_INSERTED), values)
 
@@ -441,6 +448,70 @@ INSERT_EVENT = statement(
     "insert_event",
     EVENT_COLUMNS,
     insert(events).values({c: p(c, events.c[c].type) for c in EVENT_COLUMNS}),
+)
+
+#: Up to ``limit`` ``(seq, body)`` of a thread's turn events (``TURN_MARKS``: the types a
+#: conversation is made of, the predicate of the partial index ``ix_events_turns``) with
+#: ``seq < before``, newest first, leaving out the run ``skip_run`` (the one asking).
+TURN_EVENTS_BEFORE = statement(
+    "turn_events_before",
+    ("user_id", "thread_id", "before", "skip_run", "limit"),
+    select(events.c.seq, events.c.body)
+    .where(
+        events.c.thread_id == p("thread_id"),
+        events.c.user_id == p("user_id"),
+        events.c.seq < p("before", events.c.seq.type),  # 64-bit, as the column
+        text(TURN_MARKS),
+        events.c.run_id != p("skip_run"),
+    )
+    .order_by(events.c.seq.desc())
+    .limit(p("limit", Integer))
+    .offset(const(0)),
+)
+
+# Usage --------------------------------------------------------------------------------------
+
+#: One model call's cost added to its run's counters (64-bit, as the columns).
+ADD_RUN_USAGE = statement(
+    "add_run_usage",
+    ("user_id", "run_id", "input_tokens", "output_tokens", "model_calls"),
+    update(runs)
+    .where(runs.c.id == p("run_id"), runs.c.user_id == p("user_id"))
+    .values(
+        input_tokens=runs.c.input_tokens + p("input_tokens", runs.c.input_tokens.type),
+        output_tokens=runs.c.output_tokens + p("output_tokens", runs.c.output_tokens.type),
+        model_calls=runs.c.model_calls + p("model_calls", runs.c.model_calls.type),
+    ),
+)
+
+#: The user's input plus output tokens in runs created at or after ``since``.
+TOKENS_SINCE = statement(
+    "tokens_since",
+    ("user_id", "since"),
+    select(func.coalesce(func.sum(runs.c.input_tokens + runs.c.output_tokens), const(0))).where(
+        runs.c.user_id == p("user_id"),
+        runs.c.created_at >= p("since", DateTime(timezone=True)),
+    ),
+)
+
+#: ``(agent, input_tokens, output_tokens, model_calls, runs)`` of the user's runs created
+#: at or after ``since``, by agent.
+USAGE_BY_AGENT = statement(
+    "usage_by_agent",
+    ("user_id", "since"),
+    select(
+        runs.c.agent,
+        func.coalesce(func.sum(runs.c.input_tokens), const(0)),
+        func.coalesce(func.sum(runs.c.output_tokens), const(0)),
+        func.coalesce(func.sum(runs.c.model_calls), const(0)),
+        func.count(),
+    )
+    .where(
+        runs.c.user_id == p("user_id"),
+        runs.c.created_at >= p("since", DateTime(timezone=True)),
+    )
+    .group_by(runs.c.agent)
+    .order_by(runs.c.agent),
 )
 
 # The cluster's claim (Postgres) -------------------------------------------------------------

@@ -98,12 +98,24 @@ class Run(Base):
     worker_id: Mapped[str | None] = mapped_column(String(64))
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     attempts: Mapped[int] = mapped_column(Counter, default=0)
+    # Token usage of the run's model calls (all its executions), added to after each call.
+    input_tokens: Mapped[int] = mapped_column(Counter, default=0, server_default="0")
+    output_tokens: Mapped[int] = mapped_column(Counter, default=0, server_default="0")
+    model_calls: Mapped[int] = mapped_column(Counter, default=0, server_default="0")
 
 
 #: The events a run's recovery looks up by run: its first and its end (every run's
 #: first event is one of them: ``agent_started``, or an end when it never started).
 #: The partial index's predicate; a query must repeat it word for word for SQLite to use it.
 RUN_MARKS = "type IN ('agent_started', 'agent_completed', 'agent_error', 'run_cancelled')"
+
+
+#: The events a thread's conversation is built from (``tenet.conversation``): the partial
+#: index on them lets a history read skip streamed text and reasoning without reading them.
+TURN_MARKS = (
+    "type IN ('agent_started', 'tool_executing', 'tool_completed', "
+    "'agent_completed', 'agent_error', 'run_cancelled')"
+)
 
 
 class EventRow(Base):
@@ -123,6 +135,13 @@ class EventRow(Base):
             "run_id",
             sqlite_where=text(RUN_MARKS),
             postgresql_where=text(RUN_MARKS),
+        ),
+        Index(
+            "ix_events_turns",
+            "thread_id",
+            "seq",
+            sqlite_where=text(TURN_MARKS),
+            postgresql_where=text(TURN_MARKS),
         ),
     )
 

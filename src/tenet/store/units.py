@@ -117,6 +117,34 @@ def insert_events(batch: list[tuple[Any, ...]]) -> Steps:
     yield each(q.INSERT_EVENT, batch)
 
 
+def turn_events_before(
+    user_id: str, thread_id: str, before: int, limit: int, skip_run: str
+) -> Steps:
+    """Up to ``limit`` ``(seq, body)`` of the thread's turn events with ``seq < before``,
+    newest first, leaving out the run ``skip_run``."""
+    found = yield rows(q.TURN_EVENTS_BEFORE, user_id, thread_id, before, skip_run, limit)
+    return [(int(r[0]), r[1]) for r in found]
+
+
+def add_run_usage(
+    user_id: str, run_id: str, input_tokens: int, output_tokens: int, calls: int
+) -> Steps:
+    """Add one model call's cost to the run's counters."""
+    yield count(q.ADD_RUN_USAGE, user_id, run_id, input_tokens, output_tokens, calls)
+
+
+def tokens_since(user_id: str, since: datetime) -> Steps:
+    """The user's input plus output tokens in runs created at or after ``since``."""
+    row = yield one(q.TOKENS_SINCE, user_id, since)
+    return int(row[0] or 0) if row is not None else 0
+
+
+def usage_by_agent(user_id: str, since: datetime) -> Steps:
+    """``agent -> (input_tokens, output_tokens, model_calls, runs)`` since ``since``."""
+    found = yield rows(q.USAGE_BY_AGENT, user_id, since)
+    return {r[0]: (int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in found}
+
+
 def claim_runs(worker_id: str, limit: int, user_max: int, now: datetime) -> Steps:
     """The claim of :meth:`Store.claim_runs`, as run rows (None: the claim lock was busy).
 
@@ -130,7 +158,7 @@ def claim_runs(worker_id: str, limit: int, user_max: int, now: datetime) -> Step
     found = yield rows(q.CLAIM_CANDIDATES, limit * 8)
     candidates = [tuple(r) for r in found]
     # Each candidate carries its user's running runs, cluster-wide.
-    running = {r[1]: int(r[15]) for r in candidates}
+    running = {r[1]: int(r[len(q.RUN_COLUMNS)]) for r in candidates}
     # Users take turns: each user's first runnable run before anyone's second.
     rank: dict[str, int] = {}
     ordered = []

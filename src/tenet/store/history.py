@@ -1,0 +1,37 @@
+"""The reads a thread's conversation is built from: its turn events, newest first, in pages.
+
+:mod:`tenet.conversation` asks for one page at a time and stops as soon as the
+context budget is spent, so what is read is bounded by the budget, not by the
+length of the thread. Only the event types a conversation is made of are
+returned (a run's start and end, its tool calls and results, ``TURN_MARKS``),
+through a partial index on them: streamed text and reasoning are not even read.
+Every read filters by the caller's ``user_id`` beside the thread id: another
+user's events are never returned, even for a thread id they share.
+
+The read is one statement of the catalogue (``statements.TURN_EVENTS_BEFORE``)
+run as a unit (``units.turn_events_before``) by the store's executor, the same
+on every database.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from . import units
+
+if TYPE_CHECKING:
+    from .db import Store
+
+
+#: A ``seq`` above every stored one (the column is a 64-bit integer): "from the newest".
+NEWEST = 2**63 - 1
+
+
+async def turn_events_before(
+    store: Store, user_id: str, thread_id: str, before: int, limit: int, skip_run: str
+) -> list[tuple[int, str]]:
+    """Up to ``limit`` ``(seq, body)`` of the thread's turn events with ``seq < before``,
+    newest first, leaving out the run ``skip_run`` (the one asking)."""
+    return await store.executor.run(
+        units.turn_events_before, user_id, thread_id, before, limit, skip_run, write=False
+    )
