@@ -27,7 +27,7 @@ from .clock import utc_now
 from .errors import NotFound
 from .events import RunStart
 from .queue import QueueHost
-from .run_lifecycle import RunExecution, RunStatus, client_tools_of
+from .run_lifecycle import RunExecution, RunStatus
 from .runtime import RunRuntime
 from .sessions import UserSession, UserSessions
 from .settings import Settings
@@ -256,14 +256,7 @@ class ClusterQueue:
                 self._wake.set()  # there may be more to claim
 
     def _start_claimed(self, run: Run) -> None:
-        execution = RunExecution(
-            run.id,
-            run.user_id,
-            run.thread_id,
-            run.agent,
-            run.input,
-            client_tools=client_tools_of(run.meta),
-        )
+        execution = RunExecution.of(run)
         self._host.runs[run.id] = execution
         self.claimed += 1
         self.writer.forget(run.thread_id)  # another process may have written to it last

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from .events import RunStart
 from .queue import QueueHost
-from .run_lifecycle import RunExecution, RunStatus, client_tools_of
+from .run_lifecycle import RunExecution, RunStatus
 from .runtime import RunRuntime
 from .sessions import UserSession, UserSessions
 from .settings import Settings
@@ -144,14 +144,7 @@ class LocalQueue:
     # Scheduling -------------------------------------------------------------------------------
 
     def _enqueue(self, run: Run, session: UserSession) -> None:
-        execution = RunExecution(
-            run.id,
-            run.user_id,
-            run.thread_id,
-            run.agent,
-            run.input,
-            client_tools=client_tools_of(run.meta),
-        )
+        execution = RunExecution.of(run)
         self._host.runs[run.id] = execution
         lane = self._lanes.get(run.thread_id)
         if lane is None:

@@ -50,6 +50,7 @@ from .usage import RunUsage, run_usage
 if TYPE_CHECKING:
     from .mcp_tools import MCPHub
     from .store.secrets import SecretBox
+    from .store.tables import Run
 
 log = logging.getLogger("tenet.engine")
 
@@ -153,6 +154,18 @@ class RunExecution:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     #: The run's client tools (see :func:`client_tools_of`).
     client_tools: tuple[dict[str, Any], ...] = ()
+
+    @classmethod
+    def of(cls, run: Run) -> RunExecution:
+        """The execution of a stored, queued run (either queue's way into memory)."""
+        return cls(
+            run.id,
+            run.user_id,
+            run.thread_id,
+            run.agent,
+            run.input,
+            client_tools=client_tools_of(run.meta),
+        )
 
     @property
     def cancellable(self) -> bool:
