@@ -29,7 +29,7 @@ from typer.core import TyperGroup
 
 from .events import is_terminal
 from .registry import AgentRegistry
-from .settings import Settings, SettingsError
+from .settings import Settings, SettingsError, unknown_variables
 from .titles import title_metadata
 
 if TYPE_CHECKING:
@@ -42,6 +42,8 @@ class _SettingsFirst(TyperGroup):
     def invoke(self, ctx: click.Context) -> Any:
         args = [*getattr(ctx, "_protected_args", ()), *ctx.args]
         if not ctx.resilient_parsing and not set(args) & set(ctx.help_option_names):
+            for line in unknown_variables(os.environ):
+                err.print(line, markup=False)
             try:
                 Settings()
             except SettingsError as exc:
