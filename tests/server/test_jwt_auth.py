@@ -496,3 +496,58 @@ async def test_odd_claims_and_headers_are_refused_401_never_500(
         ok = await me(srv, _hs256({"sub": "s", "exp": far, "name": ["not", "a", "name"]}))
         assert ok.status_code == 200 and ok.json()["name"] == "s"  # falls back to the subject
         assert await ws_close_code(srv, "éé.éé.éé", header=False) == 4401  # HTTP can't carry it
+
+
+# The decoder's segment check -------------------------------------------------------------------
+
+
+def _segments() -> list[bytes]:
+    """Segments PyJWT must accept or refuse: padding, lengths, alphabets, trailing bits."""
+    corpus = [b"", b"=", b"==", b"===", b"a", b"a=", b"a==", b"ab", b"ab=", b"ab==", b"ab===",
+              b"abc", b"abc=", b"abc==", b"abcd", b"abcd=", b"abcd==", b"ab+/", b"ab/=", b"a b",
+              b"ab\n", b"\nab", b"ab!!", b"ab.c", b"\xff\xfe", b"ab=c", b"=ab", b"AQ", b"AR",
+              b"AQE", b"AQF", b"eyJhIjoxfQ", b"eyJhIjoxfQ==", b"eyJhIjoxfQ="]  # fmt: skip
+    for n in range(12):  # every length of encoding, canonical and with its last bits flipped
+        encoded = jwt.utils.base64url_encode(bytes(range(40, 40 + n)))
+        corpus += [encoded, encoded + b"=" * (-len(encoded) % 4)]
+        if encoded:
+            flipped = chr(encoded[-1] ^ 1).encode()
+            corpus.append(encoded[:-1] + flipped)
+    return corpus
+
+
+def _outcome(decode: Any, segment: bytes) -> bytes | str:
+    try:
+        return bytes(decode(segment, "payload"))
+    except jwt.DecodeError as exc:
+        return f"refused: {exc}"
+
+
+def test_the_fast_segment_check_answers_exactly_as_pyjwts() -> None:
+    from jwt.api_jws import PyJWS
+
+    from tenet.server.jwt_auth import _Jws
+
+    for segment in _segments():
+        assert _outcome(_Jws._decode_base64url_segment, segment) == _outcome(
+            PyJWS._decode_base64url_segment, segment
+        ), segment
+
+
+def test_pyjwt_still_decodes_through_the_fast_segment_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """If PyJWT stops calling the method, the speed-up is gone: this says so."""
+    from tenet.server import jwt_auth
+
+    seen: list[str] = []
+    original = jwt_auth._Jws._decode_base64url_segment
+
+    def counting(segment: bytes, name: str) -> bytes:
+        seen.append(name)
+        return original(segment, name)
+
+    monkeypatch.setattr(jwt_auth._Jws, "_decode_base64url_segment", staticmethod(counting))
+    token = jwt.encode({"sub": "s", "exp": 4102444800}, SECRET, algorithm="HS256")
+    assert jwt_auth._decoder().decode(token, SECRET, algorithms=["HS256"])["sub"] == "s"
+    assert sorted(seen) == ["crypto", "header", "payload"]
