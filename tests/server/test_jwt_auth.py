@@ -69,6 +69,17 @@ async def ws_close_code(server: ServerHandle, token: str, *, header: bool) -> in
         return None
 
 
+async def close_code_while_pinging(ws: Any, within_s: float) -> int | None:
+    """Ping an open socket until the server closes it (within ``within_s``); its close code."""
+    with pytest.raises(ConnectionClosed) as closed:
+        async with asyncio.timeout(within_s):
+            while True:
+                await send(ws, {"type": "ping"})
+                await recv(ws)
+                await asyncio.sleep(0.2)
+    return closed.value.rcvd.code if closed.value.rcvd else None
+
+
 # Settings ---------------------------------------------------------------------------------------
 
 
@@ -379,13 +390,7 @@ async def test_an_open_socket_closes_when_its_jwt_expires(
     async with server_factory(**idp.settings(), auth_leeway_s=0) as srv:
         async with connect(srv.ws_url, additional_headers=bearer(idp.token("s", ttl_s=2))) as ws:
             await ready(ws)
-            with pytest.raises(ConnectionClosed) as closed:
-                async with asyncio.timeout(10):
-                    while True:
-                        await send(ws, {"type": "ping"})
-                        await recv(ws)
-                        await asyncio.sleep(0.2)
-            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+            assert await close_code_while_pinging(ws, within_s=10) == 4401
 
 
 async def test_the_leeway_keeps_a_socket_open_past_exp_then_it_closes(
@@ -397,13 +402,7 @@ async def test_the_leeway_keeps_a_socket_open_past_exp_then_it_closes(
             await ready(ws)
             await send(ws, {"type": "ping"})
             assert (await recv(ws))["type"] == "pong"
-            with pytest.raises(ConnectionClosed) as closed:
-                async with asyncio.timeout(20):
-                    while True:
-                        await send(ws, {"type": "ping"})
-                        await recv(ws)
-                        await asyncio.sleep(0.2)
-            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+            assert await close_code_while_pinging(ws, within_s=20) == 4401
 
 
 async def test_a_fresh_token_keeps_the_socket_open_and_another_users_closes_it(
