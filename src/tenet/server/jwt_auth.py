@@ -20,9 +20,9 @@ signature once. That is also why a JWT cannot be revoked in tenet: it is good
 until its ``exp`` (a provider revokes by issuing short-lived tokens).
 
 Decoding is PyJWT's, signature and claims alike, with one exception for speed
-(:class:`_Jws`): its check that each segment is canonical base64url runs as one
-regular expression instead of a Python loop over every character, which cost
-about a fifth of a new token's verification.
+(:class:`_Jws`): its check that each segment is canonical base64url runs in C
+(one ``bytes.translate``) instead of a Python loop over every character, which
+cost about a fifth of a new token's verification.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -64,8 +63,8 @@ _REASONS: tuple[tuple[type[Exception], str], ...] = (
 )
 
 
-#: A base64url segment without its padding (PyJWT checks the same, a character at a time).
-_SEGMENT = re.compile(rb"[A-Za-z0-9_-]*")
+#: The base64url alphabet: a segment without its padding holds nothing else.
+_BASE64URL = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 
 class _Jws(jwt.PyJWS):
@@ -87,7 +86,7 @@ class _Jws(jwt.PyJWS):
             padding > 2
             or (padding and len(segment) % 4)
             or len(stripped) % 4 == 1
-            or _SEGMENT.fullmatch(stripped) is None
+            or stripped.translate(None, _BASE64URL)  # what is left is foreign
         ):
             raise DecodeError(f"Invalid {name} padding")
         try:
