@@ -635,7 +635,6 @@ def _auth_bench(json_file: str | None) -> None:
         table.add_column(column, justify="left" if column in ("algorithm", "what") else "right")
     rows = (
         ("verify", "new token"),
-        ("verify_stock", "new token, PyJWT's decoder as shipped"),
         ("signature", "the signature check alone (floor)"),
         ("verify_repeat", "same token again"),
     )

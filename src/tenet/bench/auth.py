@@ -11,10 +11,6 @@ Three measurements, in this process, against a real provider stand-in
   * ``signature``: the library's signature check alone on the same token
     (PyJWT's algorithm, i.e. ``cryptography``): the floor no verifier built on
     it can go under; ``overhead_us`` is the verifier's p50 above it.
-  * ``verify_stock``: the same verifier with PyJWT's decoder as shipped (its
-    per-character segment check, see :class:`~tenet.server.jwt_auth._Jws`):
-    what the change to the decoder saves, in the same run.
-
 * ``verify_repeat``: the same token again (what a client sending one token on
   every request pays): a hash and a lookup.
 * ``sign_in``: the whole sign-in of a request (``authenticate``, on a running
@@ -58,14 +54,11 @@ def _percentiles_us(samples: list[float]) -> dict[str, float]:
 
 async def _verify_costs(idp: LocalIdentityProvider, requests: int) -> dict[str, Any]:
     verifier = JwtVerifier(Settings(**idp.settings()))
-    stock = JwtVerifier(Settings(**idp.settings()))
-    stock._decoder = jwt.PyJWT()  # PyJWT's decoder as shipped
     try:
         result: dict[str, Any] = {}
         for key in idp.keys:
             tokens = [idp.token(f"user-{i}", key=key, jti=str(i)) for i in range(requests)]
-            for each in (verifier, stock):
-                await each.verify(tokens[0])  # the JWKS fetch, outside the timing
+            await verifier.verify(tokens[0])  # the JWKS fetch, outside the timing
             public = jwt.PyJWK(key.public_jwk(), algorithm=key.alg)
 
             def signature_only(token: str, public: jwt.PyJWK = public) -> None:
@@ -75,17 +68,14 @@ async def _verify_costs(idp: LocalIdentityProvider, requests: int) -> dict[str, 
                 ):
                     raise AssertionError("a token of the provider did not verify")
 
-            fresh, fresh_stock, floor = [], [], []
-            for token in tokens[1:]:  # interleaved: load on the machine hits all three
+            fresh, floor = [], []
+            for token in tokens[1:]:  # interleaved: load on the machine hits both
                 started = time.perf_counter()
                 signature_only(token)
                 floor.append(time.perf_counter() - started)
                 started = time.perf_counter()
                 await verifier.verify(token)
                 fresh.append(time.perf_counter() - started)
-                started = time.perf_counter()
-                await stock.verify(token)
-                fresh_stock.append(time.perf_counter() - started)
             repeat = []
             for _ in range(requests):
                 started = time.perf_counter()
@@ -93,7 +83,6 @@ async def _verify_costs(idp: LocalIdentityProvider, requests: int) -> dict[str, 
                 repeat.append(time.perf_counter() - started)
             result[key.alg] = {
                 "verify": _percentiles_us(fresh),
-                "verify_stock": _percentiles_us(fresh_stock),
                 "signature": _percentiles_us(floor),
                 "overhead_us": round(
                     (statistics.median(fresh) - statistics.median(floor)) * 1e6, 1
@@ -105,7 +94,6 @@ async def _verify_costs(idp: LocalIdentityProvider, requests: int) -> dict[str, 
         return result
     finally:
         await verifier.aclose()
-        await stock.aclose()
 
 
 async def _sign_in_costs(idp: LocalIdentityProvider, requests: int) -> dict[str, Any]:

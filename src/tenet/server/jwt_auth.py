@@ -19,10 +19,9 @@ bounded map, so a client sending the same token on every request pays for the
 signature once. That is also why a JWT cannot be revoked in tenet: it is good
 until its ``exp`` (a provider revokes by issuing short-lived tokens).
 
-Decoding is PyJWT's, signature and claims alike, with one exception for speed
-(:class:`_Jws`): its check that each segment is canonical base64url runs in C
-(one ``bytes.translate``) instead of a Python loop over every character, which
-cost about a fifth of a new token's verification.
+Decoding is PyJWT's as shipped, segments, signature and claims alike: none of it
+is rewritten here, even where it is slow (its per-character base64url check is
+about a fifth of a new token's verification, see ``docs/benchmarks.md``).
 """
 
 from __future__ import annotations
@@ -37,8 +36,6 @@ from typing import Any
 
 import jwt
 import orjson
-from jwt.exceptions import DecodeError
-from jwt.utils import base64url_decode, base64url_encode
 
 from ..settings import Settings
 from ..store.db import Store
@@ -61,48 +58,6 @@ _REASONS: tuple[tuple[type[Exception], str], ...] = (
     (jwt.InvalidAlgorithmError, "algorithm not allowed"),
     (jwt.InvalidSignatureError, "bad signature"),
 )
-
-
-#: The base64url alphabet: a segment without its padding holds nothing else.
-_BASE64URL = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-
-
-class _Jws(jwt.PyJWS):
-    """PyJWT's JWS, with its segment check at C speed and the same answers.
-
-    ``PyJWS._decode_base64url_segment`` accepts at most two ``=`` (and only
-    where they make the length a multiple of 4), refuses a length of 1 modulo 4
-    and any character outside the base64url alphabet, and refuses a segment
-    that does not encode back to itself (non-canonical trailing bits). This does
-    exactly that; ``tests/server/test_jwt_auth.py`` compares the two on a corpus
-    and checks that PyJWT still decodes through this method.
-    """
-
-    @staticmethod
-    def _decode_base64url_segment(segment: bytes, name: str) -> bytes:
-        stripped = segment.rstrip(b"=")
-        padding = len(segment) - len(stripped)
-        if (
-            padding > 2
-            or (padding and len(segment) % 4)
-            or len(stripped) % 4 == 1
-            or stripped.translate(None, _BASE64URL)  # what is left is foreign
-        ):
-            raise DecodeError(f"Invalid {name} padding")
-        try:
-            decoded = base64url_decode(stripped)
-        except (TypeError, binascii.Error) as err:
-            raise DecodeError(f"Invalid {name} padding") from err
-        if base64url_encode(decoded) != stripped:
-            raise DecodeError(f"Invalid {name} padding")
-        return decoded
-
-
-def _decoder() -> jwt.PyJWT:
-    """A PyJWT decoder whose JWS layer is :class:`_Jws`."""
-    decoder = jwt.PyJWT()
-    decoder._jws = _Jws()
-    return decoder
 
 
 class JwtRefused(Exception):
@@ -150,7 +105,7 @@ class JwtVerifier:
                 refresh_s=settings.auth_jwks_refresh_s,
             )
         self._verified: OrderedDict[str, JwtIdentity] = OrderedDict()
-        self._decoder = _decoder()
+        self._decoder = jwt.PyJWT()
         required = ["exp", self.user_claim]
         if self.issuer:
             required.append("iss")
