@@ -30,7 +30,7 @@ async def slow_stop(ctx: RunContext, gate: str) -> str:
         await asyncio.Event().wait()
     except asyncio.CancelledError:
         for _ in range(6000):  # bounded: 60 s
-            if Path(gate).exists():
+            if await asyncio.to_thread(Path(gate).exists):
                 break
             await asyncio.sleep(0.01)
         raise

@@ -136,9 +136,7 @@ async def cluster(
         "TENET_CLUSTER_POLL_S": "0.2",
         "TENET_LOG_LEVEL": "WARNING",
         **{f"TENET_{k.upper()}": v for k, v in settings.items()},
-        "PYTHONPATH": os.pathsep.join(
-            [str(HERE), *filter(None, [os.environ.get("PYTHONPATH")])]
-        ),
+        "PYTHONPATH": os.pathsep.join([str(HERE), *filter(None, [os.environ.get("PYTHONPATH")])]),
     }
     serve = [sys.executable, "-m", "tenet.cli", "serve"] + (["--app", app] if app else [])
     started: list[Node] = []

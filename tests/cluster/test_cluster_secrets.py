@@ -23,7 +23,7 @@ from cluster_support import Cluster, Node, cluster
 
 # The MCP tests' echo server and its start-up (a folder of tests beside this one).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "mcp_servers"))
-from mcp_support import start_echo_http  # noqa: E402
+from mcp_support import start_echo_http
 
 
 def sha(value: str) -> str:

@@ -185,6 +185,7 @@ INSERT_THREAD_WITHIN_LIMIT = statement(
     ),
 )
 
+
 def _not_deleting(now: Any) -> Any:
     """A thread accepts runs while it is not being deleted: no delete mark, or one that
     has passed by ``now`` (a deleter that crashed leaves a mark that expires)."""
