@@ -15,7 +15,7 @@ body) and checks:
 - ``guard``: the server's last-step isolation guard stopped nothing;
 - ``mcp``: each user's calls of an MCP tool marked for the audit see that user's
   own MCP session and credential, nobody else's (:mod:`tenet.audit.mcp_canary`;
-  nothing is checked when the deployment marks no MCP server);
+  left out of the report when the deployment marks no MCP server);
 - ``fairness``: the slowest user's time against the median.
 
 It speaks only the public protocol, so it audits any deployment.
@@ -161,9 +161,13 @@ class IsolationAudit:
             await asyncio.gather(*(self._work(c, canaries) for c in canaries))
             await asyncio.gather(*(self._ag_ui(c) for c in canaries))
             mcp = self.checks["mcp"]
-            mcp.checked += await mcp_canary.run(
+            checked = await mcp_canary.run(
                 http, canaries, self._auth, mcp.violations, timeout_s=self.timeout_s
             )
+            if checked is None:
+                del self.checks["mcp"]  # the deployment marks no MCP server: nothing to check
+            else:
+                mcp.checked += checked
             await asyncio.gather(*(self._read_everything(c) for c in canaries))
             await asyncio.gather(*(self._probe(c, canaries) for c in canaries))
             await self._check_guard()

@@ -132,10 +132,14 @@ async def run(
     violations: list[str],
     *,
     timeout_s: float,
-) -> int:
-    """The canary on every marked tool; appends violations, returns how many calls it checked."""
+) -> int | None:
+    """The canary on every marked tool; appends violations, returns how many calls it
+    checked (None: the deployment marks no tool, there is nothing to check)."""
+    found = await targets(http, auth(users[0]))
+    if not found:
+        return None
     checked = 0
-    for target in await targets(http, auth(users[0])):
+    for target in found:
         seen = {u.name: Seen() for u in users}
         calls = await asyncio.gather(
             *(_user(http, u, auth(u), target, seen[u.name], violations, timeout_s) for u in users)
