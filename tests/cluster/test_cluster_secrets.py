@@ -47,7 +47,7 @@ async def recall_on(c: Cluster, node: Node, token: str) -> dict[str, Any]:
                 if run["status"] in ("completed", "failed", "cancelled"):
                     break
                 await asyncio.sleep(0.02)
-            assert run["status"] == "completed", run
+            assert run["status"] == "completed", (run["status"], run["error"])
             answer: dict[str, Any] = json.loads(run["output"])
             if answer["pid"] == node.process.pid:
                 return answer
@@ -66,6 +66,7 @@ async def test_a_changed_or_deleted_secret_closes_the_users_sessions_on_every_pr
             nodes=2,
             app="cluster_agents:registry",
             secret_key="cluster-secrets-test-key",
+            dead_after_beats="30",  # a loaded machine's slow heartbeat is no takeover here
         ) as c:
             _, token = await c.user("rotator")
             node_a, node_b = c.nodes

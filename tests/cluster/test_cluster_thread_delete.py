@@ -70,7 +70,13 @@ async def test_a_thread_being_deleted_on_one_process_accepts_no_run_on_another(
 
     The run refused on B never runs; once the run stops, A's delete succeeds.
     """
-    async with cluster(postgres_url, tmp_path, nodes=2, app="cluster_agents:registry") as c:
+    async with cluster(
+        postgres_url,
+        tmp_path,
+        nodes=2,
+        app="cluster_agents:registry",
+        dead_after_beats="30",  # a loaded machine's slow heartbeat is no takeover here
+    ) as c:
         _, token = await c.user("slow-deleter")
         headers = {"Authorization": f"Bearer {token}"}
         node_a, node_b = c.nodes
