@@ -12,6 +12,10 @@ At the end every user's received events are compared with the stored ones,
 thread by thread: an event stored and never received is *lost*, one received
 twice is *duplicated*, one received out of order (a gap in ``seq``) is a *gap*,
 one whose bytes differ from the stored ones is *mismatched*. All must be 0. The
+report's ``faults`` names up to 10 faulty threads: the events missing, the stored
+events around them, and the user's trace of the thread (its requests, the
+answers, the ranges of events received on each socket, opens and closes), which
+is what tells a server fault from the client's own bookkeeping. The
 server's resident memory is sampled every second; its slope (least-squares fit
 over the run, first minute excluded when there is more) shows a leak. Errors are
 counted by kind: close codes, error frames, and how runs ended.
