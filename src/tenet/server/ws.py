@@ -426,12 +426,14 @@ class Connection:
                     bus.unsubscribe(oldest, self.sub)
                     self._answer(None, {"type": "unsubscribed", "thread_id": oldest})
                 bus.subscribe(thread_id, 0, into=self.sub)
-                # The socket follows the thread from here on: every event stored after this
-                # point, the run's own and any other run's (one queued behind it and cancelled
-                # before it starts, an earlier run's end). Read after attaching, so nothing
-                # falls between; a thread made for this run has nothing earlier.
-                after = 0 if created else await store.last_seq(self.user_id, thread_id)
+            after = 0
             try:
+                if fresh and not created:
+                    # The socket follows the thread from here on: every event stored after
+                    # this point, the run's own and any other run's (one queued behind it and
+                    # cancelled before it starts, an earlier run's end). Read after attaching,
+                    # so nothing falls between; a thread made for this run has nothing earlier.
+                    after = await store.last_seq(self.user_id, thread_id)
                 run = await service.engine.submit(
                     self.user_id, thread_id, agent, frame["input"], metadata
                 )
