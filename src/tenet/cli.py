@@ -729,7 +729,7 @@ def _soak(
     table.add_column("figure")
     table.add_column("value", justify="right")
     for key, value in report.items():
-        if key in ("outcomes", "errors", "server_log_tail", "server_log"):
+        if key in ("outcomes", "errors", "faults", "server_log_tail", "server_log"):
             continue
         table.add_row(key, str(value))
     console.print(table)
