@@ -381,6 +381,8 @@ def test_every_tenet_event_type_maps_as_documented(kind: str) -> None:
         "run_cancelled": {"reason": "user", "status": "cancelled"},
     }
     view = AgUiView(run_id="run_1", client_thread_id="t", client_run_id="r")
+    if kind == "tool_completed":  # a result of a call this run made
+        view.map(_event("tool_executing", **fields["tool_executing"]))
     mapped = view.map(_event(kind, **fields[kind]))
     assert [e.type.value for e in mapped] == expected[kind]
     doc = (Path(__file__).parents[2] / "docs" / "ag-ui.md").read_text()
