@@ -154,7 +154,6 @@ class ClientInput:
         )
 
 
-
 @dataclass(frozen=True, slots=True)
 class RunContext:
     """Who is running what: immutable, validated, one per agent execution."""

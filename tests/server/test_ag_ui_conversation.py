@@ -14,12 +14,12 @@ from typing import Any
 import orjson
 from server_support import ServerFactory, http, new_user
 from test_ag_ui import Frame, ag_ui, read_sse, run_input, types
-from test_openai_model import Reply, chunk, fake_llm
 
 from tenet.agents import Agent
 from tenet.context import RunContext
 from tenet.examples import default_registry
 from tenet.registry import AgentRegistry
+from test_openai_model import Reply, chunk, fake_llm
 
 BOOKING = {
     "name": "confirm_booking",
@@ -32,7 +32,9 @@ def booking_script(body: dict[str, Any]) -> Reply:
     """Asks the front end to confirm a booking, then answers from what it returned."""
     last = body["messages"][-1]
     if last["role"] == "tool":
-        return Reply([chunk(role="assistant", content=""), chunk(content=f"Done: {last['content']}")])
+        return Reply(
+            [chunk(role="assistant", content=""), chunk(content=f"Done: {last['content']}")]
+        )
     if "book" in str(last.get("content")):
         call = {
             "index": 0,
@@ -175,7 +177,9 @@ async def test_another_users_call_id_is_as_unknown_as_none(
                 async with http(server, user) as c:
                     r = await c.post(
                         "/v1/agents/assistant/ag-ui",
-                        json=run_input("", thread, messages=[ask, call_message("call_book1"), result]),
+                        json=run_input(
+                            "", thread, messages=[ask, call_message("call_book1"), result]
+                        ),
                     )
                     answers.append((r.status_code, r.json()))
             assert answers[0] == answers[1] == answers[2]

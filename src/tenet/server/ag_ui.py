@@ -39,8 +39,8 @@ from ag_ui.core import (
     RunFinishedEvent,
     RunFinishedSuccessOutcome,
     RunStartedEvent,
-    StepFinishedEvent,
     StateSnapshotEvent,
+    StepFinishedEvent,
     StepStartedEvent,
     TextMessageContentEvent,
     TextMessageEndEvent,
@@ -57,6 +57,14 @@ from starlette.responses import StreamingResponse
 
 from .. import linear_re
 from ..bus.follow import follow
+from ..context import (
+    CLIENT_CONTEXT_KEY,
+    CLIENT_RESULTS_KEY,
+    CLIENT_STATE_KEY,
+    CLIENT_TOOLS_KEY,
+    ClientInput,
+)
+from ..conversation import handed_over
 from ..errors import Invalid, NotFound
 from ..events import (
     AGENT_COMPLETED,
@@ -69,14 +77,6 @@ from ..events import (
     TOOL_EXECUTING,
     is_terminal,
 )
-from ..context import (
-    CLIENT_CONTEXT_KEY,
-    CLIENT_RESULTS_KEY,
-    CLIENT_STATE_KEY,
-    CLIENT_TOOLS_KEY,
-    ClientInput,
-)
-from ..conversation import handed_over
 from ..store.ag_ui_threads import MAX_CLIENT_THREAD_ID, AgUiThreads
 from . import ag_ui_messages
 from .auth import Caller, current_caller, server_state

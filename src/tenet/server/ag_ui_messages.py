@@ -31,9 +31,9 @@ from ag_ui.core import (
 
 from ..context import ClientInput
 from ..conversation import Conversations
-from ..store.history import NEWEST
 from ..errors import Invalid
 from ..models.base import ChatMessage
+from ..store.history import NEWEST
 
 #: The ``error.code`` stored for a front-end tool whose client reported an error.
 CLIENT_TOOL_FAILED = "client_tool_failed"
@@ -158,7 +158,9 @@ def to_ag_ui(turns: list[tuple[str, list[ChatMessage]]]) -> list[Message]:
                     )
                 )
             elif role == "assistant":
-                out.append(AssistantMessage(id=f"{run_id}-{n}", content=str(m.get("content") or "")))
+                out.append(
+                    AssistantMessage(id=f"{run_id}-{n}", content=str(m.get("content") or ""))
+                )
     return out
 
 
