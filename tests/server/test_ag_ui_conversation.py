@@ -224,3 +224,28 @@ async def test_state_and_context_reach_the_run_and_state_is_echoed(
             server, alice, "echo", run_input("x", "e", state=state, context=context)
         )
         assert orjson.loads(frames[-1][1]["result"]) == {"state": state, "context": context}
+
+
+async def test_a_front_end_call_never_answered_is_left_out_of_the_history(
+    server_factory: ServerFactory,
+) -> None:
+    async with fake_llm(booking_script) as llm:
+        async with server_factory(**llm_settings(llm.base_url)) as server:
+            alice = await new_user(server)
+            ask = message("user", content="book a table")
+            await ag_ui(
+                server, alice, "assistant", run_input("", "n", messages=[ask], tools=[BOOKING])
+            )
+            # The person moved on without running it: a user message, no tool message.
+            moved = [ask, call_message("call_book1"), message("user", content="never mind")]
+            frames = await ag_ui(server, alice, "assistant", run_input("", "n", messages=moved))
+            assert frames[-1][1]["result"] == "ok"
+            sent = llm.requests[-1]["messages"]
+            assert [(m["role"], m.get("content")) for m in sent[1:]] == [
+                ("user", "book a table"),
+                ("user", "never mind"),
+            ]
+            # The client still holds the call the stored conversation leaves out: a snapshot.
+            snap = snapshot_of(frames)
+            assert snap is not None and [m["role"] for m in snap] == ["user", "user"]
+            assert llm.rejected == []
