@@ -12,13 +12,14 @@ import secrets
 from typing import Any
 
 import orjson
-from server_support import ServerFactory, http, new_user
+from server_support import ServerFactory, User, http, new_user
 from test_ag_ui import Frame, ag_ui, read_sse, run_input, types
 
 from tenet.agents import Agent
 from tenet.context import RunContext
 from tenet.examples import default_registry
 from tenet.registry import AgentRegistry
+from tenet.testing import ServerHandle
 from test_openai_model import Reply, chunk, fake_llm
 
 BOOKING = {
@@ -78,16 +79,22 @@ def snapshot_of(frames: list[Frame]) -> list[dict[str, Any]] | None:
     return found[0]["messages"] if found else None
 
 
+async def hand_over(server: ServerHandle, thread: str) -> tuple[User, dict[str, Any], list[Frame]]:
+    """A new user asks for a booking on ``thread``: the run hands ``call_book1`` over."""
+    user = await new_user(server)
+    ask = message("user", content="book a table")
+    frames = await ag_ui(
+        server, user, "assistant", run_input("", thread, messages=[ask], tools=[BOOKING])
+    )
+    return user, ask, frames
+
+
 async def test_a_front_end_tool_result_continues_the_conversation_paired_with_its_call(
     server_factory: ServerFactory,
 ) -> None:
     async with fake_llm(booking_script) as llm:
         async with server_factory(**llm_settings(llm.base_url)) as server:
-            alice = await new_user(server)
-            ask = message("user", content="book a table")
-            first = await ag_ui(
-                server, alice, "assistant", run_input("", "b", messages=[ask], tools=[BOOKING])
-            )
+            alice, ask, first = await hand_over(server, "b")
             assert types(first)[-1] == "RUN_FINISHED"
             assert first[-1][1]["outcome"]["pendingToolCallIds"] == ["call_book1"]
             assert "TOOL_CALL_RESULT" not in types(first)
@@ -166,11 +173,8 @@ async def test_another_users_call_id_is_as_unknown_as_none(
 ) -> None:
     async with fake_llm(booking_script) as llm:
         async with server_factory(**llm_settings(llm.base_url)) as server:
-            alice, bob = await new_user(server), await new_user(server)
-            ask = message("user", content="book a table")
-            await ag_ui(
-                server, alice, "assistant", run_input("", "same", messages=[ask], tools=[BOOKING])
-            )
+            alice, ask, _ = await hand_over(server, "same")
+            bob = await new_user(server)
             result = message("tool", toolCallId="call_book1", content="yes")
             answers = []
             for user, thread in ((bob, "same"), (bob, "never-used"), (alice, "never-used")):
@@ -231,11 +235,7 @@ async def test_a_front_end_call_never_answered_is_left_out_of_the_history(
 ) -> None:
     async with fake_llm(booking_script) as llm:
         async with server_factory(**llm_settings(llm.base_url)) as server:
-            alice = await new_user(server)
-            ask = message("user", content="book a table")
-            await ag_ui(
-                server, alice, "assistant", run_input("", "n", messages=[ask], tools=[BOOKING])
-            )
+            alice, ask, _ = await hand_over(server, "n")
             # The person moved on without running it: a user message, no tool message.
             moved = [ask, call_message("call_book1"), message("user", content="never mind")]
             frames = await ag_ui(server, alice, "assistant", run_input("", "n", messages=moved))
