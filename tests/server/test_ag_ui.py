@@ -240,6 +240,18 @@ async def test_bad_input_gets_the_error_body_before_any_stream(
         assert (await c.get("/v1/threads")).json() == []
 
 
+async def test_a_body_with_only_the_required_fields_runs(server: ServerHandle, alice: User) -> None:
+    """``tools``, ``context``, ``state`` and ``forwardedProps`` are optional in RunAgentInput."""
+    body = {
+        "threadId": "minimal",
+        "runId": "r1",
+        "messages": [{"id": "m1", "role": "user", "content": "hi"}],
+    }
+    frames = await ag_ui(server, alice, "assistant", body)
+    assert types(frames)[0] == "RUN_STARTED" and frames[-1][1]["result"] == "You said: hi"
+    assert "STATE_SNAPSHOT" not in types(frames)
+
+
 async def test_one_thread_id_is_one_thread_even_on_concurrent_first_use(
     server: ServerHandle, alice: User
 ) -> None:

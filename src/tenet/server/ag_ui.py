@@ -450,7 +450,7 @@ async def run_agent(agent: str, request: Request, caller: CallerDep) -> Streamin
         (CLIENT_TOOLS_KEY, tools),
         (CLIENT_RESULTS_KEY, results),
         (CLIENT_STATE_KEY, run_input.state),
-        (CLIENT_CONTEXT_KEY, [c.model_dump() for c in run_input.context]),
+        (CLIENT_CONTEXT_KEY, [c.model_dump() for c in run_input.context or ()]),
     ):
         if value not in (None, {}, []):
             meta[key] = value
