@@ -107,6 +107,29 @@ def client_tools_of(metadata: dict[str, Any] | None) -> tuple[dict[str, Any], ..
     )
 
 
+#: The ``error.code`` stored for a client tool whose client reported it failed.
+CLIENT_TOOL_FAILED = "client_tool_failed"
+
+
+def _client_result(r: dict[str, Any]) -> dict[str, Any]:
+    """One client result as the ``tool_completed`` fields it is stored as (an error is
+    always ``{"code", "message"}``, both strings)."""
+    fields: dict[str, Any] = {
+        "call_id": r["call_id"],
+        "tool_name": str(r.get("tool_name") or ""),
+        "ok": r.get("ok") is True,
+    }
+    if fields["ok"]:
+        fields["results"] = r.get("results")
+        return fields
+    error = r.get("error") if isinstance(r.get("error"), dict) else {}
+    fields["error"] = {
+        "code": str(error.get("code") or CLIENT_TOOL_FAILED),
+        "message": str(error.get("message") or "the client's tool failed"),
+    }
+    return fields
+
+
 @dataclass(frozen=True, slots=True)
 class ClientInput:
     """What a run's caller gave it beside its input, read from the run's metadata.
@@ -136,12 +159,7 @@ class ClientInput:
         return cls(
             tools=client_tools_of(meta),
             results=tuple(
-                {
-                    "call_id": r["call_id"],
-                    "tool_name": str(r.get("tool_name") or ""),
-                    "ok": bool(r.get("ok")),
-                    **({"results": r.get("results")} if r.get("ok") else {"error": r.get("error")}),
-                }
+                _client_result(r)
                 for r in (results if isinstance(results, list) else ())
                 if isinstance(r, dict) and isinstance(r.get("call_id"), str)
             ),

@@ -249,3 +249,20 @@ async def test_a_front_end_call_never_answered_is_left_out_of_the_history(
             snap = snapshot_of(frames)
             assert snap is not None and [m["role"] for m in snap] == ["user", "user"]
             assert llm.rejected == []
+
+
+async def test_a_front_end_tool_that_failed_reaches_the_model_as_its_error(
+    server_factory: ServerFactory,
+) -> None:
+    async with fake_llm(booking_script) as llm:
+        async with server_factory(**llm_settings(llm.base_url)) as server:
+            alice, ask, _ = await hand_over(server, "f")
+            failed = message("tool", toolCallId="call_book1", content="", error="no network")
+            history = [ask, call_message("call_book1"), failed]
+            await ag_ui(server, alice, "assistant", run_input("", "f", messages=history))
+            sent = llm.requests[-1]["messages"][-1]
+            assert sent["role"] == "tool" and sent["tool_call_id"] == "call_book1"
+            assert orjson.loads(sent["content"]) == {
+                "error": {"code": "client_tool_failed", "message": "no network"}
+            }
+            assert llm.rejected == []

@@ -29,14 +29,11 @@ from ag_ui.core import (
     UserMessage,
 )
 
-from ..context import ClientInput
+from ..context import CLIENT_TOOL_FAILED, ClientInput
 from ..conversation import Conversations
 from ..errors import Invalid
 from ..models.base import ChatMessage
 from ..store.history import NEWEST
-
-#: The ``error.code`` stored for a front-end tool whose client reported an error.
-CLIENT_TOOL_FAILED = "client_tool_failed"
 
 
 def _inner(message: Any) -> Any:
@@ -177,9 +174,11 @@ async def conversation(
     """The conversation run ``run_id`` is sent, as turns: the history of the events
     below seq ``before`` within the budget (its client results paired with their
     calls), then its own input (none for a run that only carries client results)."""
-    turns = await conversations.turns(
-        user_id, thread_id, run_id, answered=client.answers(), before=before
-    )
+    turns = []
+    if before > 1:  # a thread with no events yet has no history to read
+        turns = await conversations.turns(
+            user_id, thread_id, run_id, answered=client.answers(), before=before
+        )
     if input or not client.results:
         turns.append((run_id, [{"role": "user", "content": input}]))
     return turns
