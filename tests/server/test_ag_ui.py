@@ -296,6 +296,20 @@ async def test_fifty_users_sharing_one_thread_id_each_get_their_own_thread(
         async with c.stream("GET", "/v1/agents/assistant/ag-ui/same/stream") as r:
             replay = await read_sse(r)
     assert replay == results[0]
+    # A second turn sending only the new message: each is sent its own conversation.
+    again = await asyncio.gather(
+        *(ag_ui(server, u, "assistant", run_input("again", "same")) for u in users)
+    )
+    for user, frames in zip(users, again, strict=True):
+        snapshot = [d for _, d in frames if d["type"] == "MESSAGES_SNAPSHOT"]
+        assert len(snapshot) == 1
+        assert [m.get("content") for m in snapshot[0]["messages"]] == [
+            secrets_of[user.user_id],
+            f"You said: {secrets_of[user.user_id]}",
+            "again",
+        ]
+        others = [s for uid, s in secrets_of.items() if uid != user.user_id]
+        assert not any(s in json.dumps([d for _, d in frames]) for s in others)
 
 
 async def test_resume_with_last_event_id_has_no_gap_and_no_duplicate(
