@@ -30,7 +30,8 @@ def test_bench_at_tiny_scale_writes_a_complete_report(tmp_path: Path) -> None:
     args = [
         sys.executable, "-m", "tenet.cli", "bench", "--users", "1,3", "--runs", "2",
         "--latency-check-ms", "10", "--latency-check-runs", "1", "--idle", "6",
-        "--churn", "4", "--churn-wave", "2", "--json", str(report_file),
+        "--churn", "4", "--churn-wave", "2", "--history-check", "2",
+        "--history-check-runs", "2", "--json", str(report_file),
     ]  # fmt: skip
     plot_file = tmp_path / "bench.png"
     try:
@@ -71,7 +72,15 @@ def test_bench_at_tiny_scale_writes_a_complete_report(tmp_path: Path) -> None:
     assert {i["target"] for i in report["idle"]} == {"tenet", "floor"}
     assert all(i["connected"] == 6 for i in report["idle"])
     assert report["churn"]["users"] == 4 and report["churn"]["runs"] == 4
-    assert {t["target"] for t in report["targets"]}
+    assert report["history"]["turns"] == 2 and report["history"]["runs"] == 2
+    # Each target of the table, measured here (U=100 and 1,000 are not: no figure).
+    rows = {t["target"].split(" (")[0].split(",")[0]: t for t in report["targets"]}
+    assert len(report["targets"]) == 7
+    for row in report["targets"]:
+        assert row["met"] is None if row["measured"] is None else isinstance(row["met"], bool)
+    assert rows["server CPU per 25-event run"]["floor"] is not None
+    assert rows["history: extra CPU per run"]["measured"] is not None
+    assert rows["RSS per idle connected user"]["floor"] is not None
     if plot_file is not None:
         assert plot_file.stat().st_size > 0
 

@@ -85,6 +85,15 @@ def print_report(report: dict[str, Any], console: Console) -> None:
             f"fresh {churn['rss_fresh_mib']} MiB, baseline {churn['rss_baseline_mib']} MiB, "
             f"after {churn['rss_after_mib']} MiB ({churn['growth_pct']:+.2f}%)"
         )
+    hist = report.get("history")
+    if hist:
+        extra = hist["extra_cpu_ms_per_run"]
+        console.print(
+            f"history: {hist['cpu_ms_per_run_empty_thread']:.2f} ms CPU per run on an empty "
+            "thread; extra per run "
+            + ", ".join(f"{extra[k]:+.2f} ms at {k} turns" for k in extra)
+            + f" (budget {hist['context_tokens']:,} tokens)"
+        )
     goals = Table(title="the targets")
     for col in ("target", "goal", "measured", "met", "the floor"):
         goals.add_column(col)
