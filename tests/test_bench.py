@@ -24,7 +24,7 @@ PHASE_FIELDS = {
 }  # fmt: skip
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 def test_bench_at_tiny_scale_writes_a_complete_report(tmp_path: Path) -> None:
     report_file = tmp_path / "bench.json"
     args = [
@@ -46,7 +46,7 @@ def test_bench_at_tiny_scale_writes_a_complete_report(tmp_path: Path) -> None:
         env={**os.environ, "COLUMNS": "200"},
         capture_output=True,
         text=True,
-        timeout=280,
+        timeout=560,
         check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
