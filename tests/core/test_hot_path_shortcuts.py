@@ -1,9 +1,8 @@
 """The per-event shortcuts give exactly what the long way gives.
 
-IDs are encoded a block at a time, a millisecond's wire stamp is reused, and the
-isolation guard reads an event's owner from its head: each must be
-indistinguishable from encoding one ID, formatting one stamp, parsing the whole
-event.
+IDs are encoded a block at a time and a millisecond's wire stamp is reused: each
+must be indistinguishable from encoding one ID, formatting one stamp. The
+isolation guard reads the top-level owner, never a nested one.
 """
 
 from __future__ import annotations
@@ -66,14 +65,14 @@ def guard() -> IsolationGuard:
     return IsolationGuard(Counter("violations", "test", registry=CollectorRegistry()))
 
 
-def test_guard_reads_the_owner_as_a_full_parse_would(
+def test_guard_reads_the_top_level_owner_only(
     guard: IsolationGuard, caplog: pytest.LogCaptureFixture
 ) -> None:
     me, other = new_id("usr"), new_id("usr")
     caplog.set_level(logging.CRITICAL, logger="tenet.isolation")
     assert guard.allows(me, _event(me, parameters={"user_id": other}), channel="t")
     assert not guard.allows(me, _event(other, parameters={"user_id": me}), channel="t")
-    # Not the writer's shape: an inner user_id comes first; only the top-level one counts.
+    # An inner user_id first: only the top-level one counts.
     odd = orjson.dumps({"parameters": {"user_id": me}, "user_id": other}).decode()
     assert not guard.allows(me, odd, channel="t")
     fine = orjson.dumps({"parameters": {"user_id": other}, "user_id": me}).decode()
