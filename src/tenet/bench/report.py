@@ -58,6 +58,15 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         )  # fmt: skip
     console.print(speed)
     console.print(cost)
+    if report["config"].get("url"):
+        sources = sorted({str(p.get("server_cpu_source")) for p in phases})
+        how = {"pid": "/proc by PID", "metrics": "its /metrics"}
+        console.print(
+            "server CPU and RSS of "
+            + report["config"]["url"]
+            + " read from "
+            + ", ".join(how.get(s, s) for s in sources)
+        )
     if report["comparison"]:
         cmp = Table(title="tenet against the floor and the naive design (events/s)")
         for col in ("U", "tenet", "floor", "fraction of floor", "naive", "multiple of naive"):
