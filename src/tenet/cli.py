@@ -480,6 +480,13 @@ def bench(
         int, typer.Option(min=0, help="Users that come, run and go, for RSS drift (0 skips).")
     ] = 10_000,
     churn_wave: Annotated[int, typer.Option(min=1, help="Churn users at a time.")] = 1000,
+    history_check: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Extra CPU per run on threads of this many turns, in-process (0 skips)."
+        ),
+    ] = 50,
+    history_check_runs: Annotated[int, typer.Option(min=1)] = 50,
     workers: Annotated[int, typer.Option(min=1, help="Load-driver processes.")] = 1,
     deadline_s: Annotated[
         float, typer.Option(help="Start no run later than this into a phase.")
@@ -492,6 +499,13 @@ def bench(
     ] = True,
     url: Annotated[str | None, typer.Option(help="Measure this running server instead.")] = None,
     admin_token: Annotated[str | None, typer.Option(help="Admin token of --url.")] = None,
+    server_pid: Annotated[
+        int | None,
+        typer.Option(
+            help="PID of --url's server on this machine, for its CPU and RSS "
+            "(default: the process listening on its port, else its /metrics)."
+        ),
+    ] = None,
     json_file: Annotated[str | None, typer.Option("--json", help="Write the report here.")] = None,
     plot_file: Annotated[str | None, typer.Option("--plot", help="Write a PNG plot here.")] = None,
     soak: Annotated[
@@ -575,12 +589,15 @@ def bench(
         idle=idle,
         churn=churn,
         churn_wave=churn_wave,
+        history_turns=history_check,
+        history_runs=history_check_runs,
         workers=workers,
         phase_deadline_s=deadline_s,
         max_runs=max_runs,
         compression=compression,
         url=url,
         admin_token=admin_token or (Settings().admin_token if url else None),
+        server_pid=server_pid,
     )
     command = "tenet bench " + " ".join(sys.argv[2:])
     bench_main(config, console=console, json_file=json_file, plot_file=plot_file, command=command)

@@ -9,7 +9,6 @@ called the tool, and a delegated agent's events carry its own.
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +29,7 @@ from .events import (
     RunStart,
     make_event,
 )
+from .ids import token_hex
 from .mcp_tools import MCPHub, UserMCPSessions
 from .store.notes import UserNotes
 from .store.secrets import SecretBox, UserSecrets
@@ -203,7 +203,7 @@ class RunRuntime:
     ) -> Any:
         agent = self.registry.get(ctx.agent_name)
         tool = agent.tool(name) if agent is not None else None
-        call_id = call_id or "call_" + secrets.token_hex(8)
+        call_id = call_id or "call_" + token_hex(8)
         await self.emit(
             ctx, TOOL_EXECUTING, {"tool_name": name, "call_id": call_id, "parameters": arguments}
         )
