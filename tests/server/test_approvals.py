@@ -121,3 +121,291 @@ async def test_an_approved_call_runs_after_the_run_waited_without_a_task(server_
         # One run, one execution: the resumed events carry the run's own execution id.
         root = {f["execution_id"] for f in before + after if "execution_id" in f}
         assert len(root) == 1
+
+
+async def test_a_denied_call_does_not_run_and_the_model_is_told_why(server_factory) -> None:
+    async with server_factory(registry=registry()) as srv:
+        alice = await new_user(srv)
+        async with ws_connect(srv, alice) as ws, http(srv, alice) as client:
+            await ready(ws)
+            run_id = await start_run(ws, "guarded", calls(("delete", {"path": "a"})))
+            await frames_until(ws, of_type("approval_requested"))
+            r = await client.post(
+                f"/v1/runs/{run_id}/approvals/call_0",
+                json={"approved": False, "note": "keep my files"},
+            )
+            assert r.status_code == 202 and r.json()["id"] == run_id
+            after = await frames_until(ws, terminal)
+            kinds = types(after)
+            assert "tool_executing" not in kinds
+            resolved = after[kinds.index("approval_resolved")]
+            assert resolved["approved"] is False and resolved["by"] == "user"
+            done = after[kinds.index("tool_completed")]
+            assert done["ok"] is False and done["error"]["code"] == "declined"
+            assert "keep my files" in done["error"]["message"]
+            assert after[-1]["type"] == "agent_completed"
+            assert "declined" in after[-1]["final_response"]
+            assert "keep my files" in after[-1]["final_response"]
+        assert effects() == []
+
+
+async def test_edited_arguments_are_checked_then_used(server_factory) -> None:
+    async with server_factory(registry=registry()) as srv:
+        alice = await new_user(srv)
+        async with ws_connect(srv, alice) as ws, http(srv, alice) as client:
+            await ready(ws)
+            run_id = await start_run(ws, "guarded", calls(("delete", {"path": "a"})))
+            await frames_until(ws, of_type("approval_requested"))
+            url = f"/v1/runs/{run_id}/approvals/call_0"
+            bad = await client.post(url, json={"approved": True, "arguments": {"nope": 1}})
+            assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid"
+            bad = await client.post(url, json={"approved": "yes"})
+            assert bad.status_code == 422
+            assert await run_status(srv, alice, run_id) == "requires_action"  # still waiting
+            ok = await client.post(url, json={"approved": True, "arguments": {"path": "b"}})
+            assert ok.status_code == 202
+            after = await frames_until(ws, terminal)
+            executing = next(f for f in after if f["type"] == "tool_executing")
+            assert executing["parameters"] == {"path": "b"}
+            assert after[-1]["final_response"] == 'results: "deleted b"'
+        assert effects() == ["deleted b"]
+
+
+async def test_a_policy_decides_per_call(server_factory) -> None:
+    async with server_factory(registry=registry()) as srv:
+        alice = await new_user(srv)
+        async with ws_connect(srv, alice) as ws:
+            await ready(ws)
+            await start_run(ws, "guarded", calls(("pay", {"amount": 5})))
+            frames = await frames_until(ws, terminal)
+            assert "approval_requested" not in types(frames)
+            await start_run(ws, "guarded", calls(("pay", {"amount": 500})))
+            frames = await frames_until(ws, of_type("approval_requested"))
+            assert frames[-1]["parameters"] == {"amount": 500}
+        assert effects() == ["paid 5"]
+
+
+async def test_an_unanswered_request_times_out_as_denied(server_factory) -> None:
+    async with server_factory(registry=registry(), approval_timeout_s=0.5) as srv:
+        alice = await new_user(srv)
+        async with ws_connect(srv, alice) as ws:
+            await ready(ws)
+            run_id = await start_run(ws, "guarded", calls(("delete", {"path": "a"})))
+            await frames_until(ws, of_type("approval_requested"))
+            after = await frames_until(ws, terminal)
+            resolved = next(f for f in after if f["type"] == "approval_resolved")
+            assert resolved["approved"] is False and resolved["by"] == "timeout"
+            assert after[-1]["type"] == "agent_completed"
+            assert await run_status(srv, alice, run_id) == "completed"
+            # A question nobody answers gets None.
+            run_id = await start_run(ws, "asker", "q")
+            await frames_until(ws, of_type("input_requested"))
+            after = await frames_until(ws, terminal)
+            received = next(f for f in after if f["type"] == "input_received")
+            assert received["by"] == "timeout"
+            assert after[-1]["final_response"] == "hello None"
+        assert effects() == ["first q", "hello None"]
+
+
+async def test_a_waiting_run_can_be_cancelled(server_factory) -> None:
+    async with server_factory(registry=registry()) as srv:
+        alice = await new_user(srv)
+        async with ws_connect(srv, alice) as ws, http(srv, alice) as client:
+            await ready(ws)
+            run_id = await start_run(ws, "guarded", calls(("delete", {"path": "a"})))
+            asked = (await frames_until(ws, of_type("approval_requested")))[-1]
+            await send(ws, {"type": "cancel", "run_id": run_id})
+            after = await frames_until(ws, terminal)
+            assert after[0] == {"type": "cancel_accepted", "run_id": run_id}
+            assert after[-1]["type"] == "run_cancelled"
+            assert after[-1]["execution_id"] == asked["execution_id"]
+            assert await run_status(srv, alice, run_id) == "cancelled"
+            late = await client.post(f"/v1/runs/{run_id}/approvals/call_0", json={"approved": True})
+            assert late.status_code == 409
+            # The thread is free again: a new run of it runs.
+            thread_id = asked["thread_id"]
+            await start_run(ws, "guarded", calls(("record", {"text": "next"})), thread_id)
+            frames = await frames_until(ws, terminal)
+            assert frames[-1]["type"] == "agent_completed"
+        assert effects() == ["next"]
+
+
+async def test_three_calls_of_one_turn_wait_together_each_answered_alone(server_factory) -> None:
+    async with server_factory(registry=registry()) as srv:
+        alice = await new_user(srv)
+        paths = ("a", "b", "c")
+        async with ws_connect(srv, alice) as ws, http(srv, alice) as client:
+            await ready(ws)
+            run_id = await start_run(
+                ws, "guarded", calls(*(("delete", {"path": p}) for p in paths))
+            )
+            asked = await frames_until(ws, of_type("approval_requested", 3))
+            ids = [f["call_id"] for f in asked if f["type"] == "approval_requested"]
+            assert ids == ["call_0", "call_1", "call_2"]
+            # The last two first: the run keeps waiting until every call is answered.
+            for call_id, approved in (("call_2", True), ("call_1", False)):
+                r = await client.post(
+                    f"/v1/runs/{run_id}/approvals/{call_id}", json={"approved": approved}
+                )
+                assert r.status_code == 202
+                assert r.json()["status"] == "requires_action"
+            assert effects() == []
+            r = await client.post(f"/v1/runs/{run_id}/approvals/call_0", json={"approved": True})
+            assert r.status_code == 202
+            after = await frames_until(ws, terminal)
+            kinds = types(after)
+            resolved = [f["call_id"] for f in after if f["type"] == "approval_resolved"]
+            assert resolved == ["call_2", "call_1", "call_0"]
+            executing = [f["call_id"] for f in after if f["type"] == "tool_executing"]
+            assert executing == ["call_0", "call_2"]
+            last_resolved = max(i for i, k in enumerate(kinds) if k == "approval_resolved")
+            assert last_resolved < kinds.index("tool_executing")
+            assert after[-1]["type"] == "agent_completed"
+        assert effects() == ["deleted a", "deleted c"]
+
+
+async def test_a_waiting_run_holds_no_slot_but_holds_its_thread(server_factory) -> None:
+    async with server_factory(registry=registry(), user_max_runs=1) as srv:
+        alice = await new_user(srv)
+        async with ws_connect(srv, alice) as ws, http(srv, alice) as client:
+            await ready(ws)
+            waiting = await start_run(ws, "guarded", calls(("delete", {"path": "a"})))
+            asked = (await frames_until(ws, of_type("approval_requested")))[-1]
+            # Another thread of the same user runs to its end while the first waits.
+            other = await start_run(ws, "guarded", calls(("record", {"text": "other"})))
+            frames = await frames_until(ws, lambda f: terminal(f) and f.get("run_id") == other)
+            assert frames[-1]["type"] == "agent_completed"
+            # A later run of the waiting run's thread waits behind it.
+            later = await start_run(
+                ws, "guarded", calls(("record", {"text": "later"})), asked["thread_id"]
+            )
+            for _ in range(20):
+                await asyncio.sleep(0.02)
+                assert await run_status(srv, alice, later) == "queued"
+            r = await client.get("/v1/runs", params={"status": "requires_action"})
+            assert [x["id"] for x in r.json()] == [waiting]
+            await client.post(f"/v1/runs/{waiting}/approvals/call_0", json={"approved": True})
+            frames = await frames_until(ws, lambda f: terminal(f) and f.get("run_id") == later)
+            ended = [f["run_id"] for f in frames if terminal(f)]
+            assert ended == [waiting, later]
+        assert effects() == ["other", "deleted a", "later"]
+
+
+async def test_a_question_is_answered_and_checked_against_its_schema(server_factory) -> None:
+    async with server_factory(registry=registry()) as srv:
+        alice = await new_user(srv)
+        async with ws_connect(srv, alice) as ws:
+            await ready(ws)
+            run_id = await start_run(ws, "asker", "q")
+            asked = (await frames_until(ws, of_type("input_requested")))[-1]
+            assert asked["prompt"] == "What is your name?"
+            assert asked["schema"] == {"type": "string", "minLength": 1}
+            request_id = asked["request_id"]
+            frame = {"type": "respond", "run_id": run_id, "request_id": request_id}
+            await send(ws, {**frame, "value": 42, "ref": "r1"})
+            error = await recv(ws)
+            assert error["type"] == "error" and error["code"] == "invalid", error
+            await send(ws, {**frame, "value": "Ada"})
+            after = await frames_until(ws, terminal)
+            assert after[0] == {
+                "type": "response_accepted",
+                "run_id": run_id,
+                "request_id": request_id,
+            }
+            kinds = types(after)
+            assert after[kinds.index("input_received")]["by"] == "user"
+            assert after[-1]["final_response"] == "hello Ada"
+        assert effects() == ["first q", "hello Ada"]
+
+
+async def test_a_flow_that_does_not_repeat_its_calls_fails_nondeterministic(
+    server_factory,
+) -> None:
+    async with server_factory(registry=registry()) as srv:
+        alice = await new_user(srv)
+        async with ws_connect(srv, alice) as ws:
+            await ready(ws)
+            run_id = await start_run(ws, "chaotic", "q")
+            asked = (await frames_until(ws, of_type("input_requested")))[-1]
+            await send(
+                ws,
+                {
+                    "type": "respond",
+                    "run_id": run_id,
+                    "request_id": asked["request_id"],
+                    "value": "Ada",
+                },
+            )
+            after = await frames_until(ws, terminal)
+            assert after[-1]["type"] == "agent_error"
+            assert after[-1]["error"]["code"] == "nondeterministic"
+        # Its first call ran once; nothing after the divergence ran.
+        assert len(effects()) == 1 and effects()[0].startswith("first ")
+
+
+async def test_foreign_missing_and_second_answers(server_factory) -> None:
+    async with server_factory(registry=registry()) as srv:
+        alice = await new_user(srv)
+        bob = await new_user(srv)
+        async with ws_connect(srv, alice) as ws, http(srv, alice) as mine, http(srv, bob) as his:
+            await ready(ws)
+            run_id = await start_run(ws, "guarded", calls(("delete", {"path": "a"})))
+            await frames_until(ws, of_type("approval_requested"))
+            ask_id = await start_run(ws, "asker", "q")
+            request_id = (await frames_until(ws, of_type("input_requested")))[-1]["request_id"]
+
+            body = {"approved": True, "user_id": bob.user_id}
+            foreign = await his.post(f"/v1/runs/{run_id}/approvals/call_0", json=body)
+            missing = await his.post(f"/v1/runs/{run_id}/approvals/call_9", json=body)
+            nothing = await mine.post(f"/v1/runs/{run_id}/approvals/call_9", json=body)
+            assert foreign.status_code == missing.status_code == nothing.status_code == 404
+            assert foreign.content == missing.content == nothing.content
+            foreign = await his.post(f"/v1/runs/{ask_id}/inputs/{request_id}", json={"value": 1})
+            missing = await his.post(f"/v1/runs/{ask_id}/inputs/req_x", json={"value": "x"})
+            assert foreign.status_code == missing.status_code == 404
+            assert foreign.content == missing.content
+            # A question's id is not an approval's: not found either.
+            crossed = await mine.post(f"/v1/runs/{ask_id}/approvals/{request_id}", json=body)
+            assert crossed.status_code == 404 and crossed.content == foreign.content
+            assert (await his.get("/v1/runs", params={"status": "requires_action"})).json() == []
+            listed = (await mine.get("/v1/runs", params={"status": "requires_action"})).json()
+            assert {r["id"] for r in listed} == {run_id, ask_id}
+
+            async with ws_connect(srv, bob) as bws:
+                await ready(bws)
+                frame = {"type": "approve", "run_id": run_id, "approved": True}
+                await send(bws, {**frame, "call_id": "call_0", "ref": "a"})
+                foreign_frame = await recv(bws)
+                await send(bws, {**frame, "call_id": "call_9", "ref": "a"})
+                missing_frame = await recv(bws)
+                assert foreign_frame == missing_frame and foreign_frame["code"] == "not_found"
+                await send(
+                    bws,
+                    {
+                        "type": "respond",
+                        "run_id": ask_id,
+                        "ref": "a",
+                        "request_id": request_id,
+                        "value": "x",
+                    },
+                )
+                assert await recv(bws) == missing_frame
+
+            # The owner answers once; a second answer is a conflict, on either path.
+            first = await mine.post(f"/v1/runs/{run_id}/approvals/call_0", json=body)
+            assert first.status_code == 202
+            second = await mine.post(f"/v1/runs/{run_id}/approvals/call_0", json=body)
+            assert second.status_code == 409 and second.json()["error"]["code"] == "conflict"
+            await send(
+                ws,
+                {
+                    "type": "approve",
+                    "run_id": run_id,
+                    "call_id": "call_0",
+                    "approved": False,
+                    "ref": "b",
+                },
+            )
+            frames = await frames_until(ws, lambda f: f.get("ref") == "b")
+            assert frames[-1]["type"] == "error" and frames[-1]["code"] == "conflict"
+        assert effects() == ["first q", "deleted a"]
