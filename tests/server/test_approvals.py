@@ -409,3 +409,70 @@ async def test_foreign_missing_and_second_answers(server_factory) -> None:
             frames = await frames_until(ws, lambda f: f.get("ref") == "b")
             assert frames[-1]["type"] == "error" and frames[-1]["code"] == "conflict"
         assert effects() == ["first q", "deleted a"]
+
+
+async def follow(ws: Any, thread_id: str, after: int) -> None:
+    await send(ws, {"type": "subscribe", "thread_id": thread_id, "after": after})
+    assert (await recv(ws))["type"] == "subscribed"
+
+
+async def test_a_waiting_run_is_answered_after_a_restart(server_factory, tmp_path: Path) -> None:
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'kept.db'}"
+    async with server_factory(registry=registry(), database_url=database_url) as srv:
+        alice = await new_user(srv)
+        async with ws_connect(srv, alice) as ws:
+            await ready(ws)
+            run_id = await start_run(
+                ws, "guarded", calls(("delete", {"path": "a"}), ("record", {"text": "b"}))
+            )
+            asked = (await frames_until(ws, of_type("approval_requested")))[-1]
+    # A new process on the same database: the request is still there, and answerable.
+    async with server_factory(registry=registry(), database_url=database_url) as srv:
+        async with ws_connect(srv, alice) as ws, http(srv, alice) as client:
+            await ready(ws)
+            await follow(ws, asked["thread_id"], asked["seq"])
+            assert await run_status(srv, alice, run_id) == "requires_action"
+            r = await client.post(f"/v1/runs/{run_id}/approvals/call_0", json={"approved": True})
+            assert r.status_code == 202
+            after = await frames_until(ws, terminal)
+            kinds = types(after)
+            assert kinds.index("approval_resolved") < kinds.index("tool_executing")
+            assert after[-1]["final_response"] == 'results: "deleted a" | "b"'
+            assert all(f["execution_id"] == asked["execution_id"] for f in after if "seq" in f)
+    assert effects() == ["deleted a", "b"]
+
+
+async def test_a_flow_resumed_after_a_restart_does_not_repeat_its_first_call(
+    server_factory, tmp_path: Path
+) -> None:
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'kept.db'}"
+    async with server_factory(registry=registry(), database_url=database_url) as srv:
+        alice = await new_user(srv)
+        async with ws_connect(srv, alice) as ws:
+            await ready(ws)
+            run_id = await start_run(ws, "asker", "q")
+            asked = (await frames_until(ws, of_type("input_requested")))[-1]
+    assert effects() == ["first q"]
+    async with server_factory(registry=registry(), database_url=database_url) as srv:
+        async with ws_connect(srv, alice) as ws:
+            await ready(ws)
+            await follow(ws, asked["thread_id"], asked["seq"])
+            await send(
+                ws,
+                {
+                    "type": "respond",
+                    "run_id": run_id,
+                    "request_id": asked["request_id"],
+                    "value": "Ada",
+                },
+            )
+            after = await frames_until(ws, terminal)
+            assert after[-1]["final_response"] == "hello Ada"
+            # Nothing made before the pause is made again.
+            assert [f["type"] for f in after if "seq" in f] == [
+                "input_received",
+                "tool_executing",
+                "tool_completed",
+                "agent_completed",
+            ]
+    assert effects() == ["first q", "hello Ada"]
