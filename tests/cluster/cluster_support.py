@@ -113,9 +113,16 @@ async def wait_healthy(url: str, timeout: float = 30) -> None:
 
 @contextlib.asynccontextmanager
 async def cluster(
-    database_url: str, tmp_path: Path, *, nodes: int = 3, **settings: str
+    database_url: str,
+    tmp_path: Path,
+    *,
+    nodes: int = 3,
+    app: str | None = None,
+    pythonpath: str | None = None,
+    **settings: str,
 ) -> AsyncIterator[Cluster]:
-    """N real processes on one Postgres database and a private Redis."""
+    """N real processes on one Postgres database and a private Redis (serving ``app``,
+    a ``module:registry`` found on ``pythonpath``, instead of the examples)."""
     redis = RedisServer()
     redis.start()
     admin = secrets.token_urlsafe(16)
@@ -130,6 +137,9 @@ async def cluster(
         "TENET_LOG_LEVEL": "WARNING",
         **{f"TENET_{k.upper()}": v for k, v in settings.items()},
     }
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [pythonpath, env.get("PYTHONPATH")]))
+    command = [sys.executable, "-m", "tenet.cli", "serve"] + (["--app", app] if app else [])
     started: list[Node] = []
     try:
         # The first process migrates the database; the others start once it is up.
@@ -137,7 +147,7 @@ async def cluster(
             port = free_port()
             log = tmp_path / f"node{i}.log"
             proc = subprocess.Popen(
-                [sys.executable, "-m", "tenet.cli", "serve", "--port", str(port)],
+                [*command, "--port", str(port)],
                 env=env,
                 stdout=log.open("wb"),
                 stderr=subprocess.STDOUT,
