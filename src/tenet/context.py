@@ -31,6 +31,10 @@ class Notes(Protocol):
         """Keep a note; returns its id."""
         ...
 
+    async def forget(self) -> int:
+        """Delete every note of the user; returns how many there were."""
+        ...
+
     async def search(self, query: str | None = None, limit: int = 20) -> list[str]:
         """The texts of the user's notes, newest first; with ``query``, the best matches first."""
         ...

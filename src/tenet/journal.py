@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 
-from .errors import AgentFailed
+from .errors import Nondeterministic
 
 
 class RunPaused(BaseException):
@@ -58,9 +58,8 @@ def key_of(value: Any) -> Any:
     return orjson.loads(orjson.dumps(value, default=str))
 
 
-def nondeterministic(what: str) -> AgentFailed:
-    return AgentFailed(
-        "nondeterministic",
+def nondeterministic(what: str) -> Nondeterministic:
+    return Nondeterministic(
         f"the flow did not repeat its earlier calls when resumed ({what}); a flow that waits "
         "for a person must make the same calls in the same order between awaits",
     )

@@ -476,3 +476,64 @@ async def test_a_flow_resumed_after_a_restart_does_not_repeat_its_first_call(
                 "agent_completed",
             ]
     assert effects() == ["first q", "hello Ada"]
+
+
+async def test_the_assistant_forgets_notes_only_once_the_user_approves(server_factory) -> None:
+    """The example: ``forget`` deletes the user's notes, and asks first."""
+    async with server_factory() as srv:
+        alice = await new_user(srv)
+        async with ws_connect(srv, alice) as ws:
+            await ready(ws)
+            thread = None
+            for text in ("remember that the door code is 4711", "remember I like tea"):
+                await start_run(ws, "assistant", text, thread)
+                thread = (await frames_until(ws, terminal))[-1]["thread_id"]
+            assert len(await srv.service.store.list_notes(alice.user_id)) == 2
+            run_id = await start_run(ws, "assistant", "please forget my notes", thread)
+            asked = (await frames_until(ws, of_type("approval_requested")))[-1]
+            assert asked["tool_name"] == "forget"
+            frame = {"type": "approve", "run_id": run_id, "call_id": asked["call_id"]}
+            await send(ws, {**frame, "approved": False, "note": "not yet"})
+            after = await frames_until(ws, terminal)
+            assert "not yet" in after[-1]["final_response"]
+            assert len(await srv.service.store.list_notes(alice.user_id)) == 2
+            run_id = await start_run(ws, "assistant", "delete all my notes", thread)
+            asked = (await frames_until(ws, of_type("approval_requested")))[-1]
+            await send(
+                ws,
+                {
+                    "type": "approve",
+                    "run_id": run_id,
+                    "call_id": asked["call_id"],
+                    "approved": True,
+                },
+            )
+            after = await frames_until(ws, terminal)
+            assert after[-1]["final_response"] == "Forgot 2 notes."
+            assert await srv.service.store.list_notes(alice.user_id) == []
+
+
+async def test_the_python_client_answers_through_on_approval_and_respond(server_factory) -> None:
+    from tenet.client import Client
+
+    seen: list[dict[str, Any]] = []
+
+    async def decide(event: dict[str, Any]) -> dict[str, Any]:
+        seen.append(event)
+        return {"approved": True, "arguments": {"path": "edited"}}
+
+    async with server_factory(registry=registry()) as srv:
+        alice = await new_user(srv)
+        async with Client(srv.url, alice.token, on_approval=decide) as client:
+            run = await client.run("guarded", calls(("delete", {"path": "a"})))
+            assert (await run.result())["output"] == 'results: "deleted edited"'
+            assert [e["call_id"] for e in seen] == ["call_0"]
+
+            run = await client.run("asker", "q")
+            async for event in run.events():
+                if event["type"] == "input_requested":
+                    waiting = await client.runs("requires_action")
+                    assert [r["id"] for r in waiting] == [run.id]
+                    await client.respond(run.id, event["request_id"], "Ada")
+            assert (await client.get_run(run.id))["output"] == "hello Ada"
+    assert effects() == ["deleted edited", "first q", "hello Ada"]
