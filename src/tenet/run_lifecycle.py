@@ -318,6 +318,8 @@ class RunExecution:
         )
         await runtime.flush()  # raises unless the event and the run's end were stored
         host.settler.finished["cancelled"] += 1
+        if runtime.asked:  # it was pausing for a person: nothing waits for the answers now
+            await stored_requests.close(host.store, self.user_id, self.run_id)
 
 
 class RunSettler:

@@ -139,6 +139,8 @@ class RunRuntime:
         #: The run's own execution id (kept across resumes) and when this segment began.
         self.root_execution_id: str | None = None
         self.segment_started = time.monotonic()
+        #: Whether this execution stored requests to a person (it was pausing).
+        self.asked = False
         #: Approval decisions of the current model turn, by call id, until its tools run.
         self._decisions: dict[str, dict[str, Any]] = {}
 
@@ -408,6 +410,7 @@ class RunRuntime:
             usage=self.usage.as_dict(),
         )
         expires = now_us() + int(self.approval_timeout_s * 1_000_000)
+        self.asked = True
         for i, (type, request_id, body) in enumerate(requests):
             row = {
                 "run_id": ctx.run_id,

@@ -9,6 +9,7 @@ clients; side effects are counted in a file, so a repeat would show.
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ from server_support import (
     ws_connect,
 )
 
+from tenet.clock import utc_now
+from tenet.store import approvals as stored_requests
 from tenet.testing import ServerHandle
 
 
@@ -537,3 +540,36 @@ async def test_the_python_client_answers_through_on_approval_and_respond(server_
                     await client.respond(run.id, event["request_id"], "Ada")
             assert (await client.get_run(run.id))["output"] == "hello Ada"
     assert effects() == ["deleted edited", "first q", "hello Ada"]
+
+
+async def test_waiting_does_not_count_against_the_run_timeout(server_factory) -> None:
+    async with server_factory(registry=registry(), run_timeout_s=0.5) as srv:
+        alice = await new_user(srv)
+        async with ws_connect(srv, alice) as ws, http(srv, alice) as client:
+            await ready(ws)
+            run_id = await start_run(ws, "guarded", calls(("delete", {"path": "a"})))
+            await frames_until(ws, of_type("approval_requested"))
+            await asyncio.sleep(1.0)  # waiting twice the run's timeout
+            assert await run_status(srv, alice, run_id) == "requires_action"
+            await client.post(f"/v1/runs/{run_id}/approvals/call_0", json={"approved": True})
+            after = await frames_until(ws, terminal)
+            assert after[-1]["type"] == "agent_completed", after[-1]
+        assert effects() == ["deleted a"]
+
+
+async def test_deleting_a_thread_ends_its_waiting_run(server_factory) -> None:
+    async with server_factory(registry=registry()) as srv:
+        alice = await new_user(srv)
+        async with ws_connect(srv, alice) as ws, http(srv, alice) as client:
+            await ready(ws)
+            run_id = await start_run(ws, "guarded", calls(("delete", {"path": "a"})))
+            asked = (await frames_until(ws, of_type("approval_requested")))[-1]
+            r = await client.delete(f"/v1/threads/{asked['thread_id']}")
+            assert r.status_code == 204
+            assert (await client.get(f"/v1/runs/{run_id}")).status_code == 404
+            late = await client.post(f"/v1/runs/{run_id}/approvals/call_0", json={"approved": True})
+            assert late.status_code == 404
+            # Nothing is left for the timeout sweep to answer, ever.
+            later = utc_now() + timedelta(days=30)
+            assert await stored_requests.expired(srv.service.store, later) == []
+        assert effects() == []

@@ -112,6 +112,11 @@ async def cancel_waiting(store: Store, user_id: str, run_id: str) -> bool:
     return bool(await store.executor.run(units.cancel_waiting, user_id, run_id))
 
 
+async def close(store: Store, user_id: str, run_id: str) -> None:
+    """Close the run's pending requests: it ended without waiting for them."""
+    await store.executor.run(units.close_requests, user_id, run_id)
+
+
 async def runs_with_status(store: Store, user_id: str, status: str, limit: int) -> list[Run]:
     """The user's runs in ``status``, newest first."""
     found = await store.executor.run(

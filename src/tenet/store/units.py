@@ -233,6 +233,11 @@ def cancel_waiting(user_id: str, run_id: str) -> Steps:
     return won > 0
 
 
+def close_requests(user_id: str, run_id: str) -> Steps:
+    """The run's pending requests closed (it ended without waiting for them)."""
+    yield count(q.CANCEL_REQUESTS, user_id, run_id)
+
+
 def user_runs_with_status(user_id: str, status: str, limit: int) -> Steps:
     """Run rows of the user in ``status``, newest first."""
     found = yield rows(q.USER_RUNS_WITH_STATUS, user_id, status, limit)
