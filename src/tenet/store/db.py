@@ -50,7 +50,7 @@ from .executor import Executor
 from .postgres_direct import DirectPostgres
 from .rows import run_from_row, thread_from_row
 from .sqlite_direct import DirectSqlite
-from .tables import RUN_MARKS, EventRow, Message, Note, Run, RunRequest, Thread, Token, User
+from .tables import RUN_MARKS, EventRow, Message, Note, Run, Thread, Token, User
 from .user_lock import lock_user
 
 #: Repeats the partial run index's predicate, so that lookups by run can use it.
@@ -286,7 +286,7 @@ class Store:
             )
             if owned is None:
                 raise NotFound()
-            for table in (EventRow, Message, RunRequest, Run):
+            for table in (EventRow, Message, Run):
                 await s.execute(
                     delete(table).where(table.thread_id == thread_id, table.user_id == user_id)
                 )
