@@ -33,6 +33,7 @@ from typing import Any
 import orjson
 
 from .errors import Nondeterministic
+from .text import repair_value
 
 
 class RunPaused(BaseException):
@@ -54,8 +55,12 @@ class Resolved:
 
 
 def key_of(value: Any) -> Any:
-    """A call's identity as it reads back from JSON (what a replay compares)."""
-    return orjson.loads(orjson.dumps(value, default=str))
+    """A value as it reads back from the stored JSON (what a replay compares and returns).
+
+    Text is repaired first (:mod:`tenet.text`), as every stored value is, and any
+    value JSON cannot carry is written as its ``str``.
+    """
+    return orjson.loads(orjson.dumps(repair_value(value), default=str))
 
 
 def nondeterministic(what: str) -> Nondeterministic:
@@ -115,8 +120,12 @@ class Journal:
         return entry
 
     def record(self, kind: str, key: Any, **result: Any) -> None:
-        """Keep an await's result (replayed on resume)."""
-        self.entries.append({"k": kind, "key": key_of(key), **result})
+        """Keep an await's result (replayed on resume).
+
+        Kept as is: it is serialized only if the run pauses (:meth:`state`), so a run
+        that never waits for a person pays one list append per await.
+        """
+        self.entries.append({"k": kind, "key": key, **result})
         self._mark = self._produced
 
     def take(self, kind: str, match: Any) -> Resolved | None:
@@ -139,7 +148,7 @@ class Journal:
     def state(self, *, execution_id: str, elapsed: float, usage: dict[str, int]) -> dict[str, Any]:
         """What the run resumes from after this pause."""
         return {
-            "entries": self.entries,
+            "entries": key_of(self.entries),
             "tail": self._produced - self._mark,
             "round": self.round + 1,
             "execution_id": execution_id,
