@@ -128,7 +128,7 @@ async def recall(ctx: RunContext, query: str = "") -> list[str]:
 
 @tool(requires_approval=True)
 async def forget(ctx: RunContext) -> str:
-    """Delete all of this user's notes (asks the user first)."""
+    """Delete this user's notes."""
     count = await ctx.notes.forget()
     return f"Forgot {count} note{'s' if count != 1 else ''}."
 
@@ -139,8 +139,7 @@ def assistant() -> Agent:
         description="A helpful assistant with a calculator, a clock and notes it keeps for you.",
         instructions=(
             "You are a concise assistant. Use the calculator for arithmetic, the clock for "
-            "the date and time, remember to keep a note for the user, recall to search them, "
-            "forget to delete them all (the user is asked first)."
+            "the date and time, remember to keep a note for the user, recall to search them."
         ),
         tools=[calculator, clock, remember, recall, forget],
     )
