@@ -87,6 +87,10 @@ async def run_status(srv: ServerHandle, user: User, run_id: str) -> str:
         return str(r.json()["status"])
 
 
+async def respond(ws: Any, run_id: str, request_id: str, value: Any) -> None:
+    await send(ws, {"type": "respond", "run_id": run_id, "request_id": request_id, "value": value})
+
+
 def types(frames: list[dict[str, Any]]) -> list[str]:
     return [f["type"] for f in frames]
 
@@ -330,15 +334,7 @@ async def test_a_flow_that_does_not_repeat_its_calls_fails_nondeterministic(
             await ready(ws)
             run_id = await start_run(ws, "chaotic", "q")
             asked = (await frames_until(ws, of_type("input_requested")))[-1]
-            await send(
-                ws,
-                {
-                    "type": "respond",
-                    "run_id": run_id,
-                    "request_id": asked["request_id"],
-                    "value": "Ada",
-                },
-            )
+            await respond(ws, run_id, asked["request_id"], "Ada")
             after = await frames_until(ws, terminal)
             assert after[-1]["type"] == "agent_error"
             assert after[-1]["error"]["code"] == "nondeterministic"
@@ -460,15 +456,7 @@ async def test_a_flow_resumed_after_a_restart_does_not_repeat_its_first_call(
         async with ws_connect(srv, alice) as ws:
             await ready(ws)
             await follow(ws, asked["thread_id"], asked["seq"])
-            await send(
-                ws,
-                {
-                    "type": "respond",
-                    "run_id": run_id,
-                    "request_id": asked["request_id"],
-                    "value": "Ada",
-                },
-            )
+            await respond(ws, run_id, asked["request_id"], "Ada")
             after = await frames_until(ws, terminal)
             assert after[-1]["final_response"] == "hello Ada"
             # Nothing made before the pause is made again.

@@ -584,6 +584,21 @@ CLAIM_RUN = statement(
 
 # Runs waiting for a person (tenet.store.approvals) ------------------------------------------
 
+
+def _users_run(status: str) -> tuple[Any, ...]:
+    """The user's run ``run_id``, while in ``status``."""
+    return (
+        runs.c.id == p("run_id"),
+        runs.c.user_id == p("user_id"),
+        runs.c.status == const(status),
+    )
+
+
+def _runs_requests(*more: Any) -> tuple[Any, ...]:
+    """The requests of the user's run ``run_id`` (and ``more`` conditions)."""
+    return (run_requests.c.run_id == p("run_id"), run_requests.c.user_id == p("user_id"), *more)
+
+
 REQUEST_COLUMNS = (
     "run_id",
     "id",
@@ -610,11 +625,7 @@ PAUSE_RUN = statement(
     "pause_run",
     ("user_id", "run_id", "state"),
     update(runs)
-    .where(
-        runs.c.id == p("run_id"),
-        runs.c.user_id == p("user_id"),
-        runs.c.status == const("running"),
-    )
+    .where(*_users_run("running"))
     .values(status=const("requires_action"), resume_state=p("state", JSON)),
 )
 #: ``(kind, status, body, thread_id, execution_id, agent_name, round)`` of a request of
@@ -630,23 +641,14 @@ SELECT_REQUEST = statement(
         run_requests.c.execution_id,
         run_requests.c.agent_name,
         run_requests.c.round,
-    ).where(
-        run_requests.c.run_id == p("run_id"),
-        run_requests.c.id == p("id"),
-        run_requests.c.user_id == p("user_id"),
-    ),
+    ).where(*_runs_requests(run_requests.c.id == p("id"))),
 )
 #: A pending request answered (the count says whether this answer was the first).
 ANSWER_REQUEST = statement(
     "answer_request",
     ("user_id", "run_id", "id", "answer"),
     update(run_requests)
-    .where(
-        run_requests.c.run_id == p("run_id"),
-        run_requests.c.id == p("id"),
-        run_requests.c.user_id == p("user_id"),
-        run_requests.c.status == const("pending"),
-    )
+    .where(*_runs_requests(run_requests.c.id == p("id"), run_requests.c.status == const("pending")))
     .values(status=const("answered"), answer=p("answer", JSON)),
 )
 #: A waiting run whose requests are all answered goes back to the queue (once: the
@@ -656,9 +658,7 @@ RESUME_RUN = statement(
     ("user_id", "run_id"),
     update(runs)
     .where(
-        runs.c.id == p("run_id"),
-        runs.c.user_id == p("user_id"),
-        runs.c.status == const("requires_action"),
+        *_users_run("requires_action"),
         ~exists().where(
             run_requests.c.run_id == runs.c.id, run_requests.c.status == const("pending")
         ),
@@ -675,10 +675,10 @@ ANSWERED_REQUESTS = statement(
     ("user_id", "run_id", "round"),
     select(run_requests.c.id, run_requests.c.kind, run_requests.c.body, run_requests.c.answer)
     .where(
-        run_requests.c.run_id == p("run_id"),
-        run_requests.c.user_id == p("user_id"),
-        run_requests.c.round == p("round", Integer),
-        run_requests.c.status == const("answered"),
+        *_runs_requests(
+            run_requests.c.round == p("round", Integer),
+            run_requests.c.status == const("answered"),
+        )
     )
     .order_by(run_requests.c.created_at, run_requests.c.id),
 )
@@ -700,24 +700,14 @@ CANCEL_REQUESTS = statement(
     "cancel_requests",
     ("user_id", "run_id"),
     update(run_requests)
-    .where(
-        run_requests.c.run_id == p("run_id"),
-        run_requests.c.user_id == p("user_id"),
-        run_requests.c.status == const("pending"),
-    )
+    .where(*_runs_requests(run_requests.c.status == const("pending")))
     .values(status=const("cancelled")),
 )
 #: A cancel of a waiting run (no task to stop: the cancel's winner ends it).
 REQUEST_CANCEL_WAITING = statement(
     "request_cancel_waiting",
     ("user_id", "run_id"),
-    update(runs)
-    .where(
-        runs.c.id == p("run_id"),
-        runs.c.user_id == p("user_id"),
-        runs.c.status == const("requires_action"),
-    )
-    .values(status=const("cancelling")),
+    update(runs).where(*_users_run("requires_action")).values(status=const("cancelling")),
 )
 #: The user's runs in one status, newest first.
 USER_RUNS_WITH_STATUS = statement(
