@@ -219,8 +219,11 @@ class Approvals:
 
     # Timeouts ---------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Sweep expired requests in the background (every process does)."""
+    async def start(self) -> None:
+        """Queue the runs a stopped process left answered but waiting, then sweep expired
+        requests in the background (every process does both)."""
+        for user_id, run_id in await stored.stranded(self.store):
+            await self.resume_if_ready(user_id, run_id)
         if self._task is None:
             self._task = asyncio.create_task(self._sweep_loop(), name="tenet-approval-sweep")
 

@@ -110,7 +110,7 @@ class Engine:
     async def start(self) -> None:
         """Start the queue (which settles what a previous process left, where that is its job)."""
         await self.queue.start()
-        self.approvals.start()
+        await self.approvals.start()
 
     async def close(self, *, grace_s: float = 0.0) -> None:
         """Stop: refuse new runs, let running ones finish for ``grace_s``, cancel the rest.

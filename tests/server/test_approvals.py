@@ -561,3 +561,26 @@ async def test_deleting_a_thread_ends_its_waiting_run(server_factory) -> None:
             later = utc_now() + timedelta(days=30)
             assert await stored_requests.expired(srv.service.store, later) == []
         assert effects() == []
+
+
+async def test_a_run_answered_as_its_process_stopped_resumes_at_the_next_start(
+    server_factory, tmp_path: Path
+) -> None:
+    """The answer was stored, but the process stopped before queueing the run again."""
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'kept.db'}"
+    async with server_factory(registry=registry(), database_url=database_url) as srv:
+        alice = await new_user(srv)
+        async with ws_connect(srv, alice) as ws:
+            await ready(ws)
+            run_id = await start_run(ws, "guarded", calls(("delete", {"path": "a"})))
+            asked = (await frames_until(ws, of_type("approval_requested")))[-1]
+        answer = {"approved": True, "by": "user"}
+        store = srv.service.store
+        await stored_requests.answer(store, alice.user_id, run_id, "call_0", "approval", answer)
+    async with server_factory(registry=registry(), database_url=database_url) as srv:
+        async with ws_connect(srv, alice) as ws:
+            await ready(ws)
+            await follow(ws, asked["thread_id"], asked["seq"])
+            after = await frames_until(ws, terminal)
+            assert after[-1]["final_response"] == 'results: "deleted a"'
+    assert effects() == ["deleted a"]

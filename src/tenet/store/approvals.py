@@ -94,6 +94,12 @@ async def resume(store: Store, user_id: str, run_id: str) -> bool:
     return bool(await store.executor.run(units.resume_run, user_id, run_id))
 
 
+async def stranded(store: Store) -> list[tuple[str, str]]:
+    """``(user_id, run_id)`` of every user's waiting runs that have nothing pending (start-up:
+    a process stopped between an answer and queueing its run again)."""
+    return await store.executor.run(units.stranded_runs, write=False)
+
+
 async def answered(
     store: Store, user_id: str, run_id: str, round: int
 ) -> list[tuple[str, str, dict[str, Any], dict[str, Any]]]:

@@ -669,6 +669,18 @@ RESUME_RUN = statement(
         heartbeat_at=literal_column("NULL"),
     ),
 )
+#: ``(user_id, id)`` of waiting runs none of whose requests is pending (a process stopped
+#: between storing the last answer and queueing the run again).
+STRANDED_RUNS = statement(
+    "stranded_runs",
+    (),
+    select(runs.c.user_id, runs.c.id).where(
+        runs.c.status == const("requires_action"),
+        ~exists().where(
+            run_requests.c.run_id == runs.c.id, run_requests.c.status == const("pending")
+        ),
+    ),
+)
 #: ``(id, kind, body, answer)`` of the answered requests of one pause of a run, in order.
 ANSWERED_REQUESTS = statement(
     "answered_requests",

@@ -213,6 +213,12 @@ def resume_run(user_id: str, run_id: str) -> Steps:
     return (yield count(q.RESUME_RUN, user_id, run_id)) > 0
 
 
+def stranded_runs() -> Steps:
+    """``(user_id, run_id)`` of waiting runs with nothing pending (see ``STRANDED_RUNS``)."""
+    found = yield rows(q.STRANDED_RUNS)
+    return [tuple(r) for r in found]
+
+
 def answered_requests(user_id: str, run_id: str, round: int) -> Steps:
     """``(id, kind, body, answer)`` of the answered requests of the run's pause ``round``."""
     found = yield rows(q.ANSWERED_REQUESTS, user_id, run_id, round)
