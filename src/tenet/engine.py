@@ -222,10 +222,17 @@ class Engine:
         if execution is not None and execution.user_id != user_id:
             execution = None
         if execution is None or execution.task is None:
+            run, won = await self.queue.cancel(user_id, run_id, reason, execution)
+            if won or run.status != RunStatus.REQUIRES_ACTION:
+                return run, won
+            # It waits for a person: no task to stop, the cancel's winner ends it.
             waiting = await self.approvals.cancel_waiting(user_id, run_id, reason)
-            if waiting is not None:  # it waited for a person: no task to stop
+            if waiting is not None:
                 return waiting, True
-            return await self.queue.cancel(user_id, run_id, reason, execution)
+            resumed = self.runs.get(run_id)  # it was queued again meanwhile
+            if resumed is not None and resumed.user_id != user_id:
+                resumed = None
+            return await self.queue.cancel(user_id, run_id, reason, resumed)
         self.writer.cancel_reasons.setdefault(run_id, reason)
         won = await request_cancel(self.store, user_id, run_id, from_statuses=STARTED_OR_QUEUED)
         run = await self.store.get_run(user_id, run_id)
