@@ -3,8 +3,8 @@
 ``POST /v1/runs/{run_id}/approvals/{call_id}`` takes ``{"approved", "arguments"?,
 "note"?}``, ``POST /v1/runs/{run_id}/inputs/{request_id}`` takes ``{"value"}``;
 both answer 202 with the run. A request that is not the caller's, or does not
-exist, is the same 404; a second answer is 409 ``conflict``; a malformed answer
-422. Any other field of the body (a ``user_id``, a ``run_id``) is ignored: the
+exist, is the same 404; a second answer is 409 ``conflict``; a malformed body
+422 (checked before the request is looked up, so the same for any id). Any other field of the body (a ``user_id``, a ``run_id``) is ignored: the
 caller is the credential's, the ids the path's. The WebSocket frames ``approve``
 and ``respond`` do the same (:mod:`tenet.server.ws`), through the same
 :class:`~tenet.approvals.Approvals`.
@@ -14,12 +14,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import orjson
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 from starlette.responses import Response
 
-from ..approvals import MISSING
-from ..errors import Invalid
+from ..approvals import NOTE_MAX_CHARS
 from ..run_lifecycle import RunStatus
 from ..store import approvals as stored
 from .auth import Caller, current_caller, state_dependency
@@ -33,41 +32,43 @@ StateDep = Annotated[ServerState, Depends(state_dependency)]
 RequestIdDep = Annotated[str, Path(min_length=1, max_length=200)]
 
 
-async def _body(request: Request) -> dict[str, Any]:
-    try:
-        body = orjson.loads(await request.body())
-    except orjson.JSONDecodeError:
-        raise Invalid("the body is not JSON") from None
-    if not isinstance(body, dict):
-        raise Invalid("the body must be a JSON object")
-    return body
+class ApprovalBody(BaseModel):
+    """An answer to a tool call waiting for approval (other fields are ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    approved: StrictBool
+    #: Run the call with these arguments instead (checked like the model's).
+    arguments: dict[str, Any] | None = None
+    note: StrictStr | None = Field(None, max_length=NOTE_MAX_CHARS)
+
+
+class InputBody(BaseModel):
+    """An answer to a question (checked against its schema; other fields are ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    value: Any = Field(json_schema_extra={"nullable": True})
 
 
 @router.post("/v1/runs/{run_id}/approvals/{call_id}", status_code=202)
 async def approve(
-    run_id: str, call_id: RequestIdDep, request: Request, caller: CallerDep, state: StateDep
+    run_id: str, call_id: RequestIdDep, body: ApprovalBody, caller: CallerDep, state: StateDep
 ) -> Response:
     """Approve or deny a tool call the run waits on (edited ``arguments`` with an approval)."""
-    body = await _body(request)
     run = await state.service.engine.approvals.approve(
-        caller.user_id,
-        run_id,
-        call_id,
-        body.get("approved"),
-        body.get("arguments"),
-        body.get("note"),
+        caller.user_id, run_id, call_id, body.approved, body.arguments, body.note
     )
     return json_response(run_json(run), 202)
 
 
 @router.post("/v1/runs/{run_id}/inputs/{request_id}", status_code=202)
 async def respond(
-    run_id: str, request_id: RequestIdDep, request: Request, caller: CallerDep, state: StateDep
+    run_id: str, request_id: RequestIdDep, body: InputBody, caller: CallerDep, state: StateDep
 ) -> Response:
     """Answer a question the run waits on (``value``, checked against its schema)."""
-    body = await _body(request)
     run = await state.service.engine.approvals.respond(
-        caller.user_id, run_id, request_id, body.get("value", MISSING)
+        caller.user_id, run_id, request_id, body.value
     )
     return json_response(run_json(run), 202)
 
