@@ -155,6 +155,10 @@ class Agent:
                     with contextlib.suppress(ToolFailed):
                         await runtime.call_tool(ctx, call.name, call.arguments, call_id=call.id)
                 return reply.content
+            # The calls that need a person's yes wait for it together, each answered alone.
+            await runtime.request_approvals(
+                ctx, [(c.id, c.name, c.arguments) for c in reply.tool_calls]
+            )
             for call in reply.tool_calls:
                 ok, error, result = True, None, None
                 try:

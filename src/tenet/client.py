@@ -35,7 +35,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -50,6 +50,9 @@ from .events import EVENT_TYPES, is_terminal
 log = logging.getLogger("tenet.client")
 
 Event = dict[str, Any]
+#: Decides a tool call waiting for approval (an ``approval_requested`` event): True or
+#: False, or ``{"approved", "arguments"?, "note"?}``; None leaves it for someone else.
+ApprovalHandler = Callable[[Event], Awaitable[bool | dict[str, Any] | None]]
 
 #: WebSocket close codes that end the client's connection for good.
 _FATAL_CLOSES = {4401: (401, "unauthorized"), 4429: (429, "rate_limited")}
@@ -226,8 +229,14 @@ class Client:
         *,
         timeout_s: float = 30.0,
         reconnect_for_s: float = 30.0,
+        on_approval: ApprovalHandler | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        #: Called for each ``approval_requested`` event of a thread this client follows
+        #: (a run it started, a subscription); its decision is sent with :meth:`approve`.
+        self.on_approval = on_approval
+        self._approving: set[tuple[str, str]] = set()
+        self._approval_tasks: set[asyncio.Task[None]] = set()
         self.timeout_s = timeout_s
         self.reconnect_for_s = reconnect_for_s
         #: How often the socket was reopened after a drop (for tests and the bench).
@@ -262,12 +271,13 @@ class Client:
             # A clean close first, so the server sees 1000 rather than a dropped connection.
             with contextlib.suppress(Exception):
                 await self._ws.close()
-        for task in self._tasks:
+        for task in [*self._tasks, *self._approval_tasks]:
             task.cancel()
-        for task in self._tasks:
+        for task in [*self._tasks, *self._approval_tasks]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        self._approval_tasks.clear()
         closed = ClientError(0, "closed", "the client was closed")
         self._fail_all(closed, end_subscriptions=True)
         await self._http.aclose()
@@ -346,6 +356,33 @@ class Client:
 
     async def cancel_run(self, run_id: str) -> dict[str, Any]:
         return await self._call("POST", f"/v1/runs/{_seg(run_id)}/cancel")
+
+    async def runs(self, status: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """The caller's runs in ``status`` (``"requires_action"``: those waiting for them)."""
+        return await self._call("GET", "/v1/runs", params={"status": status, "limit": limit})
+
+    async def approve(
+        self,
+        run_id: str,
+        call_id: str,
+        approved: bool,
+        arguments: dict[str, Any] | None = None,
+        note: str | None = None,
+    ) -> dict[str, Any]:
+        """Approve or deny a tool call a run waits on (``arguments``: run it with these
+        instead). Returns the run; 404 when it is not the caller's, 409 once answered."""
+        body: dict[str, Any] = {"approved": approved}
+        if arguments is not None:
+            body["arguments"] = arguments
+        if note is not None:
+            body["note"] = note
+        path = f"/v1/runs/{_seg(run_id)}/approvals/{_seg(call_id)}"
+        return await self._call("POST", path, json=body)
+
+    async def respond(self, run_id: str, request_id: str, value: Any) -> dict[str, Any]:
+        """Answer a question a run asked (``input_requested``); returns the run."""
+        path = f"/v1/runs/{_seg(run_id)}/inputs/{_seg(request_id)}"
+        return await self._call("POST", path, json={"value": value})
 
     async def events(self, thread_id: str, after: int = 0, limit: int | None = None) -> list[Event]:
         """Stored events of a thread with ``seq > after``, ascending (no socket needed)."""
@@ -681,10 +718,36 @@ class Client:
         if feed is None or not isinstance(seq, int):
             return
         feed.received = max(feed.received or 0, seq)
+        if event.get("type") == "approval_requested" and self.on_approval is not None:
+            self._ask_approval(event)
         for listener in list(feed.listeners):
             listener.offer(event)
             if listener.finished:
                 self._remove_listener(feed, listener)
+
+    def _ask_approval(self, event: Event) -> None:
+        key = (str(event.get("run_id")), str(event.get("call_id")))
+        if key in self._approving:  # delivered again after a reconnect
+            return
+        self._approving.add(key)
+        task = asyncio.create_task(self._approval(event), name=f"approval {key[1]}")
+        self._approval_tasks.add(task)
+        task.add_done_callback(self._approval_tasks.discard)
+
+    async def _approval(self, event: Event) -> None:
+        assert self.on_approval is not None
+        try:
+            decision = await self.on_approval(event)
+            if decision is None:
+                return
+            if isinstance(decision, bool):
+                decision = {"approved": decision}
+            await self.approve(str(event["run_id"]), str(event["call_id"]), **decision)
+        except ClientError as exc:
+            if exc.code != "conflict":  # answered elsewhere first: nothing to do
+                log.warning("tenet client: answering an approval failed: %s", exc)
+        except Exception:
+            log.exception("tenet client: on_approval failed")
 
     def _give_up(self, error: ClientError) -> None:
         self._failure = error

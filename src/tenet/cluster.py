@@ -121,6 +121,15 @@ class ClusterQueue:
     def ended(self, execution: RunExecution, session: UserSession) -> None:
         """Nothing to do: the next dispatch claims into the freed slot."""
 
+    def resumed(self, run: Run) -> None:
+        """A waiting run is ``queued`` again: whichever process claims first resumes it."""
+        self.accepted(run, self.sessions.get(run.user_id))
+
+    def unpaused(self, user_id: str, thread_id: str, run_id: str) -> None:
+        """The thread is free in the store: the next claim sees it."""
+        self._wake.set()
+        self.bus.signal(WAKE, run_id)
+
     def queued_or_running(self, user_id: str, thread_id: str) -> list[str]:
         return []  # the queue is the store's, not this process's
 
@@ -166,7 +175,14 @@ class ClusterQueue:
                 .where(
                     Run.user_id == user_id,
                     Run.thread_id == thread_id,
-                    Run.status.in_((RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.CANCELLING)),
+                    Run.status.in_(
+                        (
+                            RunStatus.QUEUED,
+                            RunStatus.RUNNING,
+                            RunStatus.REQUIRES_ACTION,
+                            RunStatus.CANCELLING,
+                        )
+                    ),
                 )
                 .order_by(Run.created_at, Run.id)
             )

@@ -31,6 +31,10 @@ class Notes(Protocol):
         """Keep a note; returns its id."""
         ...
 
+    async def forget(self) -> int:
+        """Delete every note of the user; returns how many there were."""
+        ...
+
     async def search(self, query: str | None = None, limit: int = 20) -> list[str]:
         """The texts of the user's notes, newest first; with ``query``, the best matches first."""
         ...
@@ -72,6 +76,14 @@ class RunServices(Protocol):
     ) -> Any: ...
 
     async def delegate(self, ctx: RunContext, agent_name: str, input: str) -> str: ...
+
+    async def request_approvals(
+        self, ctx: RunContext, calls: list[tuple[str, str, dict[str, Any]]]
+    ) -> None:
+        """Ask approval of the ``(call_id, name, arguments)`` calls that need it, at once."""
+        ...
+
+    async def ask(self, ctx: RunContext, prompt: str, schema: dict[str, Any] | None) -> Any: ...
 
     def notes(self, ctx: RunContext) -> Notes: ...
 
@@ -287,6 +299,16 @@ class RunContext:
     async def delegate(self, agent_name: str, input: str) -> str:
         """Run another registered agent as a child execution and return its answer."""
         return await self.runtime.delegate(self, agent_name, input)
+
+    async def ask(self, prompt: str, schema: dict[str, Any] | None = None) -> Any:
+        """Ask the run's user and return the answer (``input_requested``, then ``input_received``).
+
+        The run waits without holding a task or a slot; the answer, validated against
+        ``schema`` (a JSON schema) when given, resumes it. None when nobody answered
+        within ``TENET_APPROVAL_TIMEOUT_S``. A flow that asks is resumed by replay:
+        see :mod:`tenet.journal` for the rule it must follow.
+        """
+        return await self.runtime.ask(self, str(prompt), schema)
 
     async def history(self) -> list[dict[str, Any]]:
         """The thread's earlier turns, oldest first, as chat-completions messages.

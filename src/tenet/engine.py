@@ -18,6 +18,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from .approvals import Approvals
 from .conversation import Conversations
 from .errors import Invalid, TooLarge, Unavailable, queue_full
 from .events import RunStart
@@ -89,6 +90,15 @@ class Engine:
             store=store, conversations=self.conversations, quota=self.quota, meter=self.usage_meter
         )
         queue.bind(self)
+        #: Runs waiting for a person: answers, timeouts, cancels (:mod:`tenet.approvals`).
+        self.approvals = Approvals(
+            settings=settings,
+            store=store,
+            writer=writer,
+            registry=self.registry,
+            settler=self.settler,
+            queue=queue,
+        )
 
     @property
     def finished(self) -> dict[str, int]:
@@ -100,6 +110,7 @@ class Engine:
     async def start(self) -> None:
         """Start the queue (which settles what a previous process left, where that is its job)."""
         await self.queue.start()
+        await self.approvals.start()
 
     async def close(self, *, grace_s: float = 0.0) -> None:
         """Stop: refuse new runs, let running ones finish for ``grace_s``, cancel the rest.
@@ -121,6 +132,7 @@ class Engine:
         for execution in list(self.runs.values()):
             self.forget(execution)
         self.tool_threads.close()
+        await self.approvals.close()
         await self.settler.close()
         await self.queue.close()
 
@@ -210,13 +222,27 @@ class Engine:
         if execution is not None and execution.user_id != user_id:
             execution = None
         if execution is None or execution.task is None:
-            return await self.queue.cancel(user_id, run_id, reason, execution)
+            run, won = await self.queue.cancel(user_id, run_id, reason, execution)
+            if won or run.status != RunStatus.REQUIRES_ACTION:
+                return run, won
+            # It waits for a person: no task to stop, the cancel's winner ends it.
+            waiting = await self.approvals.cancel_waiting(user_id, run_id, reason)
+            if waiting is not None:
+                return waiting, True
+            resumed = self.runs.get(run_id)  # it was queued again meanwhile
+            if resumed is not None and resumed.user_id != user_id:
+                resumed = None
+            return await self.queue.cancel(user_id, run_id, reason, resumed)
         self.writer.cancel_reasons.setdefault(run_id, reason)
         won = await request_cancel(self.store, user_id, run_id, from_statuses=STARTED_OR_QUEUED)
         run = await self.store.get_run(user_id, run_id)
         if won or run.status == RunStatus.CANCELLING:
             execution.request_cancel(reason)  # too late: the store turns its end into a cancel
             return run, True
+        if run.status == RunStatus.REQUIRES_ACTION:  # it paused as the cancel came
+            waiting = await self.approvals.cancel_waiting(user_id, run_id, reason)
+            if waiting is not None:
+                return waiting, True
         self.writer.cancel_reasons.pop(run_id, None)
         return run, False
 
@@ -273,8 +299,13 @@ class Engine:
 
     def forget(self, execution: RunExecution) -> None:
         """The run leaves memory: release its waiters."""
-        self.runs.pop(execution.run_id, None)
+        if self.runs.get(execution.run_id) is execution:  # not its resumed successor
+            del self.runs[execution.run_id]
         execution.done.set()
+
+    async def paused(self, execution: RunExecution) -> None:
+        """A run paused for a person: resume it at once if it was answered meanwhile."""
+        await self.approvals.after_pause(execution)
 
     def run_start(self) -> RunStart | None:
         return self.queue.run_start()

@@ -92,7 +92,8 @@ class AgentFailed(TenetError):
 
     Codes tenet raises: ``max_steps`` (no answer within the agent's steps),
     ``unknown_agent`` (delegation to a name not registered), ``delegation_failed``
-    (a delegated agent raised something else).
+    (a delegated agent raised something else), ``nondeterministic``
+    (:class:`Nondeterministic`).
     """
 
     def __init__(self, code: str, message: str) -> None:
@@ -100,11 +101,24 @@ class AgentFailed(TenetError):
         self.code = code
 
 
+class Nondeterministic(AgentFailed):
+    """A flow resumed after waiting for a person did not repeat the calls it made before.
+
+    A waiting run resumes by running its flow again with what it already received
+    replayed (``tenet.journal``): the flow must make the same calls, in the same
+    order, between its awaits. Raised instead of running anything a second time.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__("nondeterministic", message)
+
+
 class ToolFailed(TenetError):
     """A tool call ended without a result; ``code`` says why (as shown to the model).
 
     Codes tenet raises: ``unknown_tool``, ``invalid_arguments``, ``timeout``,
-    ``tool_error`` (the tool raised), or the code of the :class:`TenetError` the tool
+    ``tool_error`` (the tool raised), ``declined`` (the user denied the call its
+    approval, or nobody approved it in time), or the code of the :class:`TenetError` the tool
     raised; a tool may raise its own code.
     """
 

@@ -28,6 +28,10 @@ TOOL_COMPLETED: Final = "tool_completed"
 AGENT_COMPLETED: Final = "agent_completed"
 AGENT_ERROR: Final = "agent_error"
 RUN_CANCELLED: Final = "run_cancelled"
+APPROVAL_REQUESTED: Final = "approval_requested"
+APPROVAL_RESOLVED: Final = "approval_resolved"
+INPUT_REQUESTED: Final = "input_requested"
+INPUT_RECEIVED: Final = "input_received"
 
 EVENT_TYPES: Final = frozenset(
     {
@@ -39,6 +43,10 @@ EVENT_TYPES: Final = frozenset(
         AGENT_COMPLETED,
         AGENT_ERROR,
         RUN_CANCELLED,
+        APPROVAL_REQUESTED,
+        APPROVAL_RESOLVED,
+        INPUT_REQUESTED,
+        INPUT_RECEIVED,
     }
 )
 #: The identity fields every event carries (a cancel that wins over a run's end keeps them).
@@ -85,6 +93,20 @@ class RunStart:
     worker_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class RunPause:
+    """A request to a person, stored in the same transaction as the event announcing it.
+
+    ``request`` is the request's row (see :mod:`tenet.store.approvals`): once a client
+    has seen the event, the request can be answered. ``state``, on the last request
+    of a pause, is what the run resumes from; storing it makes the run
+    ``requires_action`` (see :mod:`tenet.journal`).
+    """
+
+    request: dict[str, Any]
+    state: dict[str, Any] | None = None
+
+
 @dataclass(slots=True)
 class Event:
     """One event, as made by an emitter and, once stored, as delivered.
@@ -110,6 +132,8 @@ class Event:
     waiter: asyncio.Future[None] | None = None
     start: RunStart | None = None
     end: RunEnd | None = None
+    #: A request to a person this event announces (``approval_requested``, ``input_requested``).
+    pause: RunPause | None = None
 
     @property
     def type(self) -> str:

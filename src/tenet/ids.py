@@ -13,8 +13,8 @@ import os
 import re
 import threading
 
-PREFIXES = ("usr", "tok", "thr", "msg", "run", "exe", "evt", "not", "con")
-_PATTERN = re.compile(r"^(usr|tok|thr|msg|run|exe|evt|not|con)_[A-Za-z0-9_-]{22}$")
+PREFIXES = ("usr", "tok", "thr", "msg", "run", "exe", "evt", "not", "con", "req")
+_PATTERN = re.compile(r"^(usr|tok|thr|msg|run|exe|evt|not|con|req)_[A-Za-z0-9_-]{22}$")
 
 
 class _Entropy:

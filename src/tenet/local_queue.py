@@ -33,6 +33,13 @@ class Lane:
 
     queue: deque[RunExecution] = field(default_factory=deque)
     running: RunExecution | None = None
+    #: A run of the thread waiting for a person: it holds the thread, not a slot.
+    paused: str | None = None
+    paused_user: str | None = None
+
+    @property
+    def free(self) -> bool:
+        return self.running is None and self.paused is None
 
 
 class LocalQueue:
@@ -64,6 +71,9 @@ class LocalQueue:
             await settler.settle(
                 run.user_id, run.thread_id, run.id, run.agent, interrupted=run.status
             )
+        for run in await self.store.admin_runs_with_status(["requires_action"]):
+            lane = self._lanes.setdefault(run.thread_id, Lane())
+            lane.paused, lane.paused_user = run.id, run.user_id
         for run in await self.store.admin_runs_with_status(["queued"]):
             self._enqueue(run, self.sessions.get(run.user_id))
 
@@ -112,7 +122,7 @@ class LocalQueue:
             finally:
                 self._host.forget(execution)
                 lane = self._lanes.get(thread_id)
-                if lane is not None and lane.running is None and not lane.queue:
+                if lane is not None and lane.free and not lane.queue:
                     del self._lanes[thread_id]
             return await self.store.get_run(user_id, run_id), True
         run = await self.store.get_run(user_id, run_id)  # NotFound when foreign or missing
@@ -132,6 +142,8 @@ class LocalQueue:
         ids = [e.run_id for e in lane.queue if e.user_id == user_id]
         if lane.running is not None and lane.running.user_id == user_id:
             ids.insert(0, lane.running.run_id)
+        if lane.paused is not None and lane.paused_user == user_id:
+            ids.insert(0, lane.paused)
         return ids
 
     async def thread_runs(self, user_id: str, thread_id: str) -> list[str]:
@@ -151,7 +163,7 @@ class LocalQueue:
             lane = self._lanes[run.thread_id] = Lane()
         lane.queue.append(execution)
         session.queued += 1
-        if lane.running is None and len(lane.queue) == 1:
+        if lane.free and len(lane.queue) == 1:
             self._mark_ready(session, run.thread_id)
 
     def _mark_ready(self, session: UserSession, thread_id: str) -> None:
@@ -175,7 +187,7 @@ class LocalQueue:
             lane = None
             while session.ready_threads:
                 candidate = self._lanes.get(session.ready_threads.popleft())
-                if candidate is not None and candidate.running is None and candidate.queue:
+                if candidate is not None and candidate.free and candidate.queue:
                     lane = candidate
                     break
             if lane is None:
@@ -194,10 +206,53 @@ class LocalQueue:
         lane = self._lanes.get(thread_id)
         if lane is not None:
             lane.running = None
-            if lane.queue:
+            resumed = bool(lane.queue) and lane.queue[0].run_id == execution.run_id
+            if execution.status is RunStatus.REQUIRES_ACTION and not resumed:
+                # It holds the thread, not its slot.
+                lane.paused, lane.paused_user = execution.run_id, execution.user_id
+            elif lane.queue:
                 self._mark_ready(session, thread_id)
             else:
                 del self._lanes[thread_id]
+        self._take_turn(session)
+
+    def _take_turn(self, session: UserSession) -> None:
         if session.ready_threads and not session.in_ready_users:
             session.in_ready_users = True
             self._ready_users.append(session.user_id)
+
+    # Runs waiting for a person ----------------------------------------------------------------
+
+    def resumed(self, run: Run) -> None:
+        """The waiting run goes first in its thread's lane, to start when a slot allows."""
+        session = self.sessions.get(run.user_id)
+        execution = RunExecution.of(run)
+        self._host.runs[run.id] = execution
+        lane = self._lanes.setdefault(run.thread_id, Lane())
+        lane.queue.appendleft(execution)
+        session.queued += 1
+        if lane.paused == run.id:
+            lane.paused = None
+        if lane.running is None:  # else the pausing execution is still ending: it marks it
+            self._mark_ready(session, run.thread_id)
+            self._take_turn(session)
+            self.pump()
+
+    def unpaused(self, user_id: str, thread_id: str, run_id: str) -> None:
+        """The waiting run ended (cancelled): the thread's next run may start."""
+        lane = self._lanes.get(thread_id)
+        if lane is None:
+            return
+        if lane.running is not None and lane.running.run_id == run_id:
+            lane.running.status = RunStatus.CANCELLED  # still ending its pause: hold nothing
+            return
+        if lane.paused != run_id:
+            return
+        lane.paused = None
+        session = self.sessions.get(user_id)
+        if lane.queue:
+            self._mark_ready(session, thread_id)
+            self._take_turn(session)
+            self.pump()
+        elif lane.running is None:
+            del self._lanes[thread_id]

@@ -98,6 +98,13 @@ class RunQueue(Protocol):
     def pump(self) -> None:
         """Start what the limits now allow (called after a run ends)."""
 
+    def resumed(self, run: Run) -> None:
+        """A run that waited for a person was queued again (stored ``queued``): schedule it
+        ahead of its thread's later runs."""
+
+    def unpaused(self, user_id: str, thread_id: str, run_id: str) -> None:
+        """A run that waited for a person ended without resuming: its thread is free."""
+
     def queued_or_running(self, user_id: str, thread_id: str) -> list[str]:
         """The ids of the user's runs of the thread this queue holds, the running one first."""
 

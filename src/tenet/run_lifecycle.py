@@ -17,8 +17,10 @@ sent on the wire::
     queued | running | requires_action -> cancelling -> cancelled
 
 ``requires_action`` is a run waiting for a person (an approval, an answer). Such
-a run is data, not a task: it holds no task and no slot, and an answer re-enters
-it from what is stored. Nothing enters that status yet.
+a run is data, not a task: its execution ends when it pauses (:mod:`tenet.journal`),
+it holds no task and no slot (its thread stays held: a later run of the thread
+waits), and the answer that leaves it nothing to wait for queues it again, to be
+resumed from what is stored (:mod:`tenet.approvals`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from .conversation import Conversations
 from .errors import Invalid, NotFound
 from .events import AGENT_ERROR, RUN_CANCELLED, RunEnd, RunStart, make_event
 from .ids import new_id
+from .journal import Journal, Resolved, RunPaused
 from .model_calls import ModelCalls
 from .models.base import ChatModel
 from .recovery import close_open_ends
@@ -42,6 +45,7 @@ from .registry import AgentRegistry
 from .runtime import RunRuntime, error_of
 from .sessions import UserSession
 from .settings import Settings
+from .store import approvals as stored_requests
 from .store.db import Store
 from .store.writer import EventWriter
 from .tool_threads import ToolThreads
@@ -113,6 +117,9 @@ class RunHost(Protocol):
     def ended(self, execution: RunExecution, session: UserSession) -> None:
         """The execution's task is ending (whatever happened): free its slot."""
 
+    async def paused(self, execution: RunExecution) -> None:
+        """The run now waits for a person (its execution has ended, its slot is free)."""
+
 
 @dataclass(eq=False, slots=True)
 class RunExecution:
@@ -134,6 +141,8 @@ class RunExecution:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     #: What the run's caller gave beside the input (client tools, results, state, context).
     client: ClientInput = field(default_factory=ClientInput)
+    #: What a run that waited for a person resumes from (``runs.resume_state``).
+    resume: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, run: Run) -> RunExecution:
@@ -145,6 +154,7 @@ class RunExecution:
             run.agent,
             run.input,
             client=ClientInput.of(run.meta),
+            resume=getattr(run, "resume_state", None),
         )
 
     @property
@@ -166,6 +176,13 @@ class RunExecution:
     async def execute(self, host: RunHost, session: UserSession) -> None:
         """The run's task: execute it to its one terminal event, then free its slot."""
         settings = host.settings
+        try:
+            journal = await self._journal(host)
+        except Exception:
+            log.exception("run %s could not be resumed", self.run_id)
+            host.settler.later(self)
+            host.ended(self, session)
+            return
         runtime = RunRuntime(
             sink=host.writer,
             store=host.store,
@@ -180,6 +197,8 @@ class RunExecution:
             secrets=host.secrets,
             conversations=host.conversations,
             calls=host.model_calls,
+            journal=journal,
+            approval_timeout_s=settings.approval_timeout_s,
         )
         ctx = RunContext.for_run(
             user_id=self.user_id,
@@ -189,6 +208,9 @@ class RunExecution:
             runtime=runtime,
             client=self.client,
         )
+        if journal.execution_id is not None:  # resumed: its events stay one execution
+            ctx = replace(ctx, execution_id=journal.execution_id)
+        runtime.root_execution_id = ctx.execution_id
         token = current_context.set(ctx)
         try:
             await self._run_to_end(host, ctx, runtime)
@@ -198,6 +220,18 @@ class RunExecution:
         finally:
             current_context.reset(token)
             host.ended(self, session)
+        if self.status is RunStatus.REQUIRES_ACTION:
+            await host.paused(self)
+
+    async def _journal(self, host: RunHost) -> Journal:
+        """A fresh record, or, for a resumed run, its stored one and its pause's answers."""
+        state = self.resume
+        if not state:
+            return Journal()
+        rows = await stored_requests.answered(
+            host.store, self.user_id, self.run_id, int(state.get("round") or 0)
+        )
+        return Journal(state, [Resolved(r[0], r[1], r[2] or {}, r[3] or {}) for r in rows])
 
     async def _run_to_end(self, host: RunHost, ctx: RunContext, runtime: RunRuntime) -> None:
         """Execute, then write exactly one terminal event and the final status."""
@@ -205,9 +239,18 @@ class RunExecution:
             agent = host.registry.get(self.agent)
             if agent is None:  # a queued run of an agent that is no longer served
                 raise Invalid(f"agent {self.agent!r} is not available")
-            async with asyncio.timeout(host.settings.run_timeout_s):
+            # Time spent waiting for a person does not count against the run's timeout.
+            budget = max(host.settings.run_timeout_s - runtime.journal.elapsed, 0.001)
+            async with asyncio.timeout(budget):
                 await runtime.execute(ctx, agent, self.input)
                 await runtime.flush()
+        except RunPaused:
+            if self.cancel_reason is not None:  # a cancel came as it paused: it ends here
+                self.status = RunStatus.CANCELLED
+                await asyncio.shield(self._cancelled(host, ctx, runtime, self.cancel_reason))
+                return
+            self.status = RunStatus.REQUIRES_ACTION
+            return
         except TimeoutError:
             if not runtime.completing:
                 self.status = RunStatus.FAILED
@@ -255,6 +298,8 @@ class RunExecution:
         )
         await runtime.flush()  # raises unless the event and the run's end were stored
         host.settler.finished["cancelled"] += 1
+        if runtime.asked:  # it was pausing for a person: nothing waits for the answers now
+            await stored_requests.close(host.store, self.user_id, self.run_id)
 
 
 class RunSettler:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from .agents import Agent
+from .clock import now_us, wire_time
 from .context import RunContext
 from .errors import AgentFailed, DepthExceeded, ToolFailed
 from .events import (
@@ -20,17 +22,22 @@ from .events import (
     AGENT_ERROR,
     AGENT_STARTED,
     AGENT_THINKING,
+    APPROVAL_REQUESTED,
+    INPUT_REQUESTED,
     MESSAGE_DELTA,
     TOOL_COMPLETED,
     TOOL_EXECUTING,
     Event,
     EventSink,
     RunEnd,
+    RunPause,
     RunStart,
     make_event,
 )
-from .ids import token_hex
+from .ids import new_id, token_hex
+from .journal import Journal, RunPaused, key_of
 from .mcp_tools import MCPHub, UserMCPSessions
+from .models.base import ModelReply, ToolCall, Usage
 from .store.notes import UserNotes
 from .store.secrets import SecretBox, UserSecrets
 from .text import HalfJoiner, repair
@@ -39,7 +46,7 @@ from .usage import RunUsage
 if TYPE_CHECKING:
     from .conversation import Conversations
     from .model_calls import ModelCalls
-    from .models.base import ChatMessage, ChatModel, ModelReply
+    from .models.base import ChatMessage, ChatModel
     from .registry import AgentRegistry
     from .sessions import UserSession
     from .store.db import Store
@@ -52,6 +59,9 @@ CLIENT_TOOL_ERROR: dict[str, str] = {
     "code": "client_tool",
     "message": "this tool runs in the client; the run ends here with the call handed over",
 }
+
+#: ``TENET_APPROVAL_TIMEOUT_S``'s default, for a runtime made without settings.
+DEFAULT_APPROVAL_TIMEOUT_S = 86_400.0
 
 #: A run waits for its events' commit at least this often (and before its end). It bounds
 #: the burst one thread can publish at once: keep TENET_WS_QUEUE well above it.
@@ -88,6 +98,8 @@ class RunRuntime:
         secrets: SecretBox | None = None,
         conversations: Conversations | None = None,
         calls: ModelCalls | None = None,
+        journal: Journal | None = None,
+        approval_timeout_s: float = DEFAULT_APPROVAL_TIMEOUT_S,
     ) -> None:
         self.sink = sink
         self.store = store
@@ -116,8 +128,20 @@ class RunRuntime:
         self.conversations = conversations
         #: How model calls are made, counted and checked against the quota.
         self.calls = calls
+        #: What the run's awaits returned, replayed when it resumes after waiting for a
+        #: person (:mod:`tenet.journal`).
+        self.journal = journal or Journal()
         #: Tokens and model calls of the whole run, every execution included.
-        self.usage = RunUsage()
+        self.usage = RunUsage(**self.journal.usage)
+        #: How long a request to a person waits before it is resolved by ``timeout``.
+        self.approval_timeout_s = approval_timeout_s
+        #: The run's own execution id (kept across resumes) and when this segment began.
+        self.root_execution_id: str | None = None
+        self.segment_started = time.monotonic()
+        #: Whether this execution stored requests to a person (it was pausing).
+        self.asked = False
+        #: Approval decisions of the current model turn, by call id, until its tools run.
+        self._decisions: dict[str, dict[str, Any]] = {}
 
     async def history(self, ctx: RunContext) -> list[ChatMessage]:
         """The thread's turns before this run, within the context budget (a fresh list)."""
@@ -134,15 +158,29 @@ class RunRuntime:
         messages: list[ChatMessage],
         tools: list[dict[str, Any]],
     ) -> ModelReply:
-        """One model call of ``ctx``'s execution: streamed as events, counted, quota-checked."""
+        """One model call of ``ctx``'s execution: streamed as events, counted, quota-checked.
+
+        A resumed run gets the reply it got before, without calling the model again.
+        """
+        entry = self.journal.replayed("model", None)
+        if entry is not None:
+            return _reply_of(entry["r"])
         if self.calls is None:
             reply = await model.complete(messages, tools, on_delta=ctx.say, on_reasoning=ctx.think)
             self.usage.add(reply.usage)
-            return reply
-        return await self.calls.complete(self.usage, ctx, model, messages, tools)
+        else:
+            reply = await self.calls.complete(self.usage, ctx, model, messages, tools)
+        self.journal.record("model", None, r=_reply_json(reply))
+        return reply
 
     async def emit(
-        self, ctx: RunContext, type: str, fields: dict[str, Any], *, end: RunEnd | None = None
+        self,
+        ctx: RunContext,
+        type: str,
+        fields: dict[str, Any],
+        *,
+        end: RunEnd | None = None,
+        pause: RunPause | None = None,
     ) -> None:
         """Submit one event; it is stored, then published, in order.
 
@@ -156,7 +194,12 @@ class RunRuntime:
         wait, not one per event. While the writer is congested, the run waits for
         its turn before making the event (so an event's timestamp is when it was
         made, not when it was queued).
+
+        A resumed run does not make again the events it made before it paused
+        (:mod:`tenet.journal`); ``pause`` is a request to a person, stored with its event.
         """
+        if end is None and pause is None and self.journal.suppress():
+            return
         if self._granted > 0:
             self._granted -= 1
         elif self.emitted and end is None and self.sink.congested:
@@ -167,6 +210,7 @@ class RunRuntime:
             self._granted = await self.sink.room() - 1
         event = make_event(ctx, type, fields)
         event.end = end
+        event.pause = pause
         if self._start is not None:
             event.start, self._start = self._start, None
         self.sink.submit(event)
@@ -201,9 +245,45 @@ class RunRuntime:
     async def call_tool(
         self, ctx: RunContext, name: str, arguments: dict[str, Any], *, call_id: str | None = None
     ) -> Any:
+        """Run one tool call (after its approval, if it needs one); a resumed run's
+        earlier calls return their recorded results without running again."""
+        key = [name, arguments]
+        entry = self.journal.replayed("tool", key)
+        if entry is not None:
+            if entry["ok"]:
+                return entry.get("r")
+            error = entry.get("e") or {}
+            raise ToolFailed(str(error.get("code")), str(error.get("message")))
+        try:
+            result = await self._call_tool(ctx, name, arguments, call_id)
+        except ToolFailed as exc:
+            self.journal.record("tool", key, ok=False, e=exc.as_error())
+            raise
+        self.journal.record("tool", key, ok=True, r=result)
+        return result
+
+    async def _call_tool(
+        self, ctx: RunContext, name: str, arguments: dict[str, Any], call_id: str | None
+    ) -> Any:
         agent = self.registry.get(ctx.agent_name)
         tool = agent.tool(name) if agent is not None else None
         call_id = call_id or "call_" + token_hex(8)
+        if tool is not None and tool.needs_approval(ctx, arguments):
+            decision = self._decisions.pop(call_id, None)
+            if decision is None:
+                await self.request_approvals(ctx, [(call_id, name, arguments)])
+                decision = self._decisions.pop(call_id)
+            if not decision["ok"]:
+                note = decision.get("note")
+                message = "the user declined this call" + (f": {note}" if note else "")
+                if decision.get("by") == "timeout":
+                    message = "nobody approved this call in time"
+                error = {"code": "declined", "message": message}
+                fields = {"tool_name": name, "call_id": call_id, "ok": False, "error": error}
+                await self.emit(ctx, TOOL_COMPLETED, {**fields, "duration_ms": 0.0})
+                raise ToolFailed("declined", message)
+            if decision.get("args") is not None:
+                arguments = decision["args"]
         await self.emit(
             ctx, TOOL_EXECUTING, {"tool_name": name, "call_id": call_id, "parameters": arguments}
         )
@@ -244,11 +324,128 @@ class RunRuntime:
         await self.emit(ctx, TOOL_COMPLETED, fields)
         return result
 
+    # Waiting for a person (tenet.journal) -------------------------------------------------
+
+    async def request_approvals(
+        self, ctx: RunContext, calls: list[tuple[str, str, dict[str, Any]]]
+    ) -> None:
+        """Decide the ``(call_id, name, arguments)`` calls that need approval, all at once.
+
+        Each gets its recorded decision (resumed run), its answer (the pause this run
+        resumes from), or else a request: if any call waits for a person, the run
+        pauses here with one request per such call, each answered on its own.
+        """
+        agent = self.registry.get(ctx.agent_name)
+        journal = self.journal
+        waiting: list[tuple[str, str, dict[str, Any]]] = []
+        for call_id, name, arguments in calls:
+            tool = agent.tool(name) if agent is not None else None
+            if tool is None or not tool.needs_approval(ctx, arguments):
+                continue
+            key = [name, arguments]
+            entry = journal.replayed("approval", key)
+            if entry is None:
+                wanted = key_of(key)
+                found = journal.take(
+                    "approval",
+                    lambda a, c=call_id, w=wanted: (
+                        a.id == c
+                        or key_of([a.body.get("tool_name"), a.body.get("parameters")]) == w
+                    ),
+                )
+                if found is None:
+                    waiting.append((call_id, name, arguments))
+                    continue
+                answer = found.answer
+                entry = {
+                    "ok": bool(answer.get("approved")),
+                    "args": answer.get("arguments"),
+                    "note": answer.get("note"),
+                    "by": answer.get("by", "user"),
+                }
+                journal.record("approval", key, **entry)
+            self._decisions[call_id] = entry
+        if waiting:
+            journal.check_new_request()
+            await self._pause(
+                ctx,
+                [
+                    (
+                        APPROVAL_REQUESTED,
+                        call_id,
+                        {"tool_name": name, "parameters": arguments},
+                    )
+                    for call_id, name, arguments in waiting
+                ],
+            )
+
+    async def ask(self, ctx: RunContext, prompt: str, schema: dict[str, Any] | None) -> Any:
+        """Ask the run's user a question and return the answer (None if nobody answered).
+
+        The run pauses until it is answered; the answer is validated against ``schema``
+        (a JSON schema) when one is given.
+        """
+        key = [prompt, schema]
+        entry = self.journal.replayed("ask", key)
+        if entry is not None:
+            return entry.get("v")
+        found = self.journal.take("input", lambda a: a.body.get("prompt") == prompt)
+        if found is not None:
+            value = found.answer.get("value")
+            self.journal.record("ask", key, v=value)
+            return value
+        self.journal.check_new_request()
+        body: dict[str, Any] = {"prompt": prompt}
+        if schema is not None:
+            body["schema"] = schema
+        await self._pause(ctx, [(INPUT_REQUESTED, new_id("req"), body)])
+
+    async def _pause(
+        self, ctx: RunContext, requests: list[tuple[str, str, dict[str, Any]]]
+    ) -> None:
+        """Store the requests with their events, the last with the run's state; then unwind."""
+        journal = self.journal
+        state = journal.state(
+            execution_id=self.root_execution_id or ctx.execution_id,
+            elapsed=self.elapsed(),
+            usage=self.usage.as_dict(),
+        )
+        expires = now_us() + int(self.approval_timeout_s * 1_000_000)
+        self.asked = True
+        for i, (type, request_id, body) in enumerate(requests):
+            row = {
+                "run_id": ctx.run_id,
+                "id": request_id,
+                "user_id": ctx.user_id,
+                "thread_id": ctx.thread_id,
+                "execution_id": ctx.execution_id,
+                "agent_name": ctx.agent_name,
+                "kind": "approval" if type == APPROVAL_REQUESTED else "input",
+                "round": journal.round + 1,
+                "body": body,
+                "expires_at": expires,
+            }
+            id_field = "call_id" if type == APPROVAL_REQUESTED else "request_id"
+            fields = {id_field: request_id, **body, "expires_at": wire_time(expires)}
+            last = i == len(requests) - 1
+            await self.emit(ctx, type, fields, pause=RunPause(row, state if last else None))
+        await self.flush()
+        raise RunPaused()
+
+    def elapsed(self) -> float:
+        """Seconds the run has executed, over all its segments (waiting not counted)."""
+        return self.journal.elapsed + (time.monotonic() - self.segment_started)
+
     async def delegate(self, ctx: RunContext, agent_name: str, input: str) -> str:
         agent = self.registry.get(agent_name)
         if agent is None:
             raise AgentFailed("unknown_agent", f"no agent named {agent_name!r}")
         child = ctx.child(agent_name)
+        entry = self.journal.replayed("child", agent_name)
+        if entry is not None:  # resumed: the delegated execution keeps its id
+            child = replace(child, execution_id=entry["x"])
+        else:
+            self.journal.record("child", agent_name, x=child.execution_id)
         return await self.execute(child, agent, input)
 
     async def execute(self, ctx: RunContext, agent: Agent, input: str) -> str:
@@ -285,6 +482,7 @@ class RunRuntime:
         if held := self._halves.rest(ctx.execution_id):  # a half never completed
             await self.emit(ctx, MESSAGE_DELTA, {"text": held})
         if ctx.depth == 0:
+            self.journal.check_finished()
             self.completing = True
         await self.emit(
             ctx,
@@ -337,6 +535,27 @@ class RunRuntime:
             found = UserMCPSessions(self.mcp, self.user_secrets(ctx).get)
             self.session.resources["mcp"] = found
         return found  # type: ignore[no-any-return]
+
+
+def _reply_json(reply: ModelReply) -> dict[str, Any]:
+    """A model reply as a resumed run replays it (its usage was counted once already)."""
+    return {
+        "content": reply.content,
+        "tool_calls": [
+            {"id": c.id, "name": c.name, "arguments": c.arguments} for c in reply.tool_calls
+        ],
+    }
+
+
+def _reply_of(data: dict[str, Any]) -> ModelReply:
+    return ModelReply(
+        content=str(data.get("content") or ""),
+        tool_calls=[
+            ToolCall(str(c["id"]), str(c["name"]), dict(c.get("arguments") or {}))
+            for c in data.get("tool_calls") or ()
+        ],
+        usage=Usage(),
+    )
 
 
 def _ms(started: float) -> float:

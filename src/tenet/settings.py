@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     max_runs: int = Field(256, ge=1)
     user_max_queued: int = Field(100, ge=1)
     run_timeout_s: float = Field(300.0, gt=0)
+    #: How long a request to a person (an approval, a question) waits before it is
+    #: resolved by ``timeout`` (an approval denied, a question answered None).
+    approval_timeout_s: float = Field(86_400.0, gt=0)
     tool_timeout_s: float = Field(30.0, gt=0)
     #: Threads synchronous tools run on (all users), and how many one user may hold.
     tool_threads: int = Field(64, ge=1)

@@ -56,8 +56,12 @@ class Tool:
         name: str | None = None,
         description: str | None = None,
         timeout: float | None = None,
+        requires_approval: bool | Callable[[RunContext, dict[str, Any]], bool] = False,
     ) -> None:
         self.fn = fn
+        #: Whether a call waits for a person's yes before it runs: always, never, or as a
+        #: policy decides per call (``(ctx, arguments) -> bool``).
+        self.requires_approval = requires_approval
         self.name = name or fn.__name__
         self.description = description if description is not None else describe(fn)
         self.timeout = timeout
@@ -84,6 +88,16 @@ class Tool:
             prop.pop("title", None)
         schema.setdefault("properties", {})
         self.parameters: dict[str, Any] = schema
+
+    def needs_approval(self, ctx: RunContext, arguments: dict[str, Any]) -> bool:
+        """Whether this call waits for a person's yes (a policy that fails says yes)."""
+        policy = self.requires_approval
+        if not callable(policy):
+            return bool(policy)
+        try:
+            return bool(policy(ctx, arguments))
+        except Exception:
+            return True
 
     def spec(self) -> dict[str, Any]:
         """The tool as listed by ``GET /v1/agents`` and offered to a model."""
@@ -152,7 +166,11 @@ class Tool:
 def tool(fn: Callable[..., Awaitable[Any]], /) -> Tool: ...
 @overload
 def tool(
-    *, name: str | None = None, description: str | None = None, timeout: float | None = None
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    timeout: float | None = None,
+    requires_approval: bool | Callable[[RunContext, dict[str, Any]], bool] = False,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 def tool(
     fn: Callable[..., Any] | None = None,
@@ -161,11 +179,22 @@ def tool(
     name: str | None = None,
     description: str | None = None,
     timeout: float | None = None,
+    requires_approval: bool | Callable[[RunContext, dict[str, Any]], bool] = False,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
-    """Make a tool of a typed function: ``@tool`` or ``@tool(name=..., timeout=...)``."""
+    """Make a tool of a typed function: ``@tool`` or ``@tool(name=..., timeout=...)``.
+
+    ``requires_approval``: True, or a policy ``(ctx, arguments) -> bool``, makes a call
+    wait for the user's yes (``approval_requested``) before it runs.
+    """
 
     def wrap(f: Callable[..., Any]) -> Tool:
-        return Tool(f, name=name, description=description, timeout=timeout)
+        return Tool(
+            f,
+            name=name,
+            description=description,
+            timeout=timeout,
+            requires_approval=requires_approval,
+        )
 
     return wrap(fn) if fn is not None else wrap
 

@@ -395,6 +395,10 @@ def test_every_tenet_event_type_maps_as_documented(kind: str) -> None:
         ],
         "agent_error": ["RUN_ERROR"],
         "run_cancelled": ["RUN_ERROR"],
+        "approval_requested": [],
+        "approval_resolved": [],
+        "input_requested": [],
+        "input_received": [],
     }
     fields = {
         "agent_started": {"depth": 0, "input": "hi"},
@@ -405,6 +409,10 @@ def test_every_tenet_event_type_maps_as_documented(kind: str) -> None:
         "agent_completed": {"depth": 0, "final_response": "done", "status": "completed"},
         "agent_error": {"depth": 0, "error": {"code": "timeout", "message": "slow"}},
         "run_cancelled": {"reason": "user", "status": "cancelled"},
+        "approval_requested": {"call_id": "c", "tool_name": "t", "parameters": {}},
+        "approval_resolved": {"call_id": "c", "approved": True, "by": "user"},
+        "input_requested": {"request_id": "req_1", "prompt": "?"},
+        "input_received": {"request_id": "req_1", "by": "user"},
     }
     view = AgUiView(run_id="run_1", client_thread_id="t", client_run_id="r")
     if kind == "tool_completed":  # a result of a call this run made

@@ -2,7 +2,8 @@
 
 The notes make isolation visible: ``remember`` stores a note for the calling
 user, ``recall`` searches that user's notes only. The tools never see a user id;
-they get the caller's :class:`~tenet.context.RunContext`.
+they get the caller's :class:`~tenet.context.RunContext`. ``forget`` deletes the
+user's notes, and only once the user approves the call (``approval_requested``).
 """
 
 from __future__ import annotations
@@ -125,6 +126,13 @@ async def recall(ctx: RunContext, query: str = "") -> list[str]:
     return await ctx.notes.search(query or None, limit=5)
 
 
+@tool(requires_approval=True)
+async def forget(ctx: RunContext) -> str:
+    """Delete this user's notes."""
+    count = await ctx.notes.forget()
+    return f"Forgot {count} note{'s' if count != 1 else ''}."
+
+
 def assistant() -> Agent:
     return Agent(
         name="assistant",
@@ -133,5 +141,5 @@ def assistant() -> Agent:
             "You are a concise assistant. Use the calculator for arithmetic, the clock for "
             "the date and time, remember to keep a note for the user, recall to search them."
         ),
-        tools=[calculator, clock, remember, recall],
+        tools=[calculator, clock, remember, recall, forget],
     )

@@ -12,15 +12,17 @@ from them when asked about them:
 Otherwise it picks a tool by these rules, first match wins, among the tools the
 agent offers:
 
-1. ``remember``: the input starts with "remember" (optionally "remember that");
+1. ``forget``: the input asks to forget, delete or erase notes (``forget my
+   notes``, ``delete all notes``).
+2. ``remember``: the input starts with "remember" (optionally "remember that");
    the rest is the ``text`` argument.
-2. ``recall``: the input asks "what is my / what's my / what did I / do you
+3. ``recall``: the input asks "what is my / what's my / what did I / do you
    remember / recall"; the whole input is the ``query``.
-3. ``calculator``: the input contains an arithmetic expression (numbers joined
+4. ``calculator``: the input contains an arithmetic expression (numbers joined
    by ``+ - * / %`` and parentheses); it is the ``expression``.
-4. ``clock``: the input mentions time, date, clock or today.
-5. ``use NAME key=value ...`` names any offered tool and its arguments.
-6. ``fallback_tool``, if the model was made with one: its first parameter gets
+5. ``clock``: the input mentions time, date, clock or today.
+6. ``use NAME key=value ...`` names any offered tool and its arguments.
+7. ``fallback_tool``, if the model was made with one: its first parameter gets
    the input.
 
 Once the conversation holds tool results after the last user message, it answers
@@ -57,6 +59,7 @@ _SAID_BEFORE = linear_re.compile(
 )
 _ASK_NAME = linear_re.compile(r"(?i)\bwhat(?:\s+is|'s)\s+my\s+name\b")
 _GIVE_NAME = linear_re.compile(r"(?i)\b(?:my\s+name\s+is|call\s+me)\s+(?P<name>[^\s.,!?;]+)")
+_FORGET = linear_re.compile(r"(?i)\b(?:forget|delete|erase|remove)\b.*\bnotes?\b")
 _USE = linear_re.compile(r"(?i)\buse\s+(?P<name>[A-Za-z_][\w]*)(?P<args>(?:\s+\w+=\S+)*)")
 
 
@@ -131,6 +134,8 @@ class ScriptedModel:
 
     def choose(self, text: str, tools: dict[str, dict[str, Any]]) -> ToolCall | None:
         """The tool call the rules pick for ``text``, or None."""
+        if "forget" in tools and _FORGET.search(text):
+            return ToolCall(_call_id(), "forget", {})
         if "remember" in tools and (m := _REMEMBER.match(text)):
             return ToolCall(_call_id(), "remember", {"text": m["text"].strip()})
         if "recall" in tools and _RECALL.search(text):

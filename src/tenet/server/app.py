@@ -17,7 +17,7 @@ from starlette.middleware.cors import CORSMiddleware
 from ..registry import AgentRegistry
 from ..service import Service
 from ..settings import Settings
-from . import ag_ui, routes, secrets, sse, usage, web, ws
+from . import ag_ui, approvals, routes, secrets, sse, usage, web, ws
 from .errors import GuardMiddleware, install_error_handlers
 from .guard import IsolationGuard
 from .jwt_auth import JwtUsers
@@ -83,6 +83,7 @@ def create_app(
             max_age=600,
         )
     app.include_router(routes.router)
+    app.include_router(approvals.router)
     app.include_router(secrets.router)
     app.include_router(usage.router)
     app.include_router(sse.router)

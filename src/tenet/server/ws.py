@@ -30,6 +30,7 @@ import orjson
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
+from ..approvals import MISSING
 from ..bus import Subscription, SubscriptionClosed, SubscriptionOverflow
 from ..bus.follow import ThreadCursor
 from ..errors import Invalid, NotFound, TenetError, Unavailable
@@ -457,6 +458,31 @@ class Connection:
                 answer = {"type": "error", "code": "conflict", "message": message}
                 self._answer(ref, {**answer, "run_id": run_id, "status": run.status})
 
+    async def on_approve(self, frame: dict[str, Any], ref: str | None) -> None:
+        """Answer a tool call waiting for approval: ``approval_accepted``, or an error."""
+        run_id = _field(frame, "run_id")
+        call_id = _field(frame, "call_id")
+        async with self._lock:  # approval_accepted before the run's approval_resolved
+            await self.state.service.engine.approvals.approve(
+                self.user_id,
+                run_id,
+                call_id,
+                frame.get("approved"),
+                frame.get("arguments"),
+                frame.get("note"),
+            )
+            self._answer(ref, {"type": "approval_accepted", "run_id": run_id, "call_id": call_id})
+
+    async def on_respond(self, frame: dict[str, Any], ref: str | None) -> None:
+        """Answer a question: ``response_accepted``, or an error."""
+        run_id = _field(frame, "run_id")
+        request_id = _field(frame, "request_id")
+        approvals = self.state.service.engine.approvals
+        async with self._lock:
+            await approvals.respond(self.user_id, run_id, request_id, frame.get("value", MISSING))
+            answer = {"type": "response_accepted", "run_id": run_id, "request_id": request_id}
+            self._answer(ref, answer)
+
 
 def _ref_of(text: str) -> str | None:
     """The ``ref`` of a client frame, or None when it has none (or is not a JSON object)."""
@@ -486,6 +512,8 @@ _HANDLERS = {
     "unsubscribe": Connection.on_unsubscribe,
     "run": Connection.on_run,
     "cancel": Connection.on_cancel,
+    "approve": Connection.on_approve,
+    "respond": Connection.on_respond,
 }
 
 

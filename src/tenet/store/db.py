@@ -580,6 +580,12 @@ class Store:
             s.add(note)
         return note
 
+    async def delete_notes(self, user_id: str) -> int:
+        """Delete every note of the user; returns how many there were."""
+        async with self.write() as s:
+            result = await s.execute(delete(Note).where(Note.user_id == user_id))
+        return int(result.rowcount or 0)
+
     async def list_notes(
         self, user_id: str, *, query: str | None = None, limit: int = 20
     ) -> Sequence[Note]:

@@ -19,6 +19,10 @@ class UserNotes:
         note = await self._store.add_note(self._user_id, repair(text))
         return note.id
 
+    async def forget(self) -> int:
+        """Delete every note of the user; returns how many there were."""
+        return await self._store.delete_notes(self._user_id)
+
     async def search(self, query: str | None = None, limit: int = 20) -> list[str]:
         return [
             n.text for n in await self._store.list_notes(self._user_id, query=query, limit=limit)

@@ -52,16 +52,20 @@ from sqlalchemy.types import TypeEngine
 
 from ..clock import db_time, to_datetime
 from .executor import Compiled, Convert
-from .tables import TURN_MARKS, EventRow, Message, Run, Thread, User
+from .tables import TURN_MARKS, EventRow, Message, Run, RunRequest, Thread, User
 
 runs = Run.__table__
 threads = Thread.__table__
 users = User.__table__
 messages = Message.__table__
 events = EventRow.__table__
+run_requests = RunRequest.__table__
 
 TERMINAL = ("completed", "failed", "cancelled")
 ACTIVE = ("running", "cancelling")
+#: The statuses that hold a thread: a later run of the thread waits for them to end. A run
+#: waiting for a person (``requires_action``) holds its thread but no execution slot.
+LANE_HOLDING = ("running", "cancelling", "requires_action")
 #: The advisory lock that serializes claimers across the cluster (held per transaction).
 CLAIM_LOCK = 7312001
 
@@ -597,7 +601,9 @@ def _claim_candidates() -> ClauseElement:
         select(*(r.c[c.name] for c in RUN_COLUMNS), user_running)
         .where(
             r.c.status == const("queued"),
-            ~exists().where(busy.c.thread_id == r.c.thread_id, _one_of(busy.c.status, ACTIVE)),
+            ~exists().where(
+                busy.c.thread_id == r.c.thread_id, _one_of(busy.c.status, LANE_HOLDING)
+            ),
             ~exists().where(
                 earlier.c.thread_id == r.c.thread_id,
                 earlier.c.status == const("queued"),
@@ -627,6 +633,157 @@ CLAIM_RUN = statement(
         started_at=p("now", DateTime(timezone=True)),
         attempts=func.coalesce(runs.c.attempts, const(0)) + const(1),
     ),
+)
+
+
+# Runs waiting for a person (tenet.store.approvals) ------------------------------------------
+
+
+def _users_run(status: str) -> tuple[Any, ...]:
+    """The user's run ``run_id``, while in ``status``."""
+    return (
+        runs.c.id == p("run_id"),
+        runs.c.user_id == p("user_id"),
+        runs.c.status == const(status),
+    )
+
+
+def _runs_requests(*more: Any) -> tuple[Any, ...]:
+    """The requests of the user's run ``run_id`` (and ``more`` conditions)."""
+    return (run_requests.c.run_id == p("run_id"), run_requests.c.user_id == p("user_id"), *more)
+
+
+REQUEST_COLUMNS = (
+    "run_id",
+    "id",
+    "user_id",
+    "thread_id",
+    "execution_id",
+    "agent_name",
+    "kind",
+    "round",
+    "body",
+    "expires_at",
+    "created_at",
+)
+#: A run's request to a person, ``pending`` (it rides with the event announcing it).
+INSERT_REQUEST = statement(
+    "insert_request",
+    REQUEST_COLUMNS,
+    insert(run_requests).values(
+        {**{c: p(c, run_requests.c[c].type) for c in REQUEST_COLUMNS}, "status": const("pending")}
+    ),
+)
+#: A running run starts waiting: ``requires_action``, with the state it resumes from.
+PAUSE_RUN = statement(
+    "pause_run",
+    ("user_id", "run_id", "state"),
+    update(runs)
+    .where(*_users_run("running"))
+    .values(status=const("requires_action"), resume_state=p("state", JSON)),
+)
+#: ``(kind, status, body, thread_id, execution_id, agent_name, round)`` of a request of
+#: the user's run.
+SELECT_REQUEST = statement(
+    "select_request",
+    ("user_id", "run_id", "id"),
+    select(
+        run_requests.c.kind,
+        run_requests.c.status,
+        run_requests.c.body,
+        run_requests.c.thread_id,
+        run_requests.c.execution_id,
+        run_requests.c.agent_name,
+        run_requests.c.round,
+    ).where(*_runs_requests(run_requests.c.id == p("id"))),
+)
+#: A pending request answered (the count says whether this answer was the first).
+ANSWER_REQUEST = statement(
+    "answer_request",
+    ("user_id", "run_id", "id", "answer"),
+    update(run_requests)
+    .where(*_runs_requests(run_requests.c.id == p("id"), run_requests.c.status == const("pending")))
+    .values(status=const("answered"), answer=p("answer", JSON)),
+)
+#: A waiting run whose requests are all answered goes back to the queue (once: the
+#: count says which answer, or which pause, moved it).
+RESUME_RUN = statement(
+    "resume_run",
+    ("user_id", "run_id"),
+    update(runs)
+    .where(
+        *_users_run("requires_action"),
+        ~exists().where(
+            run_requests.c.run_id == runs.c.id, run_requests.c.status == const("pending")
+        ),
+    )
+    .values(
+        status=const("queued"),
+        worker_id=literal_column("NULL"),
+        heartbeat_at=literal_column("NULL"),
+    ),
+)
+#: ``(user_id, id)`` of waiting runs none of whose requests is pending (a process stopped
+#: between storing the last answer and queueing the run again).
+STRANDED_RUNS = statement(
+    "stranded_runs",
+    (),
+    select(runs.c.user_id, runs.c.id).where(
+        runs.c.status == const("requires_action"),
+        ~exists().where(
+            run_requests.c.run_id == runs.c.id, run_requests.c.status == const("pending")
+        ),
+    ),
+)
+#: ``(id, kind, body, answer)`` of the answered requests of one pause of a run, in order.
+ANSWERED_REQUESTS = statement(
+    "answered_requests",
+    ("user_id", "run_id", "round"),
+    select(run_requests.c.id, run_requests.c.kind, run_requests.c.body, run_requests.c.answer)
+    .where(
+        *_runs_requests(
+            run_requests.c.round == p("round", Integer),
+            run_requests.c.status == const("answered"),
+        )
+    )
+    .order_by(run_requests.c.created_at, run_requests.c.id),
+)
+#: ``(user_id, run_id, id, kind)`` of pending requests past their ``expires_at``.
+EXPIRED_REQUESTS = statement(
+    "expired_requests",
+    ("now", "limit"),
+    select(run_requests.c.user_id, run_requests.c.run_id, run_requests.c.id, run_requests.c.kind)
+    .where(
+        run_requests.c.status == const("pending"),
+        run_requests.c.expires_at <= p("now", DateTime(timezone=True)),
+    )
+    .order_by(run_requests.c.expires_at)
+    .limit(p("limit", Integer))
+    .offset(const(0)),
+)
+#: A waiting run's pending requests, closed because the run ended first.
+CANCEL_REQUESTS = statement(
+    "cancel_requests",
+    ("user_id", "run_id"),
+    update(run_requests)
+    .where(*_runs_requests(run_requests.c.status == const("pending")))
+    .values(status=const("cancelled")),
+)
+#: A cancel of a waiting run (no task to stop: the cancel's winner ends it).
+REQUEST_CANCEL_WAITING = statement(
+    "request_cancel_waiting",
+    ("user_id", "run_id"),
+    update(runs).where(*_users_run("requires_action")).values(status=const("cancelling")),
+)
+#: The user's runs in one status, newest first.
+USER_RUNS_WITH_STATUS = statement(
+    "user_runs_with_status",
+    ("user_id", "status", "limit"),
+    select(*RUN_COLUMNS)
+    .where(runs.c.user_id == p("user_id"), runs.c.status == p("status"))
+    .order_by(runs.c.created_at.desc(), runs.c.id.desc())
+    .limit(p("limit", Integer))
+    .offset(const(0)),
 )
 
 

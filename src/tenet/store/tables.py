@@ -105,6 +105,8 @@ class Run(Base):
     input_tokens: Mapped[int] = mapped_column(Counter, default=0, server_default="0")
     output_tokens: Mapped[int] = mapped_column(Counter, default=0, server_default="0")
     model_calls: Mapped[int] = mapped_column(Counter, default=0, server_default="0")
+    # What a run waiting for a person resumes from (``tenet.journal``); None otherwise.
+    resume_state: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 #: The events a run's recovery looks up by run: its first and its end (every run's
@@ -218,3 +220,35 @@ class UserSecret(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     sealed: Mapped[bytes] = mapped_column(LargeBinary)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RunRequest(Base):
+    """A run's request to a person: an approval of a tool call, or a question.
+
+    Keyed by the run and the request's id (a tool call's id for an approval, which
+    the model chose and may repeat in another run). ``round`` is the pause of the
+    run it belongs to (1 for its first); ``status`` is ``pending`` until answered
+    (``answered``, by a user or by ``timeout``) or the run ends first
+    (``cancelled``). ``expires_at`` is when an unanswered request is resolved by
+    ``timeout``, by whichever process sweeps first.
+    """
+
+    __tablename__ = "run_requests"
+    __table_args__ = (
+        Index("ix_run_requests_expiry", "status", "expires_at"),
+        Index("ix_run_requests_user", "user_id", "status"),
+    )
+
+    run_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(32))
+    thread_id: Mapped[str] = mapped_column(ForeignKey("threads.id", ondelete="CASCADE"))
+    execution_id: Mapped[str] = mapped_column(String(32))
+    agent_name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))
+    round: Mapped[int] = mapped_column(Integer)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))
+    answer: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

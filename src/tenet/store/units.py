@@ -186,3 +186,75 @@ def claim_runs(worker_id: str, limit: int, user_max: int, now: datetime) -> Step
     if chosen:
         yield each(q.CLAIM_RUN, [(r[0], worker_id, now) for r in chosen])
     return chosen
+
+
+# Runs waiting for a person (tenet.store.approvals) -----------------------------------------
+
+
+def insert_request(row: tuple[Any, ...]) -> Steps:
+    """A pending request, as a row in ``statements.REQUEST_COLUMNS`` order."""
+    yield count(q.INSERT_REQUEST, *row)
+
+
+def pause_run(user_id: str, run_id: str, state: dict[str, Any]) -> Steps:
+    """A running run waits for a person (``requires_action``), resumable from ``state``."""
+    yield count(q.PAUSE_RUN, user_id, run_id, state)
+
+
+def answer_request(user_id: str, run_id: str, request_id: str, kind: str, answer: Any) -> Steps:
+    """Answer a pending request of the user's run: its row (``SELECT_REQUEST``), or
+    ``"not_found"`` (missing, another user's, another kind) or ``"conflict"`` (answered)."""
+    row = yield one(q.SELECT_REQUEST, user_id, run_id, request_id)
+    if row is None or row[0] != kind:
+        return "not_found"
+    if row[1] != "pending":
+        return "conflict"
+    stored = yield count(q.ANSWER_REQUEST, user_id, run_id, request_id, answer)
+    return tuple(row) if stored else "conflict"
+
+
+def select_request(user_id: str, run_id: str, request_id: str) -> Steps:
+    """A request of the user's run (``SELECT_REQUEST``), or None."""
+    return (yield one(q.SELECT_REQUEST, user_id, run_id, request_id))
+
+
+def resume_run(user_id: str, run_id: str) -> Steps:
+    """True if this call moved the waiting run, all its requests answered, to ``queued``."""
+    return (yield count(q.RESUME_RUN, user_id, run_id)) > 0
+
+
+def stranded_runs() -> Steps:
+    """``(user_id, run_id)`` of waiting runs with nothing pending (see ``STRANDED_RUNS``)."""
+    found = yield rows(q.STRANDED_RUNS)
+    return [tuple(r) for r in found]
+
+
+def answered_requests(user_id: str, run_id: str, round: int) -> Steps:
+    """``(id, kind, body, answer)`` of the answered requests of the run's pause ``round``."""
+    found = yield rows(q.ANSWERED_REQUESTS, user_id, run_id, round)
+    return [tuple(r) for r in found]
+
+
+def expired_requests(now: datetime, limit: int) -> Steps:
+    """``(user_id, run_id, id, kind)`` of up to ``limit`` pending requests past expiry."""
+    found = yield rows(q.EXPIRED_REQUESTS, now, limit)
+    return [tuple(r) for r in found]
+
+
+def cancel_waiting(user_id: str, run_id: str) -> Steps:
+    """A waiting run becomes ``cancelling`` and its requests are closed; True if it was waiting."""
+    won = yield count(q.REQUEST_CANCEL_WAITING, user_id, run_id)
+    if won:
+        yield count(q.CANCEL_REQUESTS, user_id, run_id)
+    return won > 0
+
+
+def close_requests(user_id: str, run_id: str) -> Steps:
+    """The run's pending requests closed (it ended without waiting for them)."""
+    yield count(q.CANCEL_REQUESTS, user_id, run_id)
+
+
+def user_runs_with_status(user_id: str, status: str, limit: int) -> Steps:
+    """Run rows of the user in ``status``, newest first."""
+    found = yield rows(q.USER_RUNS_WITH_STATUS, user_id, status, limit)
+    return [tuple(r) for r in found]

@@ -34,6 +34,7 @@ from ..events import Event
 from ..ids import new_id
 from ..text import repair, repair_value
 from . import run_end, units
+from .approvals import request_row
 from .db import Store
 
 if TYPE_CHECKING:
@@ -223,8 +224,8 @@ class EventWriter:
             yield from run_end.decide_ends(marked, self.cancel_reasons)
         assigned = self._number(events, known)
         yield from units.insert_events([_row(e) for e in events])
-        for start, args in _run_marks(marked):
-            yield from (units.start_run if start else units.finish_run)(*args)
+        for unit, args in _run_marks(marked):
+            yield from unit(*args)
         return assigned
 
     def _number(self, events: list[Event], known: dict[str, int]) -> dict[str, int]:
@@ -246,8 +247,11 @@ class EventWriter:
 
     async def _store_events(self, events: list[Event]) -> None:
         unknown = list({e.thread_id for e in events if e.thread_id not in self._last_seq})
-        # Runs' starts and ends ride with their first and terminal events, in one transaction.
-        marked = [e for e in events if e.start is not None or e.end is not None]
+        # Runs' starts and ends ride with their first and terminal events, in one transaction,
+        # and a request to a person with the event announcing it.
+        marked = [
+            e for e in events if e.start is not None or e.end is not None or e.pause is not None
+        ]
         # One transaction: a batch that fails is retried whole, never half stored. On
         # Postgres, a batch without runs' starts or ends is one INSERT (atomic by itself),
         # and the max is read in a snapshot of its own, as under READ COMMITTED anyway;
@@ -265,20 +269,26 @@ class EventWriter:
             self._last_seq.popitem(last=False)
 
 
-def _run_marks(events: list[Event]) -> list[tuple[bool, tuple[Any, ...]]]:
-    """The runs' starts and ends a batch carries, in order, as (is a start, arguments).
+def _run_marks(events: list[Event]) -> list[tuple[Any, tuple[Any, ...]]]:
+    """The runs' starts, requests, pauses and ends a batch carries, in order, as units.
 
-    The arguments are those of every backend's ``start_run`` and ``finish_run``: a
-    run started when its first event was made and ended when its terminal one was.
+    The arguments are those of every backend's units: a run started when its first
+    event was made and ended when its terminal one was; a request to a person is
+    stored with the event announcing it, and the last request of a pause makes the
+    run wait (``requires_action``) with the state it resumes from.
     """
-    marks: list[tuple[bool, tuple[Any, ...]]] = []
+    marks: list[tuple[Any, tuple[Any, ...]]] = []
     for e in events:
         if e.start is not None:
-            marks.append((True, (e.user_id, e.run_id, e.created, e.start.worker_id)))
+            marks.append((units.start_run, (e.user_id, e.run_id, e.created, e.start.worker_id)))
+        if (pause := e.pause) is not None:
+            marks.append((units.insert_request, (request_row(pause.request, e.created),)))
+            if pause.state is not None:
+                marks.append((units.pause_run, (e.user_id, e.run_id, pause.state)))
         if (end := e.end) is not None:
             when, message_id = e.created, new_id("msg")
             args = (e.user_id, e.run_id, end.status, end.output, end.error, when, message_id)
-            marks.append((False, args))
+            marks.append((units.finish_run, args))
     return marks
 
 
