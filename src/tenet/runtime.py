@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .agents import Agent
 from .context import RunContext
+from .delta_stream import stream_reply
 from .errors import AgentFailed, DepthExceeded, ToolFailed
 from .events import (
     AGENT_COMPLETED,
@@ -134,7 +135,7 @@ class RunRuntime:
     ) -> ModelReply:
         """One model call of ``ctx``'s execution: streamed as events, counted, quota-checked."""
         if self.calls is None:
-            reply = await model.complete(messages, tools, on_delta=ctx.say, on_reasoning=ctx.think)
+            reply = await stream_reply(ctx, model, messages, tools)
             self.usage.add(reply.usage)
             return reply
         return await self.calls.complete(self.usage, ctx, model, messages, tools)

@@ -138,6 +138,10 @@ class Settings(BaseSettings):
     tool_result_max_chars: int = Field(20_000, ge=100)
     #: Input plus output tokens per user per UTC day; unset: no quota.
     user_tokens_per_day: int | None = Field(None, ge=1)
+    #: Pieces of a model reply streamed as they come; after them, at most one
+    #: message_delta per TENET_DELTA_INTERVAL_MS (see delta_stream.py).
+    delta_burst: int = Field(32, ge=1)
+    delta_interval_ms: float = Field(20.0, ge=0)
     scripted_latency_ms: float = Field(0.0, ge=0)
     scripted_token_latency_ms: float = Field(0.0, ge=0)
 
