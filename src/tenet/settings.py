@@ -74,6 +74,10 @@ class Settings(BaseSettings):
 
     # Engine limits
     user_max_runs: int = Field(4, ge=1)
+    #: Runs one user may have running at once while the event loop is busy (its lag
+    #: reached TENET_LOOP_BUSY_MS within the last second): the loop's time is shared by
+    #: users, not by runs (see local_queue.py).
+    user_max_runs_busy: int = Field(1, ge=1)
     max_runs: int = Field(256, ge=1)
     user_max_queued: int = Field(100, ge=1)
     run_timeout_s: float = Field(300.0, gt=0)
@@ -165,6 +169,8 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     #: A warning names the run whose step held the event loop longer than this (ms).
     loop_stall_warn_ms: float = Field(100.0, gt=0)
+    #: The event loop is busy while its lag reached this within the last second.
+    loop_busy_ms: float = Field(20.0, gt=0)
 
     @field_validator("log_level")
     @classmethod
