@@ -174,13 +174,21 @@ async def test_while_the_loop_is_busy_each_user_runs_one_run_at_a_time(make_sett
         many, one = await new_user(svc, "many"), await new_user(svc, "one")
         threads = [(many, await new_thread(svc, many)) for _ in range(4)]
         threads.append((one, await new_thread(svc, one)))
-        await asyncio.sleep(0.1)  # the loop watch's ticker is running
-        time.sleep(0.1)  # a step holds the loop: it is busy for the next second
-        await wait_until(svc.loop_watch.busy)
-        runs = [await svc.engine.submit(u, t, "tracked", "x") for u, t in threads]
-        await wait_until(lambda: tracker.now >= 2)
-        await asyncio.sleep(0.05)
-        assert tracker.per_user == {many: 1, one: 1}
+
+        async def hog() -> None:  # a step holds the loop every 0.2 s: it stays busy
+            while True:
+                time.sleep(0.06)
+                await asyncio.sleep(0.2)
+
+        hogging = asyncio.create_task(hog())
+        try:
+            await wait_until(svc.loop_watch.busy)
+            runs = [await svc.engine.submit(u, t, "tracked", "x") for u, t in threads]
+            await wait_until(lambda: tracker.now >= 2)
+            await asyncio.sleep(0.3)
+            assert tracker.per_user == {many: 1, one: 1}
+        finally:
+            hogging.cancel()
         gate.set()
         await asyncio.wait_for(asyncio.gather(*(svc.engine.wait(r.id) for r in runs)), 20)
         stored = [await svc.store.get_run(u, r.id) for (u, _), r in zip(threads, runs, strict=True)]
