@@ -31,11 +31,23 @@ def _second(seconds: int) -> tuple[str, str]:
     )
 
 
+#: The last stamp made and its text, as one tuple (read and replaced whole, so
+#: threads never see half of it): under load tens of events share a millisecond.
+_last_wire: tuple[int, str] = (-1, "")
+
+
 def wire_time(us: int) -> str:
     """RFC 3339 UTC with milliseconds: ``2026-11-29T06:00:00.123Z``."""
-    seconds, fraction = divmod(us, 1_000_000)
+    global _last_wire
+    ms = us // 1_000
+    last_ms, text = _last_wire
+    if ms == last_ms:
+        return text
+    seconds, millis = divmod(ms, 1_000)
     day, clock = _second(seconds)
-    return f"{day}T{clock}.{fraction // 1_000:03d}Z"
+    text = f"{day}T{clock}.{millis:03d}Z"
+    _last_wire = (ms, text)
+    return text
 
 
 def db_time(us: int) -> str:

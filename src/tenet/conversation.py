@@ -26,6 +26,13 @@ The rules (OpenAI answers 400 to any breach of the first two):
 * Delegated executions' own events are not part of the thread's conversation: a
   delegated agent is given its delegated input, and reads ``ctx.history()`` if
   it wants the thread.
+* A call of a client tool (a front-end tool, handed to the run's caller: its
+  ``tool_completed`` has ``error.code`` ``client_tool``) is sent with the result
+  the caller returned, which the next run stores as its root ``tool_completed``
+  for that ``call_id`` (see :func:`client_results_in`). A handed-over call never
+  answered is left out like any unanswered call, and so is the empty answer of
+  the run that handed calls over. A run that carries client results and no input
+  text has no user message of its own: it continues the conversation after them.
 
 Reading is bounded by the budget, not by the thread: events are read newest
 first, a page at a time, and reading stops once the budget is spent.
@@ -157,24 +164,72 @@ def call_message(call_id: str, name: str, arguments: Any) -> ChatMessage:
     }
 
 
-def turn_messages(events: Sequence[dict[str, Any]], max_tool_chars: int) -> list[ChatMessage]:
+#: The ``error.code`` of the ``tool_completed`` of a call handed to the run's caller
+#: (``tenet.runtime.CLIENT_TOOL_ERROR``).
+CLIENT_TOOL_CODE = "client_tool"
+
+
+def handed_over(event: dict[str, Any]) -> bool:
+    """Whether a ``tool_completed`` is the hand-over of a client tool's call (not a result)."""
+    error = event.get("error")
+    return isinstance(error, dict) and error.get("code") == CLIENT_TOOL_CODE
+
+
+def client_results_in(events: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The results a run carries for calls of earlier runs, by ``call_id``.
+
+    They are its root ``tool_completed`` events whose call it did not make itself:
+    what the caller returned for client tools the run before handed over.
+    """
+    if len(events) < 3:
+        return {}
+    root = events[0].get("execution_id")
+    made = {
+        e.get("call_id")
+        for e in events
+        if e.get("type") == "tool_executing" and e.get("execution_id") == root
+    }
+    return {
+        str(e.get("call_id")): e
+        for e in events
+        if e.get("type") == "tool_completed"
+        and e.get("execution_id") == root
+        and e.get("call_id") not in made
+    }
+
+
+def turn_messages(
+    events: Sequence[dict[str, Any]],
+    max_tool_chars: int,
+    answered: dict[str, dict[str, Any]] | None = None,
+) -> list[ChatMessage]:
     """One run's messages from its turn events (ascending, the root ``agent_started`` first).
 
     Only the root execution's calls count, each with its result; a call without
-    a stored result is left out.
+    a stored result is left out. A client tool's call takes its result from
+    ``answered`` (the ``tool_completed`` a later run stored for it, by ``call_id``).
     """
     started = events[0]
     root = started.get("execution_id")
-    input = started.get("input")
-    messages: list[ChatMessage] = [{"role": "user", "content": str(input or "")}]
+    input = str(started.get("input") or "")
+    messages: list[ChatMessage] = [{"role": "user", "content": input}]
     if len(events) == 2:  # no tool call: the input and the run's end
         end = events[1]
         if end.get("type") == "agent_completed" and end.get("depth") == 0:
             messages.append({"role": "assistant", "content": str(end.get("final_response") or "")})
         return messages
+    if not input and client_results_in(events):
+        messages = []  # it continues after the client results it carries
     results: dict[str, deque[dict[str, Any]]] = {}
+    handing = False
     for event in events:
         if event.get("type") == "tool_completed" and event.get("execution_id") == root:
+            if handed_over(event):
+                handing = True
+                found = (answered or {}).get(str(event.get("call_id")))
+                if found is None:
+                    continue  # never answered by the caller
+                event = found
             results.setdefault(str(event.get("call_id")), deque()).append(event)
     for event in events[1:]:
         kind = event.get("type")
@@ -197,9 +252,9 @@ def turn_messages(events: Sequence[dict[str, Any]], max_tool_chars: int) -> list
                 }
             )
         elif kind == "agent_completed" and event.get("depth") == 0:
-            messages.append(
-                {"role": "assistant", "content": str(event.get("final_response") or "")}
-            )
+            final = str(event.get("final_response") or "")
+            if final or not handing:
+                messages.append({"role": "assistant", "content": final})
     return messages
 
 
@@ -224,20 +279,43 @@ class Conversations:
         self.estimator = estimator or TokenEstimator()
 
     async def history(
-        self, user_id: str, thread_id: str, run_id: str, *, budget: int | None = None
+        self,
+        user_id: str,
+        thread_id: str,
+        run_id: str,
+        *,
+        budget: int | None = None,
+        answered: dict[str, dict[str, Any]] | None = None,
     ) -> list[ChatMessage]:
         """The thread's turns before run ``run_id``, oldest first, within ``budget`` tokens.
 
         Read through the store with ``user_id``: only this user's events of this
-        thread can be returned.
+        thread can be returned. ``answered``: client results run ``run_id`` itself
+        carries (its own events are not read), by ``call_id``.
         """
+        turns = await self.turns(user_id, thread_id, run_id, budget=budget, answered=answered)
+        return [m for _, messages in turns for m in messages]
+
+    async def turns(
+        self,
+        user_id: str,
+        thread_id: str,
+        run_id: str,
+        *,
+        budget: int | None = None,
+        answered: dict[str, dict[str, Any]] | None = None,
+        before: int = NEWEST,
+    ) -> list[tuple[str, list[ChatMessage]]]:
+        """:meth:`history` as ``(run_id, messages)`` per turn, oldest first (for ids), of
+        the events below seq ``before`` (default: all)."""
         remaining = self.context_tokens if budget is None else budget
         if remaining <= 0:
             return []
         estimator = self.estimator
-        turns: list[list[ChatMessage]] = []
+        answered = dict(answered or {})
+        turns: list[tuple[str, list[ChatMessage]]] = []
         pending: dict[str, list[dict[str, Any]]] = {}
-        before, page, scanned = NEWEST, _FIRST_PAGE, 0
+        page, scanned = _FIRST_PAGE, 0
         full = False
         while not full:
             rows = await turn_events_before(self.store, user_id, thread_id, before, page, run_id)
@@ -252,17 +330,22 @@ class Conversations:
                     continue
                 del pending[rid]
                 found.reverse()
-                messages = turn_messages(found, self.tool_result_max_chars)
+                answered.update(client_results_in(found))  # read before the runs they answer
+                messages = turn_messages(found, self.tool_result_max_chars, answered)
                 cost = estimator.messages_tokens(messages)
                 if cost > remaining:
                     full = True
-                    if len(messages) > 2 and messages[-1]["role"] == "assistant":
+                    if (
+                        len(messages) > 2
+                        and messages[0]["role"] == "user"
+                        and messages[-1]["role"] == "assistant"
+                    ):
                         short = [messages[0], messages[-1]]
                         if estimator.messages_tokens(short) <= remaining:
-                            turns.append(short)
+                            turns.append((str(rid), short))
                     break
                 remaining -= cost
-                turns.append(messages)
+                turns.append((str(rid), messages))
             scanned += len(rows)
             # Every event read costs at least a token's worth of budget, so a thread of
             # events that make no messages (runs cancelled while queued) is not read to its end.
@@ -270,10 +353,8 @@ class Conversations:
                 break
             before = rows[-1][0]
             page = min(page * 2, _MAX_PAGE)
-        history: list[ChatMessage] = []
-        for messages in reversed(turns):
-            history.extend(messages)
-        return history
+        turns.reverse()
+        return turns
 
     async def messages(
         self,
@@ -285,19 +366,60 @@ class Conversations:
         input: str,
         tools: Sequence[dict[str, Any]],
         with_history: bool = True,
+        answered: dict[str, dict[str, Any]] | None = None,
     ) -> list[ChatMessage]:
-        """What a run's first model call is sent: system prompt, history within the budget, input."""
+        """What a run's first model call is sent: system prompt, history within the budget, input.
+
+        ``answered``: the client results the run carries (by ``call_id``); with them
+        and no ``input``, the conversation ends with those results, no user message.
+        """
         head: list[ChatMessage] = (
             [{"role": "system", "content": instructions}] if instructions else []
         )
-        current: ChatMessage = {"role": "user", "content": input}
+        current: list[ChatMessage] = (
+            [] if answered and not input else [{"role": "user", "content": input}]
+        )
         history: list[ChatMessage] = []
         if with_history:
             estimator = self.estimator
-            fixed = estimator.messages_tokens([*head, current])
+            fixed = estimator.messages_tokens([*head, *current])
             if tools:
                 fixed += estimator.tokens(len(orjson.dumps(list(tools))))
             history = await self.history(
-                user_id, thread_id, run_id, budget=self.context_tokens - fixed
+                user_id, thread_id, run_id, budget=self.context_tokens - fixed, answered=answered
             )
-        return [*head, *history, current]
+        return [*head, *history, *current]
+
+    async def open_client_calls(self, user_id: str, thread_id: str) -> dict[str, dict[str, Any]]:
+        """The calls the thread's latest run handed to its caller, by ``call_id``: its
+        ``tool_executing`` events. Only those may be answered by the next run."""
+        before, latest = NEWEST, None
+        events: list[dict[str, Any]] = []
+        while True:
+            rows = await turn_events_before(self.store, user_id, thread_id, before, _FIRST_PAGE, "")
+            for _, body in rows:
+                event = orjson.loads(body)
+                latest = latest or event.get("run_id")
+                if event.get("run_id") != latest:
+                    continue
+                events.append(event)
+                if event.get("type") == "agent_started" and event.get("depth") == 0:
+                    return _handed_calls(events)
+            if len(rows) < _FIRST_PAGE:
+                return {}
+            before = rows[-1][0]
+
+
+def _handed_calls(events: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The ``tool_executing`` of each call a run (its turn events, any order) handed over."""
+    root = next(e.get("execution_id") for e in events if e.get("type") == "agent_started")
+    handed = {
+        e.get("call_id")
+        for e in events
+        if e.get("type") == "tool_completed" and e.get("execution_id") == root and handed_over(e)
+    }
+    return {
+        str(e["call_id"]): e
+        for e in events
+        if e.get("type") == "tool_executing" and e.get("call_id") in handed
+    }

@@ -9,7 +9,6 @@ called the tool, and a delegated agent's events carry its own.
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +30,7 @@ from .events import (
     RunStart,
     make_event,
 )
+from .ids import token_hex
 from .mcp_tools import MCPHub, UserMCPSessions
 from .store.notes import UserNotes
 from .store.secrets import SecretBox, UserSecrets
@@ -124,7 +124,9 @@ class RunRuntime:
         """The thread's turns before this run, within the context budget (a fresh list)."""
         if self.conversations is None:
             return []
-        return await self.conversations.history(ctx.user_id, ctx.thread_id, ctx.run_id)
+        return await self.conversations.history(
+            ctx.user_id, ctx.thread_id, ctx.run_id, answered=ctx.client.answers()
+        )
 
     async def complete(
         self,
@@ -202,7 +204,7 @@ class RunRuntime:
     ) -> Any:
         agent = self.registry.get(ctx.agent_name)
         tool = agent.tool(name) if agent is not None else None
-        call_id = call_id or "call_" + secrets.token_hex(8)
+        call_id = call_id or "call_" + token_hex(8)
         await self.emit(
             ctx, TOOL_EXECUTING, {"tool_name": name, "call_id": call_id, "parameters": arguments}
         )
@@ -261,6 +263,8 @@ class RunRuntime:
         if ctx.parent_execution_id is not None:
             started_fields["parent_execution_id"] = ctx.parent_execution_id
         await self.emit(ctx, AGENT_STARTED, started_fields)
+        for result in ctx.client.results:  # the caller's results for the last run's calls
+            await self.emit(ctx, TOOL_COMPLETED, {**result, "duration_ms": 0})
         started = time.perf_counter()
         try:
             output = await agent.run(ctx, input)

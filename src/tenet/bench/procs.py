@@ -76,6 +76,102 @@ def status_kib(pid: int, key: str) -> int:
     raise KeyError(key)
 
 
+def listening_pid(port: int) -> int | None:
+    """The PID of a process of this machine listening on TCP ``port`` (None: none seen).
+
+    ``/proc/net/tcp{,6}`` give the listening socket's inode; the process whose
+    descriptors hold it is the server. Processes this user may not inspect are
+    skipped, so a server run by another user is not found (give ``--server-pid``).
+    """
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as fh:
+                lines = fh.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            # fields: sl, local address:port (hex), remote, state (0A: LISTEN), ..., inode
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
+        return None
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{entry}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{entry}/fd/{fd}") in inodes:
+                    return int(entry)
+            except OSError:
+                continue
+    return None
+
+
+#: Hosts of a ``--url`` that are this machine (its server's PID can then be found).
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "0.0.0.0", "[::1]"})
+
+
+@dataclass
+class ServerMeter:
+    """How a server's CPU seconds and RSS are read: ``/proc`` by PID, or its ``/metrics``.
+
+    ``source`` says which, for the report: ``pid`` (this machine, every thread of
+    the process, exact to the kernel's tick) or ``metrics`` (the server's own
+    ``process_cpu_seconds_total`` and ``process_resident_memory_bytes``, read over
+    HTTP with the admin token: works for a server on another machine too, and
+    costs the server one scrape per reading).
+    """
+
+    source: str
+    pid: int | None = None
+    url: str | None = None
+    admin_token: str | None = None
+
+    def _metrics(self) -> dict[str, float]:
+        assert self.url is not None
+        r = httpx.get(
+            self.url + "/metrics",
+            headers={"Authorization": f"Bearer {self.admin_token}"},
+            timeout=10.0,
+        )
+        r.raise_for_status()
+        out: dict[str, float] = {}
+        for line in r.text.splitlines():
+            name, _, value = line.partition(" ")
+            if name in ("process_cpu_seconds_total", "process_resident_memory_bytes"):
+                out[name] = float(value)
+        return out
+
+    def cpu_seconds(self) -> float | None:
+        if self.pid is not None:
+            return cpu_seconds(self.pid)
+        return self._metrics().get("process_cpu_seconds_total")
+
+    def rss_bytes(self) -> int | None:
+        if self.pid is not None:
+            return rss_bytes(self.pid)
+        value = self._metrics().get("process_resident_memory_bytes")
+        return None if value is None else int(value)
+
+    @classmethod
+    def for_url(cls, url: str, admin_token: str, pid: int | None = None) -> ServerMeter:
+        """The best way to measure the server at ``url``: a given PID, else the PID found
+        listening on its port when it is on this machine, else its ``/metrics``."""
+        parsed = httpx.URL(url)
+        if pid is None and parsed.host in LOCAL_HOSTS:
+            port = parsed.port or (443 if parsed.scheme == "https" else 80)
+            pid = listening_pid(port)
+        if pid is not None:
+            return cls("pid", pid=pid)
+        return cls("metrics", url=url.rstrip("/"), admin_token=admin_token)
+
+
 @dataclass
 class RssSampler:
     """Samples a process's RSS on a thread while a phase runs, to get the phase's peak."""

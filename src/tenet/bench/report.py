@@ -58,6 +58,15 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         )  # fmt: skip
     console.print(speed)
     console.print(cost)
+    if report["config"].get("url"):
+        sources = sorted({str(p.get("server_cpu_source")) for p in phases})
+        how = {"pid": "/proc by PID", "metrics": "its /metrics"}
+        console.print(
+            "server CPU and RSS of "
+            + report["config"]["url"]
+            + " read from "
+            + ", ".join(how.get(s, s) for s in sources)
+        )
     if report["comparison"]:
         cmp = Table(title="tenet against the floor and the naive design (events/s)")
         for col in ("U", "tenet", "floor", "fraction of floor", "naive", "multiple of naive"):
@@ -84,6 +93,15 @@ def print_report(report: dict[str, Any], console: Console) -> None:
             f"churn: {churn['users']:,} users came, ran {churn['runs']:,} runs and went; RSS "
             f"fresh {churn['rss_fresh_mib']} MiB, baseline {churn['rss_baseline_mib']} MiB, "
             f"after {churn['rss_after_mib']} MiB ({churn['growth_pct']:+.2f}%)"
+        )
+    hist = report.get("history")
+    if hist:
+        extra = hist["extra_cpu_ms_per_run"]
+        console.print(
+            f"history: {hist['cpu_ms_per_run_empty_thread']:.2f} ms CPU per run on an empty "
+            "thread; extra per run "
+            + ", ".join(f"{extra[k]:+.2f} ms at {k} turns" for k in extra)
+            + f" (budget {hist['context_tokens']:,} tokens)"
         )
     goals = Table(title="the targets")
     for col in ("target", "goal", "measured", "met", "the floor"):

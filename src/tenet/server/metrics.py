@@ -4,6 +4,8 @@ Counters that the server itself increments (queue overflows, isolation
 violations) are ordinary prometheus counters. Everything else (open
 connections, runs by status, events published, live user sessions) is read
 from the live objects at scrape time, so there is nothing to keep in step.
+The process's own CPU seconds and memory (prometheus's ``process_*``) are
+exported too: a deployment's CPU per run is read from them.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -107,6 +109,9 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_LiveCollector(service, open_connections))
+        # process_cpu_seconds_total, process_resident_memory_bytes, ...: what
+        # ``tenet bench --url`` reads to give a deployment's server CPU per run.
+        ProcessCollector(registry=self.registry)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
