@@ -15,7 +15,16 @@ import pytest
 @pytest.mark.timeout(180)
 def test_bench_hostile_reports_both_phases_and_the_server_survives(tmp_path: Path) -> None:
     report_file = tmp_path / "hostile.json"
-    args = ["bench", "--hostile", "--hostile-users", "3", "--hostile-seconds", "3"]
+    args = [
+        "bench",
+        "--hostile",
+        "--hostile-users",
+        "3",
+        "--hostile-seconds",
+        "3",
+        "--hostile-rounds",
+        "2",
+    ]
     done = subprocess.run(
         [sys.executable, "-m", "tenet.cli", *args, "--json", str(report_file)],
         capture_output=True,
@@ -31,4 +40,6 @@ def test_bench_hostile_reports_both_phases_and_the_server_survives(tmp_path: Pat
         assert figures["run_p99_ms"] is not None and figures["me_p99_ms"] is not None
     assert report["hostile"]["hostile_actions"] > 0
     assert set(report["added_ms"]) == {"run_p99_ms", "me_p99_ms"}
+    assert report["rounds"] == 2
+    assert report["baseline"]["server_cpu_per_s"] > 0 < report["hostile"]["server_cpu_per_s"]
     assert "GET /v1/me p99" in done.stdout

@@ -524,6 +524,9 @@ def bench(
     ] = False,
     hostile_users: Annotated[int, typer.Option(min=1, help="Normal users of --hostile.")] = 50,
     hostile_seconds: Annotated[float, typer.Option(min=1, help="Each --hostile phase (s).")] = 20,
+    hostile_rounds: Annotated[
+        int, typer.Option(min=1, help="Rounds the --hostile phases alternate in.")
+    ] = 3,
     protocol: Annotated[
         str,
         typer.Option(
@@ -565,7 +568,8 @@ def bench(
         from .bench.hostile import HostileConfig, print_hostile, run_hostile
 
         report = run_hostile(
-            HostileConfig(users=hostile_users, seconds=hostile_seconds), progress=err.print
+            HostileConfig(users=hostile_users, seconds=hostile_seconds, rounds=hostile_rounds),
+            progress=err.print,
         )
         print_hostile(report, console)
         if json_file:

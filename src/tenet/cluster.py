@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 
 import orjson
@@ -26,7 +27,7 @@ from .bus import Bus
 from .clock import utc_now
 from .errors import NotFound
 from .events import RunStart
-from .queue import QueueHost
+from .queue import QueueHost, user_run_limit
 from .run_lifecycle import RunExecution, RunStatus
 from .runtime import RunRuntime
 from .sessions import UserSession, UserSessions
@@ -55,8 +56,11 @@ class ClusterQueue:
         writer: EventWriter,
         bus: Bus,
         sessions: UserSessions,
+        busy: Callable[[], bool] = lambda: False,
     ) -> None:
         self.settings = settings
+        #: Whether this process's event loop is busy now (see local_queue.py).
+        self.busy = busy
         self.store = store
         self.writer = writer
         self.bus = bus
@@ -256,7 +260,7 @@ class ClusterQueue:
                 continue
             try:
                 runs = await self.store.claim_runs(
-                    host.worker_id, free, self.settings.user_max_runs
+                    host.worker_id, free, user_run_limit(self.settings, self.busy())
                 )
             except Exception as exc:
                 log.warning("claiming runs failed: %s", exc)

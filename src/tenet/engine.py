@@ -87,7 +87,12 @@ class Engine:
         self.quota = Quota(store, settings.user_tokens_per_day)
         self.usage_meter = UsageMeter()
         self.model_calls = ModelCalls(
-            store=store, conversations=self.conversations, quota=self.quota, meter=self.usage_meter
+            store=store,
+            conversations=self.conversations,
+            quota=self.quota,
+            meter=self.usage_meter,
+            delta_burst=settings.delta_burst,
+            delta_interval_s=settings.delta_interval_ms / 1000,
         )
         queue.bind(self)
         #: Runs waiting for a person: answers, timeouts, cancels (:mod:`tenet.approvals`).

@@ -7,6 +7,13 @@ with runnable work take turns, so a user with a hundred queued runs does not
 delay a user with one. The per-user counters (queued, running, ready threads)
 live in the user's :class:`~tenet.sessions.UserSession`.
 
+While the event loop is busy (:meth:`~tenet.loop_watch.LoopWatch.busy`), a user
+may have only ``TENET_USER_MAX_RUNS_BUSY`` runs running: the loop is the one
+resource every run of the process shares, and a user running four runs at once
+would get four times the share of a user running one. A user's runs beyond it
+wait in its lanes (and its queue, bounded by ``TENET_USER_MAX_QUEUED``) until
+one of its runs ends; other users' runs are not behind them.
+
 One process owns the store: at start, the runs its dead predecessor left
 ``running`` or ``cancelling`` are settled, and those still ``queued`` are queued
 again.
@@ -15,10 +22,11 @@ again.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .events import RunStart
-from .queue import QueueHost
+from .queue import QueueHost, user_run_limit
 from .run_lifecycle import RunExecution, RunStatus
 from .runtime import RunRuntime
 from .sessions import UserSession, UserSessions
@@ -45,8 +53,17 @@ class Lane:
 class LocalQueue:
     """A :class:`~tenet.queue.RunQueue` in this process's memory; see the module docstring."""
 
-    def __init__(self, *, settings: Settings, store: Store, sessions: UserSessions) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        sessions: UserSessions,
+        busy: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.settings = settings
+        #: Whether the event loop is busy now (see the module docstring).
+        self.busy = busy
         self.store = store
         self.sessions = sessions
         self._host: QueueHost
@@ -175,7 +192,7 @@ class LocalQueue:
     def pump(self) -> None:
         """Start every run the limits allow, users taking turns."""
         host = self._host
-        limit = self.settings.user_max_runs
+        limit = user_run_limit(self.settings, self.busy())
         while (
             host.running_count < self.settings.max_runs and self._ready_users and not self._stopped
         ):

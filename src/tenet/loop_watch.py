@@ -36,13 +36,16 @@ log = logging.getLogger("tenet.loop")
 TICK_S = 0.05
 #: The lag gauge reports the worst lag over this many seconds.
 WINDOW_S = 10.0
+#: :meth:`LoopWatch.busy` looks at the lag of this many seconds.
+BUSY_WINDOW_S = 1.0
 
 
 class LoopWatch:
     """The lag gauge and the stall warning of one event loop (see the module doc)."""
 
-    def __init__(self, warn_ms: float) -> None:
+    def __init__(self, warn_ms: float, busy_ms: float = 20.0) -> None:
         self.warn_s = warn_ms / 1000
+        self.busy_s = busy_ms / 1000
         self.stalls = 0
         self._lags: deque[tuple[float, float]] = deque()
         self._beat = time.monotonic()
@@ -59,6 +62,21 @@ class LoopWatch:
         while lags and lags[0][0] < horizon:
             lags.popleft()
         return max((lag for _, lag in lags), default=0.0)
+
+    def busy(self) -> bool:
+        """Whether the loop ran ``busy_ms`` late or more within the last :data:`BUSY_WINDOW_S`.
+
+        A late loop has more ready work than it can do at once (or the machine gives the
+        process less CPU than it asks for): what one user's work costs then delays
+        everyone's. The scheduler reads it to share the loop by user, not by run.
+        """
+        horizon = time.monotonic() - BUSY_WINDOW_S
+        for at, lag in reversed(self._lags):
+            if at < horizon:
+                return False
+            if lag >= self.busy_s:
+                return True
+        return False
 
     def start(self) -> None:
         """Start watching the running loop (call from inside it)."""

@@ -21,6 +21,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from .conversation import Conversations
+from .delta_stream import DEFAULT_BURST, DEFAULT_INTERVAL_S, stream_reply
 from .errors import AgentFailed, QuotaExceeded, TenetError
 from .store.usage import add_run_usage
 from .usage import Quota, RunUsage, UsageMeter, model_label
@@ -37,9 +38,19 @@ class ModelCalls:
     """Shared by a process's runs: settings, the quota's store and counters, no run's data."""
 
     def __init__(
-        self, *, store: Store, conversations: Conversations, quota: Quota, meter: UsageMeter
+        self,
+        *,
+        store: Store,
+        conversations: Conversations,
+        quota: Quota,
+        meter: UsageMeter,
+        delta_burst: int = DEFAULT_BURST,
+        delta_interval_s: float = DEFAULT_INTERVAL_S,
     ) -> None:
         self.store = store
+        #: How a reply's answer streams as events (see :mod:`tenet.delta_stream`).
+        self.delta_burst = delta_burst
+        self.delta_interval_s = delta_interval_s
         self.conversations = conversations
         self.quota = quota
         self.meter = meter
@@ -58,7 +69,14 @@ class ModelCalls:
         budget) or ``AgentFailed("quota_exceeded")`` when the user's day is used up.
         """
         try:
-            reply = await model.complete(messages, tools, on_delta=ctx.say, on_reasoning=ctx.think)
+            reply = await stream_reply(
+                ctx,
+                model,
+                messages,
+                tools,
+                burst=self.delta_burst,
+                interval_s=self.delta_interval_s,
+            )
         except Exception as exc:
             # A failed call reported no usage: it is logged, not counted.
             code = exc.code if isinstance(exc, TenetError) else "model_error"

@@ -24,7 +24,17 @@ from .events import RunStart
 from .run_lifecycle import RunExecution, RunSettler
 from .runtime import RunRuntime
 from .sessions import UserSession
+from .settings import Settings
 from .store.tables import Run
+
+
+def user_run_limit(settings: Settings, busy: bool) -> int:
+    """Runs one user may have running now: ``TENET_USER_MAX_RUNS``, or fewer while the
+    event loop is busy (``TENET_USER_MAX_RUNS_BUSY``: the loop is shared by users, so a
+    user's share must not grow with the runs it starts at once)."""
+    if busy:
+        return min(settings.user_max_runs, settings.user_max_runs_busy)
+    return settings.user_max_runs
 
 
 class QueueHost(Protocol):

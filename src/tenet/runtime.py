@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .agents import Agent
 from .clock import now_us, wire_time
 from .context import RunContext
+from .delta_stream import stream_reply
 from .errors import AgentFailed, DepthExceeded, ToolFailed
 from .events import (
     AGENT_COMPLETED,
@@ -166,7 +167,7 @@ class RunRuntime:
         if entry is not None:
             return _reply_of(entry["r"])
         if self.calls is None:
-            reply = await model.complete(messages, tools, on_delta=ctx.say, on_reasoning=ctx.think)
+            reply = await stream_reply(ctx, model, messages, tools)
             self.usage.add(reply.usage)
         else:
             reply = await self.calls.complete(self.usage, ctx, model, messages, tools)

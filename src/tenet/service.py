@@ -106,6 +106,9 @@ class Service:
         self.secret_changes = SecretChanges(self.sessions, self.bus)
         if self.settings.cluster and self.settings.is_sqlite:
             raise ValueError("cluster mode (TENET_REDIS_URL) needs Postgres as TENET_DATABASE_URL")
+        self.loop_watch = LoopWatch(
+            self.settings.loop_stall_warn_ms, busy_ms=self.settings.loop_busy_ms
+        )
         self.queue: RunQueue
         if self.settings.cluster:
             from .cluster import ClusterQueue
@@ -116,10 +119,14 @@ class Service:
                 writer=self.writer,
                 bus=self.bus,
                 sessions=self.sessions,
+                busy=self.loop_watch.busy,
             )
         else:
             self.queue = LocalQueue(
-                settings=self.settings, store=self.store, sessions=self.sessions
+                settings=self.settings,
+                store=self.store,
+                sessions=self.sessions,
+                busy=self.loop_watch.busy,
             )
         self.engine = Engine(
             settings=self.settings,
@@ -133,7 +140,6 @@ class Service:
             secrets=self.secrets,
         )
         self._owns_model = model is None
-        self.loop_watch = LoopWatch(self.settings.loop_stall_warn_ms)
         self.started = False
 
     async def start(self) -> Service:

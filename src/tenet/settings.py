@@ -76,6 +76,10 @@ class Settings(BaseSettings):
 
     # Engine limits
     user_max_runs: int = Field(4, ge=1)
+    #: Runs one user may have running at once while the event loop is busy (its lag
+    #: reached TENET_LOOP_BUSY_MS within the last second): the loop's time is shared by
+    #: users, not by runs (see local_queue.py).
+    user_max_runs_busy: int = Field(1, ge=1)
     max_runs: int = Field(256, ge=1)
     user_max_queued: int = Field(100, ge=1)
     run_timeout_s: float = Field(300.0, gt=0)
@@ -143,6 +147,10 @@ class Settings(BaseSettings):
     tool_result_max_chars: int = Field(20_000, ge=100)
     #: Input plus output tokens per user per UTC day; unset: no quota.
     user_tokens_per_day: int | None = Field(None, ge=1)
+    #: Pieces of a model reply streamed as they come; after them, at most one
+    #: message_delta per TENET_DELTA_INTERVAL_MS (see delta_stream.py).
+    delta_burst: int = Field(32, ge=1)
+    delta_interval_ms: float = Field(20.0, ge=0)
     scripted_latency_ms: float = Field(0.0, ge=0)
     scripted_token_latency_ms: float = Field(0.0, ge=0)
 
@@ -166,6 +174,8 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     #: A warning names the run whose step held the event loop longer than this (ms).
     loop_stall_warn_ms: float = Field(100.0, gt=0)
+    #: The event loop is busy while its lag reached this within the last second.
+    loop_busy_ms: float = Field(20.0, gt=0)
 
     @field_validator("log_level")
     @classmethod

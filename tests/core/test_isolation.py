@@ -15,7 +15,9 @@ from tenet.errors import NotFound
 
 @pytest.fixture
 async def svc(database_url: str):
-    async with Service(Settings(database_url=database_url, user_max_runs=8)) as s:
+    async with Service(
+        Settings(database_url=database_url, user_max_runs=8, user_max_runs_busy=8)
+    ) as s:
         yield s
 
 

@@ -75,7 +75,7 @@ async def test_runs_of_one_thread_are_serialized_in_acceptance_order(make_settin
 async def test_user_max_runs_is_honoured(make_settings) -> None:
     tracker = Concurrency()
     gate = asyncio.Event()
-    settings = make_settings(user_max_runs=2, max_runs=100)
+    settings = make_settings(user_max_runs=2, user_max_runs_busy=2, max_runs=100)
     registry = registry_with(settings, tracked_agent(tracker, sleep_s=0.01, gate=gate))
     async with Service(settings, registry) as svc:
         users = [await new_user(svc) for _ in range(2)]
@@ -162,3 +162,34 @@ async def test_refused_submits_do_not_use_up_the_queue(make_settings) -> None:
         assert await svc.store.list_threads(stranger) and not await svc.store.list_messages(
             stranger, foreign
         )
+
+
+async def test_while_the_loop_is_busy_each_user_runs_one_run_at_a_time(make_settings) -> None:
+    """The loop is shared by users: a user starting runs side by side gets no larger share."""
+    tracker = Concurrency()
+    gate = asyncio.Event()
+    settings = make_settings(user_max_runs=4, user_max_runs_busy=1, max_runs=100, loop_busy_ms=30)
+    registry = registry_with(settings, tracked_agent(tracker, sleep_s=0.01, gate=gate))
+    async with Service(settings, registry) as svc:
+        many, one = await new_user(svc, "many"), await new_user(svc, "one")
+        threads = [(many, await new_thread(svc, many)) for _ in range(4)]
+        threads.append((one, await new_thread(svc, one)))
+
+        async def hog() -> None:  # a step holds the loop every 0.2 s: it stays busy
+            while True:
+                time.sleep(0.06)
+                await asyncio.sleep(0.2)
+
+        hogging = asyncio.create_task(hog())
+        try:
+            await wait_until(svc.loop_watch.busy)
+            runs = [await svc.engine.submit(u, t, "tracked", "x") for u, t in threads]
+            await wait_until(lambda: tracker.now >= 2)
+            await asyncio.sleep(0.3)
+            assert tracker.per_user == {many: 1, one: 1}
+        finally:
+            hogging.cancel()
+        gate.set()
+        await asyncio.wait_for(asyncio.gather(*(svc.engine.wait(r.id) for r in runs)), 20)
+        stored = [await svc.store.get_run(u, r.id) for (u, _), r in zip(threads, runs, strict=True)]
+        assert all(s.status == "completed" for s in stored)

@@ -252,7 +252,10 @@ async def test_runs_wait_their_turn_when_the_store_falls_behind(
         return (yield from insert_events(rows))
 
     monkeypatch.setattr(units, "insert_events", slow_insert_events)
-    async with Service(make_settings(event_backlog_max=32, max_runs=200, user_max_runs=100)) as svc:
+    settings = make_settings(
+        event_backlog_max=32, max_runs=200, user_max_runs=100, user_max_runs_busy=100
+    )
+    async with Service(settings) as svc:
         user = await new_user(svc)
         threads = [await new_thread(svc, user) for _ in range(100)]
         runs = [await svc.engine.submit(user, t, "benchmark", "events=100") for t in threads]

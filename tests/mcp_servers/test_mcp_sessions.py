@@ -71,7 +71,9 @@ async def test_concurrent_first_calls_of_one_user_open_one_session(
     tmp_path: Path, echo_http: str
 ) -> None:
     registry = echo_registry(echo_http, stdio_command())
-    async with running_server(settings(tmp_path, user_max_runs=8), registry) as srv:
+    async with running_server(
+        settings(tmp_path, user_max_runs=8, user_max_runs_busy=8), registry
+    ) as srv:
         first = await new_caller(srv)
         await first.set_secret("echo_token", "t")
         same_user = [Caller(srv, first.user_id, first.token) for _ in range(8)]

@@ -33,7 +33,7 @@ def registry() -> AgentRegistry:
 
 
 async def test_runs_complete_while_other_users_hang_crash_and_flood(deploy) -> None:
-    async with deploy(registry(), ws_queue=50, user_max_runs=4) as d:
+    async with deploy(registry(), ws_queue=50, user_max_runs=4, user_max_runs_busy=4) as d:
         hanger, crasher, flooder, *normal = await d.users(8)
         hang_ws, crash_ws, flood_ws = await asyncio.gather(
             hanger.socket(), crasher.socket(), flooder.socket()
