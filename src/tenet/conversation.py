@@ -163,15 +163,33 @@ def turn_messages(events: Sequence[dict[str, Any]], max_tool_chars: int) -> list
     Only the root execution's calls count, each with its result; a call without
     a stored result is left out.
     """
+    return _turn(events, max_tool_chars, DEFAULT_CHARS_PER_TOKEN)[0]
+
+
+def _turn(
+    events: Sequence[dict[str, Any]], max_tool_chars: int, ratio: float
+) -> tuple[list[ChatMessage], int]:
+    """:func:`turn_messages` and their estimated tokens at ``ratio`` characters per token.
+
+    The same count as :meth:`TokenEstimator.messages_tokens`, taken while the
+    messages are built rather than by walking them again: this runs once per
+    earlier turn of every run, the history's hot path.
+    """
+    ceil = math.ceil
     started = events[0]
-    root = started.get("execution_id")
     input = started.get("input")
-    messages: list[ChatMessage] = [{"role": "user", "content": str(input or "")}]
+    text = input if input.__class__ is str else str(input or "")
+    messages: list[ChatMessage] = [{"role": "user", "content": text}]
+    tokens = ceil(len(text) / ratio)
     if len(events) == 2:  # no tool call: the input and the run's end
         end = events[1]
         if end.get("type") == "agent_completed" and end.get("depth") == 0:
-            messages.append({"role": "assistant", "content": str(end.get("final_response") or "")})
-        return messages
+            answer = end.get("final_response")
+            answer = answer if answer.__class__ is str else str(answer or "")
+            messages.append({"role": "assistant", "content": answer})
+            tokens += ceil(len(answer) / ratio)
+        return messages, tokens + MESSAGE_OVERHEAD_TOKENS * len(messages)
+    root = started.get("execution_id")
     results: dict[str, deque[dict[str, Any]]] = {}
     for event in events:
         if event.get("type") == "tool_completed" and event.get("execution_id") == root:
@@ -184,23 +202,18 @@ def turn_messages(events: Sequence[dict[str, Any]], max_tool_chars: int) -> list
             if not answers:
                 continue  # never answered: neither the call nor a result is sent
             done = answers.popleft()
-            messages.append(
-                call_message(call_id, str(event.get("tool_name")), event.get("parameters"))
+            call = call_message(call_id, str(event.get("tool_name")), event.get("parameters"))
+            content = tool_content(
+                bool(done.get("ok")), done.get("results"), done.get("error"), max_tool_chars
             )
-            messages.append(
-                {
-                    "role": "tool",
-                    "tool_call_id": call_id,
-                    "content": tool_content(
-                        bool(done.get("ok")), done.get("results"), done.get("error"), max_tool_chars
-                    ),
-                }
-            )
+            messages.append(call)
+            messages.append({"role": "tool", "tool_call_id": call_id, "content": content})
+            tokens += ceil(message_chars(call) / ratio) + ceil(len(content) / ratio)
         elif kind == "agent_completed" and event.get("depth") == 0:
-            messages.append(
-                {"role": "assistant", "content": str(event.get("final_response") or "")}
-            )
-    return messages
+            answer = str(event.get("final_response") or "")
+            messages.append({"role": "assistant", "content": answer})
+            tokens += ceil(len(answer) / ratio)
+    return messages, tokens + MESSAGE_OVERHEAD_TOKENS * len(messages)
 
 
 class Conversations:
@@ -235,6 +248,8 @@ class Conversations:
         if remaining <= 0:
             return []
         estimator = self.estimator
+        ratio, loads = estimator.chars_per_token, orjson.loads
+        max_tool_chars = self.tool_result_max_chars
         turns: list[list[ChatMessage]] = []
         pending: dict[str, list[dict[str, Any]]] = {}
         before, page, scanned = NEWEST, _FIRST_PAGE, 0
@@ -242,18 +257,17 @@ class Conversations:
         while not full:
             rows = await turn_events_before(self.store, user_id, thread_id, before, page, run_id)
             for _, body in rows:
-                event = orjson.loads(body)
-                rid = event.get("run_id")
+                event = loads(body)
+                rid = event["run_id"]
                 found = pending.get(rid)
                 if found is None:
                     found = pending[rid] = []
                 found.append(event)
-                if event.get("type") != "agent_started" or event.get("depth") != 0:
+                if event["type"] != "agent_started" or event.get("depth") != 0:
                     continue
                 del pending[rid]
                 found.reverse()
-                messages = turn_messages(found, self.tool_result_max_chars)
-                cost = estimator.messages_tokens(messages)
+                messages, cost = _turn(found, max_tool_chars, ratio)
                 if cost > remaining:
                     full = True
                     if len(messages) > 2 and messages[-1]["role"] == "assistant":

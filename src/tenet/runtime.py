@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .agents import Agent
-from .context import RunContext
+from .context import RunContext, executing
 from .errors import AgentFailed, DepthExceeded, ToolFailed
 from .events import (
     AGENT_COMPLETED,
@@ -31,6 +31,7 @@ from .events import (
     make_event,
 )
 from .mcp_tools import MCPHub, UserMCPSessions
+from .models.metered import counting, metered, unmetered
 from .store.notes import UserNotes
 from .store.secrets import SecretBox, UserSecrets
 from .text import HalfJoiner, repair
@@ -39,7 +40,7 @@ from .usage import RunUsage
 if TYPE_CHECKING:
     from .conversation import Conversations
     from .model_calls import ModelCalls
-    from .models.base import ChatMessage, ChatModel, ModelReply
+    from .models.base import Callback, ChatMessage, ChatModel, ModelReply
     from .registry import AgentRegistry
     from .sessions import UserSession
     from .store.db import Store
@@ -92,7 +93,8 @@ class RunRuntime:
         self.sink = sink
         self.store = store
         self.registry = registry
-        self.model = model
+        #: The server's model; a flow's direct call to it is one of the run's counted calls.
+        self.model = metered(model)
         self.session = session
         self.tool_timeout = tool_timeout
         self.tool_threads = tool_threads
@@ -131,13 +133,30 @@ class RunRuntime:
         model: ChatModel,
         messages: list[ChatMessage],
         tools: list[dict[str, Any]],
+        *,
+        on_delta: Callback | None = ...,  # type: ignore[assignment]
+        on_reasoning: Callback | None = ...,  # type: ignore[assignment]
     ) -> ModelReply:
-        """One model call of ``ctx``'s execution: streamed as events, counted, quota-checked."""
+        """One model call of ``ctx``'s execution: counted, quota-checked, and streamed as
+        the execution's events (``message_delta``, ``agent_thinking``) unless the caller
+        gives its own callbacks (None: not streamed)."""
+        if on_delta is ...:
+            on_delta = ctx.say
+        if on_reasoning is ...:
+            on_reasoning = ctx.think
         if self.calls is None:
-            reply = await model.complete(messages, tools, on_delta=ctx.say, on_reasoning=ctx.think)
+            token = counting.set(True)
+            try:
+                reply = await unmetered(model).complete(
+                    messages, tools, on_delta=on_delta, on_reasoning=on_reasoning
+                )
+            finally:
+                counting.reset(token)
             self.usage.add(reply.usage)
             return reply
-        return await self.calls.complete(self.usage, ctx, model, messages, tools)
+        return await self.calls.complete(
+            self.usage, ctx, model, messages, tools, on_delta=on_delta, on_reasoning=on_reasoning
+        )
 
     async def emit(
         self, ctx: RunContext, type: str, fields: dict[str, Any], *, end: RunEnd | None = None
@@ -261,6 +280,7 @@ class RunRuntime:
             started_fields["parent_execution_id"] = ctx.parent_execution_id
         await self.emit(ctx, AGENT_STARTED, started_fields)
         started = time.perf_counter()
+        running = executing.set(ctx)
         try:
             output = await agent.run(ctx, input)
         except asyncio.CancelledError:
@@ -277,6 +297,8 @@ class RunRuntime:
             raise AgentFailed(
                 "delegation_failed", f"{agent.name} failed: {error_of(exc)['message']}"
             ) from exc
+        finally:
+            executing.reset(running)
         output = repair("" if output is None else str(output))  # stored as the run's output
         if held := self._halves.rest(ctx.execution_id):  # a half never completed
             await self.emit(ctx, MESSAGE_DELTA, {"text": held})
