@@ -34,7 +34,6 @@ first, a page at a time, and reading stops once the budget is spent.
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -189,30 +188,43 @@ def _turn(
             messages.append({"role": "assistant", "content": answer})
             tokens += ceil(len(answer) / ratio)
         return messages, tokens + MESSAGE_OVERHEAD_TOKENS * len(messages)
+    # One pass: the root execution's calls in order, its results by call id (a delegated
+    # execution's tool events, and its own end, are not the thread's conversation).
     root = started.get("execution_id")
-    results: dict[str, deque[dict[str, Any]]] = {}
-    for event in events:
-        if event.get("type") == "tool_completed" and event.get("execution_id") == root:
-            results.setdefault(str(event.get("call_id")), deque()).append(event)
+    calls: list[dict[str, Any]] = []
+    results: dict[Any, list[dict[str, Any]]] = {}
+    answer: str | None = None
     for event in events[1:]:
-        kind = event.get("type")
-        if kind == "tool_executing" and event.get("execution_id") == root:
-            call_id = str(event.get("call_id"))
-            answers = results.get(call_id)
-            if not answers:
-                continue  # never answered: neither the call nor a result is sent
-            done = answers.popleft()
-            call = call_message(call_id, str(event.get("tool_name")), event.get("parameters"))
-            content = tool_content(
-                bool(done.get("ok")), done.get("results"), done.get("error"), max_tool_chars
-            )
-            messages.append(call)
-            messages.append({"role": "tool", "tool_call_id": call_id, "content": content})
-            tokens += ceil(message_chars(call) / ratio) + ceil(len(content) / ratio)
+        kind = event["type"]
+        if kind == "tool_executing":
+            if event.get("execution_id") == root:
+                calls.append(event)
+        elif kind == "tool_completed":
+            if event.get("execution_id") == root:
+                key = event.get("call_id")
+                found = results.get(key)
+                if found is None:
+                    results[key] = [event]
+                else:
+                    found.append(event)
         elif kind == "agent_completed" and event.get("depth") == 0:
             answer = str(event.get("final_response") or "")
-            messages.append({"role": "assistant", "content": answer})
-            tokens += ceil(len(answer) / ratio)
+    for event in calls:
+        answers = results.get(event.get("call_id"))
+        if not answers:
+            continue  # never answered: neither the call nor a result is sent
+        done = answers.pop(0)
+        call_id = str(event.get("call_id"))
+        call = call_message(call_id, str(event.get("tool_name")), event.get("parameters"))
+        content = tool_content(
+            bool(done.get("ok")), done.get("results"), done.get("error"), max_tool_chars
+        )
+        messages.append(call)
+        messages.append({"role": "tool", "tool_call_id": call_id, "content": content})
+        tokens += ceil(message_chars(call) / ratio) + ceil(len(content) / ratio)
+    if answer is not None:  # the root's end is the run's last event: its answer goes last
+        messages.append({"role": "assistant", "content": answer})
+        tokens += ceil(len(answer) / ratio)
     return messages, tokens + MESSAGE_OVERHEAD_TOKENS * len(messages)
 
 
