@@ -34,6 +34,7 @@ first, a page at a time, and reading stops once the budget is spent.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -54,6 +55,8 @@ _FIRST_PAGE = 256
 #: Once the estimate is steady, calibration learns from one call in this many.
 CALIBRATE_EVERY = 16
 _MAX_PAGE = 1024
+#: What a process keeps of finished turns (``TurnCache``), in bytes of compact JSON.
+TURN_CACHE_BYTES = 8 * 1024 * 1024
 
 
 class TokenEstimator:
@@ -162,38 +165,36 @@ def turn_messages(events: Sequence[dict[str, Any]], max_tool_chars: int) -> list
     Only the root execution's calls count, each with its result; a call without
     a stored result is left out.
     """
-    return _turn(events, max_tool_chars, DEFAULT_CHARS_PER_TOKEN)[0]
+    return _turn(events, max_tool_chars)[0]
 
 
 def _turn(
-    events: Sequence[dict[str, Any]], max_tool_chars: int, ratio: float
-) -> tuple[list[ChatMessage], int]:
-    """:func:`turn_messages` and their estimated tokens at ``ratio`` characters per token.
+    events: Sequence[dict[str, Any]], max_tool_chars: int
+) -> tuple[list[ChatMessage], list[int]]:
+    """:func:`turn_messages` and each one's characters (as :func:`message_chars` counts).
 
-    The same count as :meth:`TokenEstimator.messages_tokens`, taken while the
-    messages are built rather than by walking them again: this runs once per
-    earlier turn of every run, the history's hot path.
+    Counted while the messages are built rather than by walking them again: this
+    runs once per earlier turn read, the history's hot path.
     """
-    ceil = math.ceil
     started = events[0]
     input = started.get("input")
     text = input if input.__class__ is str else str(input or "")
     messages: list[ChatMessage] = [{"role": "user", "content": text}]
-    tokens = ceil(len(text) / ratio)
+    chars = [len(text)]
     if len(events) == 2:  # no tool call: the input and the run's end
         end = events[1]
         if end.get("type") == "agent_completed" and end.get("depth") == 0:
             answer = end.get("final_response")
             answer = answer if answer.__class__ is str else str(answer or "")
             messages.append({"role": "assistant", "content": answer})
-            tokens += ceil(len(answer) / ratio)
-        return messages, tokens + MESSAGE_OVERHEAD_TOKENS * len(messages)
+            chars.append(len(answer))
+        return messages, chars
     # One pass: the root execution's calls in order, its results by call id (a delegated
     # execution's tool events, and its own end, are not the thread's conversation).
     root = started.get("execution_id")
     calls: list[dict[str, Any]] = []
     results: dict[Any, list[dict[str, Any]]] = {}
-    answer: str | None = None
+    answer_text: str | None = None
     for event in events[1:]:
         kind = event["type"]
         if kind == "tool_executing":
@@ -208,7 +209,7 @@ def _turn(
                 else:
                     found.append(event)
         elif kind == "agent_completed" and event.get("depth") == 0:
-            answer = str(event.get("final_response") or "")
+            answer_text = str(event.get("final_response") or "")
     for event in calls:
         answers = results.get(event.get("call_id"))
         if not answers:
@@ -221,18 +222,65 @@ def _turn(
         )
         messages.append(call)
         messages.append({"role": "tool", "tool_call_id": call_id, "content": content})
-        tokens += ceil(message_chars(call) / ratio) + ceil(len(content) / ratio)
-    if answer is not None:  # the root's end is the run's last event: its answer goes last
-        messages.append({"role": "assistant", "content": answer})
-        tokens += ceil(len(answer) / ratio)
-    return messages, tokens + MESSAGE_OVERHEAD_TOKENS * len(messages)
+        chars.append(message_chars(call))
+        chars.append(len(content))
+    if answer_text is not None:  # the root's end is the run's last event: its answer goes last
+        messages.append({"role": "assistant", "content": answer_text})
+        chars.append(len(answer_text))
+    return messages, chars
+
+
+def _ended(events: Sequence[dict[str, Any]]) -> bool:
+    """Whether a run's turn events (ascending) end with the run's own end: then they are
+    final (nothing is ever added to a run after its terminal event)."""
+    last = events[-1]
+    kind = last["type"]
+    return kind == "run_cancelled" or (
+        kind in ("agent_completed", "agent_error") and last.get("depth") == 0
+    )
+
+
+class TurnCache:
+    """Finished turns' messages, compact (JSON bytes), least recently used first out.
+
+    A run's turn events are final once its terminal event is stored, so its
+    messages can be kept: they never go stale, in this process or because of
+    another. The cache is only ever asked about runs that the store has just
+    returned for the caller's own thread (keyed by user and run), so it cannot
+    widen what a read returns: a deleted thread's runs are no longer returned, and
+    their entries age out. Kept as bytes, each use decodes a fresh copy, so a
+    caller changing its messages changes nothing here. Bounded by ``max_bytes``.
+    """
+
+    __slots__ = ("entries", "max_bytes", "size")
+
+    def __init__(self, max_bytes: int) -> None:
+        self.entries: OrderedDict[tuple[str, str], tuple[bytes, list[int]]] = OrderedDict()
+        self.max_bytes = max_bytes
+        self.size = 0
+
+    def get(self, key: tuple[str, str]) -> tuple[bytes, list[int]] | None:
+        found = self.entries.get(key)
+        if found is not None:
+            self.entries.move_to_end(key)
+        return found
+
+    def put(self, key: tuple[str, str], messages: list[ChatMessage], chars: list[int]) -> None:
+        data = orjson.dumps(messages)
+        if len(data) > self.max_bytes // 16 or key in self.entries:
+            return  # one huge turn does not push out many others
+        self.entries[key] = (data, chars)
+        self.size += len(data)
+        while self.size > self.max_bytes:
+            _, (old, _chars) = self.entries.popitem(last=False)
+            self.size -= len(old)
 
 
 class Conversations:
     """Reads threads' conversations for runs: the store, the budget, the estimate.
 
-    Shared by every run of a process; it holds settings and the estimator's ratio,
-    never a conversation.
+    Shared by every run of a process; it holds settings, the estimator's ratio and
+    the finished turns already built (:class:`TurnCache`), which are final.
     """
 
     def __init__(
@@ -242,11 +290,13 @@ class Conversations:
         context_tokens: int,
         tool_result_max_chars: int,
         estimator: TokenEstimator | None = None,
+        cache_bytes: int = TURN_CACHE_BYTES,
     ) -> None:
         self.store = store
         self.context_tokens = context_tokens
         self.tool_result_max_chars = tool_result_max_chars
         self.estimator = estimator or TokenEstimator()
+        self.turns = TurnCache(cache_bytes)
 
     async def history(
         self, user_id: str, thread_id: str, run_id: str, *, budget: int | None = None
@@ -254,37 +304,52 @@ class Conversations:
         """The thread's turns before run ``run_id``, oldest first, within ``budget`` tokens.
 
         Read through the store with ``user_id``: only this user's events of this
-        thread can be returned.
+        thread can be returned. Each earlier run is found by its newest turn event;
+        a finished run already built is taken whole from :class:`TurnCache` and the
+        rest of its rows are passed over without being decoded.
         """
         remaining = self.context_tokens if budget is None else budget
         if remaining <= 0:
             return []
-        estimator = self.estimator
-        ratio, loads = estimator.chars_per_token, orjson.loads
+        ratio, ceil, loads = self.estimator.chars_per_token, math.ceil, orjson.loads
         max_tool_chars = self.tool_result_max_chars
+        cache = self.turns
         turns: list[list[ChatMessage]] = []
         pending: dict[str, list[dict[str, Any]]] = {}
+        taken: set[str] = set()  # runs taken whole from the cache
         before, page, scanned = NEWEST, _FIRST_PAGE, 0
         full = False
         while not full:
             rows = await turn_events_before(self.store, user_id, thread_id, before, page, run_id)
-            for _, body in rows:
-                event = loads(body)
-                rid = event["run_id"]
+            for _, rid, kind, body in rows:
+                if rid in taken:
+                    continue
                 found = pending.get(rid)
                 if found is None:
-                    found = pending[rid] = []
-                found.append(event)
-                if event["type"] != "agent_started" or event.get("depth") != 0:
-                    continue
-                del pending[rid]
-                found.reverse()
-                messages, cost = _turn(found, max_tool_chars, ratio)
+                    # The run's newest turn event: a finished run may be built already.
+                    known = cache.get((user_id, rid))
+                    if known is not None:
+                        taken.add(rid)
+                        messages, chars = loads(known[0]), known[1]
+                    else:
+                        found = pending[rid] = []
+                if found is not None:
+                    event = loads(body)
+                    found.append(event)
+                    if kind != "agent_started" or event.get("depth") != 0:
+                        continue
+                    del pending[rid]
+                    found.reverse()
+                    messages, chars = _turn(found, max_tool_chars)
+                    if _ended(found):
+                        cache.put((user_id, rid), messages, chars)
+                cost = sum(ceil(c / ratio) for c in chars) + MESSAGE_OVERHEAD_TOKENS * len(chars)
                 if cost > remaining:
                     full = True
                     if len(messages) > 2 and messages[-1]["role"] == "assistant":
                         short = [messages[0], messages[-1]]
-                        if estimator.messages_tokens(short) <= remaining:
+                        short_cost = ceil(chars[0] / ratio) + ceil(chars[-1] / ratio)
+                        if short_cost + 2 * MESSAGE_OVERHEAD_TOKENS <= remaining:
                             turns.append(short)
                     break
                 remaining -= cost

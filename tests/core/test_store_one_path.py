@@ -155,7 +155,11 @@ async def _every_method(store: Store, trace: LineTrace) -> None:
             assert len(await store.admin_runs_with_status(["completed", "failed"])) == 2
         with trace("history"):
             turns = await turn_events_before(store, user.id, thread.id, NEWEST, 10, second.id)
-            assert [seq for seq, _ in turns] == [3, 1]  # the start and the end, not the thinking
+            assert [row[0] for row in turns] == [3, 1]  # the start and the end, not the thinking
+            assert [row[1:3] for row in turns] == [
+                (run.id, "agent_completed"),
+                (run.id, "agent_started"),
+            ]
         with trace("usage"):
             await add_run_usage(store, user.id, run.id, 2**40, 5, 1)
             since = datetime(2000, 1, 1, tzinfo=UTC)

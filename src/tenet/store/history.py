@@ -29,9 +29,12 @@ NEWEST = 2**63 - 1
 
 async def turn_events_before(
     store: Store, user_id: str, thread_id: str, before: int, limit: int, skip_run: str
-) -> list[tuple[int, str]]:
-    """Up to ``limit`` ``(seq, body)`` of the thread's turn events with ``seq < before``,
-    newest first, leaving out the run ``skip_run`` (the one asking)."""
+) -> list[tuple[int, str, str, str]]:
+    """Up to ``limit`` ``(seq, run_id, type, body)`` of the thread's turn events with
+    ``seq < before``, newest first, leaving out the run ``skip_run`` (the one asking).
+
+    The run and type come as columns so that a reader can pass over rows it does not
+    need without decoding their bodies."""
     return await store.executor.run(
         units.turn_events_before, user_id, thread_id, before, limit, skip_run, write=False
     )

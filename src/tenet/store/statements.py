@@ -450,13 +450,13 @@ INSERT_EVENT = statement(
     insert(events).values({c: p(c, events.c[c].type) for c in EVENT_COLUMNS}),
 )
 
-#: Up to ``limit`` ``(seq, body)`` of a thread's turn events (``TURN_MARKS``: the types a
+#: Up to ``limit`` ``(seq, run_id, type, body)`` of a thread's turn events (``TURN_MARKS``: the types a
 #: conversation is made of, the predicate of the partial index ``ix_events_turns``) with
 #: ``seq < before``, newest first, leaving out the run ``skip_run`` (the one asking).
 TURN_EVENTS_BEFORE = statement(
     "turn_events_before",
     ("user_id", "thread_id", "before", "skip_run", "limit"),
-    select(events.c.seq, events.c.body)
+    select(events.c.seq, events.c.run_id, events.c.type, events.c.body)
     .where(
         events.c.thread_id == p("thread_id"),
         events.c.user_id == p("user_id"),
