@@ -137,6 +137,7 @@ def test_bench_history_case_reports_the_extra_cpu_per_run(tmp_path: Path) -> Non
     sizes = {"3", "60", "120"}
     assert set(report["cpu_ms_per_run"]) == set(report["extra_cpu_ms_per_run"]) == sizes
     assert all(v > 0 for v in report["history_read_cpu_ms"].values())
+    assert set(report["history_read_cold_cpu_ms"]) == sizes
     # The longest thread holds 120 turns and the 2 measured on it, all within the default
     # budget: each is sent.
     assert report["turns_sent_from_longest_thread"] == 122

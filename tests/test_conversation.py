@@ -382,3 +382,31 @@ async def test_the_test_endpoint_answers_400_where_openai_does() -> None:
             assert r.json()["error"]["type"] == "invalid_request_error"
         r = await http.post(url, json={"model": "m", "messages": fine, "stream": True})
         assert r.status_code == 200
+
+
+async def test_a_flow_changing_its_history_changes_nothing_for_the_next_run(
+    tmp_path: Path,
+) -> None:
+    """Finished turns are kept built in the process: each read must still be a fresh copy."""
+
+    class Vandal(Agent):
+        async def run(self, ctx: RunContext, input: str) -> str:
+            history = await ctx.history()
+            seen = " | ".join(str(m["content"]) for m in history if m["role"] == "user")
+            for message in history:  # change every message in place
+                message["content"] = "tampered"
+                message["role"] = "system"
+            return seen or "-"
+
+    registry = AgentRegistry([Vandal(name="vandal")])
+    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'tenet.db'}")
+    async with Service(settings, registry) as service:
+        user, _ = await service.store.create_user("vandal")
+        thread = await service.store.create_thread(user.id)
+        ends = [await turn(service, user.id, thread.id, f"words {i}", "vandal") for i in range(4)]
+    assert [e["final_response"] for e in ends] == [
+        "-",
+        "words 0",
+        "words 0 | words 1",
+        "words 0 | words 1 | words 2",
+    ]

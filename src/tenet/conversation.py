@@ -4,9 +4,11 @@ There is one conversation and it is the stored event stream: a run's input is
 its root ``agent_started``, each tool call of its root execution is a
 ``tool_executing`` with the ``tool_completed`` that answered it, and its answer
 is its root ``agent_completed``. This module turns those events into the
-chat-completions messages a model is sent; nothing keeps a second copy in
-memory. The default agent loop, ``ctx.history()`` and anything else that needs
-the conversation read it through here.
+chat-completions messages a model is sent. The default agent loop,
+``ctx.history()`` and anything else that needs the conversation read it through
+here, from the store, on every run; the only thing kept is what cannot change:
+a finished run's messages (:class:`TurnCache`), used only for runs the store
+has just returned.
 
 The rules (OpenAI answers 400 to any breach of the first two):
 
@@ -28,7 +30,8 @@ The rules (OpenAI answers 400 to any breach of the first two):
   it wants the thread.
 
 Reading is bounded by the budget, not by the thread: events are read newest
-first, a page at a time, and reading stops once the budget is spent.
+first, a page at a time, and reading stops once the budget is spent. What a read
+costs, and where it goes, is in ``docs/benchmarks.md`` ("History").
 """
 
 from __future__ import annotations
@@ -230,6 +233,12 @@ def _turn(
     return messages, chars
 
 
+def _cost(chars: list[int], ratio: float) -> int:
+    """Tokens of messages of ``chars`` characters each, as :meth:`TokenEstimator.messages_tokens`."""
+    ceil = math.ceil
+    return sum(ceil(c / ratio) for c in chars) + MESSAGE_OVERHEAD_TOKENS * len(chars)
+
+
 def _ended(events: Sequence[dict[str, Any]]) -> bool:
     """Whether a run's turn events (ascending) end with the run's own end: then they are
     final (nothing is ever added to a run after its terminal event)."""
@@ -255,11 +264,13 @@ class TurnCache:
     __slots__ = ("entries", "max_bytes", "size")
 
     def __init__(self, max_bytes: int) -> None:
-        self.entries: OrderedDict[tuple[str, str], tuple[bytes, list[int]]] = OrderedDict()
+        #: (user id, run id) -> [messages as JSON, each one's characters, the
+        #: characters-per-token ratio of the cost, the turn's cost in tokens at it].
+        self.entries: OrderedDict[tuple[str, str], list[Any]] = OrderedDict()
         self.max_bytes = max_bytes
         self.size = 0
 
-    def get(self, key: tuple[str, str]) -> tuple[bytes, list[int]] | None:
+    def get(self, key: tuple[str, str]) -> list[Any] | None:
         found = self.entries.get(key)
         if found is not None:
             self.entries.move_to_end(key)
@@ -269,11 +280,11 @@ class TurnCache:
         data = orjson.dumps(messages)
         if len(data) > self.max_bytes // 16 or key in self.entries:
             return  # one huge turn does not push out many others
-        self.entries[key] = (data, chars)
+        self.entries[key] = [data, chars, 0.0, 0]
         self.size += len(data)
         while self.size > self.max_bytes:
-            _, (old, _chars) = self.entries.popitem(last=False)
-            self.size -= len(old)
+            _, old = self.entries.popitem(last=False)
+            self.size -= len(old[0])
 
 
 class Conversations:
@@ -331,6 +342,9 @@ class Conversations:
                     if known is not None:
                         taken.add(rid)
                         messages, chars = loads(known[0]), known[1]
+                        if known[2] != ratio:  # the estimate moved since: count again
+                            known[2], known[3] = ratio, _cost(chars, ratio)
+                        cost = known[3]
                     else:
                         found = pending[rid] = []
                 if found is not None:
@@ -341,9 +355,9 @@ class Conversations:
                     del pending[rid]
                     found.reverse()
                     messages, chars = _turn(found, max_tool_chars)
+                    cost = _cost(chars, ratio)
                     if _ended(found):
                         cache.put((user_id, rid), messages, chars)
-                cost = sum(ceil(c / ratio) for c in chars) + MESSAGE_OVERHEAD_TOKENS * len(chars)
                 if cost > remaining:
                     full = True
                     if len(messages) > 2 and messages[-1]["role"] == "assistant":
