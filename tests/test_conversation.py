@@ -410,3 +410,22 @@ async def test_a_flow_changing_its_history_changes_nothing_for_the_next_run(
         "words 0 | words 1",
         "words 0 | words 1 | words 2",
     ]
+
+
+async def test_turns_no_longer_kept_are_read_again_from_the_store(tmp_path: Path) -> None:
+    """A read leaves out the text of turns it expects to hold built; when they were let go
+    (the process keeps a bounded number), their text is read after all."""
+    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'tenet.db'}")
+    async with Service(settings) as service:
+        user, _ = await service.store.create_user("forgetful")
+        thread = await service.store.create_thread(user.id)
+        for text in ("the sky is green", "what is 2+2?", "hello there"):
+            await turn(service, user.id, thread.id, text)
+        kept = service.engine.conversations.turns
+        assert kept.hint((user.id, thread.id)) > 0  # the next read spares the older text
+        kept.entries.clear()
+        kept.size = 0
+        first = await turn(service, user.id, thread.id, "what did I say first?")
+        before = await turn(service, user.id, thread.id, "what did I say before?")
+    assert first["final_response"] == "You first said: the sky is green"
+    assert before["final_response"] == "You said: what did I say first?"

@@ -44,7 +44,7 @@ from typing import Any
 import orjson
 
 from .models.base import ChatMessage
-from .store.history import NEWEST, turn_events_before
+from .store.history import NEWEST, turn_bodies_between, turn_events_before
 from .tools import cut, tool_content
 
 __all__ = ["Conversations", "TokenEstimator", "cut", "tool_content", "turn_messages"]
@@ -60,6 +60,7 @@ CALIBRATE_EVERY = 16
 _MAX_PAGE = 1024
 #: What a process keeps of finished turns (``TurnCache``), in bytes of compact JSON.
 TURN_CACHE_BYTES = 8 * 1024 * 1024
+_MAX_HINTS = 65536
 
 
 class TokenEstimator:
@@ -261,7 +262,7 @@ class TurnCache:
     caller changing its messages changes nothing here. Bounded by ``max_bytes``.
     """
 
-    __slots__ = ("entries", "max_bytes", "size")
+    __slots__ = ("entries", "hints", "max_bytes", "size")
 
     def __init__(self, max_bytes: int) -> None:
         #: (user id, run id) -> [messages as JSON, each one's characters, the
@@ -269,6 +270,19 @@ class TurnCache:
         self.entries: OrderedDict[tuple[str, str], list[Any]] = OrderedDict()
         self.max_bytes = max_bytes
         self.size = 0
+        #: (user id, thread id) -> the newest ``seq`` of that thread's turns kept here at
+        #: its last read: a hint that older rows' text need not be read (if one is needed
+        #: after all, it is read then). Bounded to ``_MAX_HINTS`` threads.
+        self.hints: OrderedDict[tuple[str, str], int] = OrderedDict()
+
+    def hint(self, key: tuple[str, str]) -> int:
+        return self.hints.get(key, -1)
+
+    def set_hint(self, key: tuple[str, str], seq: int) -> None:
+        self.hints[key] = seq
+        self.hints.move_to_end(key)
+        if len(self.hints) > _MAX_HINTS:
+            self.hints.popitem(last=False)
 
     def get(self, key: tuple[str, str]) -> list[Any] | None:
         found = self.entries.get(key)
@@ -328,11 +342,17 @@ class Conversations:
         turns: list[list[ChatMessage]] = []
         pending: dict[str, list[dict[str, Any]]] = {}
         taken: set[str] = set()  # runs taken whole from the cache
+        newest: dict[str, int] = {}  # each run's newest seq, while it is being read
+        thread_key = (user_id, thread_id)
+        fresh, kept = cache.hint(thread_key), -1
         before, page, scanned = NEWEST, _FIRST_PAGE, 0
         full = False
         while not full:
-            rows = await turn_events_before(self.store, user_id, thread_id, before, page, run_id)
-            for _, rid, kind, body in rows:
+            rows = await turn_events_before(
+                self.store, user_id, thread_id, before, page, run_id, fresh
+            )
+            bodies: dict[int, str] | None = None
+            for seq, rid, kind, body in rows:
                 if rid in taken:
                     continue
                 found = pending.get(rid)
@@ -341,13 +361,24 @@ class Conversations:
                     known = cache.get((user_id, rid))
                     if known is not None:
                         taken.add(rid)
+                        kept = max(kept, seq)
                         messages, chars = loads(known[0]), known[1]
                         if known[2] != ratio:  # the estimate moved since: count again
                             known[2], known[3] = ratio, _cost(chars, ratio)
                         cost = known[3]
                     else:
                         found = pending[rid] = []
+                        newest[rid] = seq
                 if found is not None:
+                    if body is None:  # left out as probably built, but it is not (any more)
+                        if bodies is None:
+                            low = rows[-1][0]
+                            bodies = await turn_bodies_between(
+                                self.store, user_id, thread_id, low, seq, run_id
+                            )
+                        body = bodies.get(seq)
+                        if body is None:
+                            continue  # gone since the first read (the thread was deleted)
                     event = loads(body)
                     found.append(event)
                     if kind != "agent_started" or event.get("depth") != 0:
@@ -358,6 +389,7 @@ class Conversations:
                     cost = _cost(chars, ratio)
                     if _ended(found):
                         cache.put((user_id, rid), messages, chars)
+                        kept = max(kept, newest[rid])
                 if cost > remaining:
                     full = True
                     if len(messages) > 2 and messages[-1]["role"] == "assistant":
@@ -375,6 +407,8 @@ class Conversations:
                 break
             before = rows[-1][0]
             page = min(page * 2, _MAX_PAGE)
+        if kept != fresh:
+            cache.set_hint(thread_key, kept)
         history: list[ChatMessage] = []
         for messages in reversed(turns):
             history.extend(messages)
