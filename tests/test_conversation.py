@@ -421,7 +421,7 @@ async def test_turns_no_longer_kept_are_read_again_from_the_store(tmp_path: Path
         thread = await service.store.create_thread(user.id)
         for text in ("the sky is green", "what is 2+2?", "hello there"):
             await turn(service, user.id, thread.id, text)
-        kept = service.engine.conversations.turns
+        kept = service.engine.conversations.turns_kept
         assert kept.hint((user.id, thread.id)) > 0  # the next read spares the older text
         kept.entries.clear()
         kept.size = 0

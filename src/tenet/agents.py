@@ -26,6 +26,19 @@ from .tools import Tool, tool_content
 DEFAULT_TOOL_RESULT_MAX_CHARS = 20_000
 
 
+def with_context(instructions: str, context: Iterable[dict[str, str]]) -> str:
+    """The system prompt with the caller's context items appended (as AG-UI suggests).
+
+    Each item becomes a ``- description: value`` line under a heading, after the
+    agent's own instructions; none: the instructions unchanged.
+    """
+    lines = [f"- {c['description']}: {c['value']}" for c in context]
+    if not lines:
+        return instructions
+    block = "Context from the application:\n" + "\n".join(lines)
+    return f"{instructions}\n\n{block}" if instructions else block
+
+
 class Agent:
     """An agent definition: immutable once registered, shared by every user's runs."""
 
@@ -82,12 +95,17 @@ class Agent:
         return found
 
     def spec(self) -> dict[str, Any]:
-        """The agent as listed by ``GET /v1/agents``."""
-        return {
+        """The agent as listed by ``GET /v1/agents`` (``mcp_audit`` only when an MCP
+        server of the agent is marked for the audit's canary)."""
+        spec: dict[str, Any] = {
             "name": self.name,
             "description": self.description,
             "tools": [t.spec() for t in self.tools],
         }
+        audits = [a for s in self.mcp_servers if (a := s.audit_spec()) is not None]
+        if audits:
+            spec["mcp_audit"] = audits
+        return spec
 
     async def run(self, ctx: RunContext, input: str) -> str:
         """The tool-calling loop; override for a custom flow.
@@ -105,22 +123,22 @@ class Agent:
         client = {t["name"] for t in ctx.client_tools} - set(self._tools)
         specs += [t for t in ctx.client_tools if t["name"] in client]
         conversations = runtime.conversations
+        instructions = with_context(self.instructions, ctx.client_context)
         messages: list[ChatMessage]
         if conversations is not None:
             messages = await conversations.messages(
                 ctx.user_id,
                 ctx.thread_id,
                 ctx.run_id,
-                instructions=self.instructions,
+                instructions=instructions,
                 input=input,
                 tools=specs,
                 with_history=ctx.depth == 0,
+                answered=ctx.client.answers(),
             )
             max_chars = conversations.tool_result_max_chars
         else:
-            messages = (
-                [{"role": "system", "content": self.instructions}] if self.instructions else []
-            )
+            messages = [{"role": "system", "content": instructions}] if instructions else []
             messages.append({"role": "user", "content": input})
             max_chars = DEFAULT_TOOL_RESULT_MAX_CHARS
         for _ in range(max_steps):

@@ -90,6 +90,98 @@ class RunServices(Protocol):
     async def secret(self, ctx: RunContext, name: str) -> str: ...
 
 
+#: The run metadata key that holds the tools its caller runs itself.
+CLIENT_TOOLS_KEY = "client_tools"
+#: ... the results its caller returned for client tools the run before handed over:
+#: ``[{"call_id", "tool_name", "ok", "results" | "error"}]``, stored as the run starts.
+CLIENT_RESULTS_KEY = "client_results"
+#: ... the caller's application state (any JSON value), readable as ``ctx.client_state``.
+CLIENT_STATE_KEY = "client_state"
+#: ... what the caller says the run should know: ``[{"description", "value"}]``.
+CLIENT_CONTEXT_KEY = "client_context"
+
+
+def client_tools_of(metadata: dict[str, Any] | None) -> tuple[dict[str, Any], ...]:
+    """The client tools a run's metadata offers: well-formed ``{"name", ...}`` specs only."""
+    tools = (metadata or {}).get(CLIENT_TOOLS_KEY)
+    if not isinstance(tools, list):
+        return ()
+    return tuple(
+        {
+            "name": t["name"],
+            "description": str(t.get("description") or ""),
+            "parameters": t.get("parameters") or {"type": "object", "properties": {}},
+        }
+        for t in tools
+        if isinstance(t, dict) and isinstance(t.get("name"), str) and t["name"]
+    )
+
+
+#: The ``error.code`` stored for a client tool whose client reported it failed.
+CLIENT_TOOL_FAILED = "client_tool_failed"
+
+
+def _client_result(r: dict[str, Any]) -> dict[str, Any]:
+    """One client result as the ``tool_completed`` fields it is stored as (an error is
+    always ``{"code", "message"}``, both strings)."""
+    fields: dict[str, Any] = {
+        "call_id": r["call_id"],
+        "tool_name": str(r.get("tool_name") or ""),
+        "ok": r.get("ok") is True,
+    }
+    if fields["ok"]:
+        fields["results"] = r.get("results")
+        return fields
+    error = r.get("error") if isinstance(r.get("error"), dict) else {}
+    fields["error"] = {
+        "code": str(error.get("code") or CLIENT_TOOL_FAILED),
+        "message": str(error.get("message") or "the client's tool failed"),
+    }
+    return fields
+
+
+@dataclass(frozen=True, slots=True)
+class ClientInput:
+    """What a run's caller gave it beside its input, read from the run's metadata.
+
+    Kept with the run (not in memory of the process that took the request), so
+    any process of a cluster runs it the same.
+    """
+
+    #: See :func:`client_tools_of`.
+    tools: tuple[dict[str, Any], ...] = ()
+    #: Results of client tools the run before handed over (well-formed entries only).
+    results: tuple[dict[str, Any], ...] = ()
+    #: The caller's application state, as sent (None: none).
+    state: Any = None
+    #: ``{"description", "value"}`` items, both strings.
+    context: tuple[dict[str, str], ...] = ()
+
+    def answers(self) -> dict[str, dict[str, Any]]:
+        """The results by ``call_id``, each shaped as the ``tool_completed`` it is stored as."""
+        return {r["call_id"]: r for r in self.results}
+
+    @classmethod
+    def of(cls, metadata: dict[str, Any] | None) -> ClientInput:
+        meta = metadata or {}
+        results = meta.get(CLIENT_RESULTS_KEY)
+        context = meta.get(CLIENT_CONTEXT_KEY)
+        return cls(
+            tools=client_tools_of(meta),
+            results=tuple(
+                _client_result(r)
+                for r in (results if isinstance(results, list) else ())
+                if isinstance(r, dict) and isinstance(r.get("call_id"), str)
+            ),
+            state=meta.get(CLIENT_STATE_KEY),
+            context=tuple(
+                {"description": str(c.get("description", "")), "value": str(c.get("value", ""))}
+                for c in (context if isinstance(context, list) else ())
+                if isinstance(c, dict)
+            ),
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class RunContext:
     """Who is running what: immutable, validated, one per agent execution."""
@@ -101,10 +193,12 @@ class RunContext:
     agent_name: str
     depth: int = 0
     parent_execution_id: str | None = None
-    #: Tools the run's caller offers and runs itself (``{"name", "description",
-    #: "parameters"}``, as a model is offered tools): the run's own agent may call
-    #: them, and a call ends the run with the call handed to the caller.
-    client_tools: tuple[dict[str, Any], ...] = ()
+    #: What the run's caller gave beside the input: tools it offers and runs itself
+    #: (``{"name", "description", "parameters"}``, as a model is offered tools: the
+    #: run's own agent may call them, and a call ends the run with the call handed
+    #: to the caller), its results for the calls the run before handed over, its
+    #: application ``state`` and its ``context`` items.
+    client: ClientInput = field(default_factory=ClientInput)
     _runtime: RunServices | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -132,7 +226,7 @@ class RunContext:
         run_id: str,
         agent_name: str,
         runtime: RunServices,
-        client_tools: tuple[dict[str, Any], ...] = (),
+        client: ClientInput | None = None,
     ) -> RunContext:
         """The root context of a run (depth 0, a fresh execution id)."""
         return cls(
@@ -141,7 +235,7 @@ class RunContext:
             run_id=run_id,
             execution_id=new_id("exe"),
             agent_name=agent_name,
-            client_tools=client_tools,
+            client=client or ClientInput(),
             _runtime=runtime,
         )
 
@@ -157,10 +251,26 @@ class RunContext:
             agent_name=agent_name,
             depth=self.depth + 1,
             parent_execution_id=self.execution_id,
-            client_tools=(),  # offered to the run's own agent only
+            # Tools and results are the run's own agent's; state and context are the run's.
+            client=replace(self.client, tools=(), results=()),
         )
 
     # What agents do, through the run's runtime -------------------------------------------
+
+    @property
+    def client_tools(self) -> tuple[dict[str, Any], ...]:
+        """The tools the caller runs itself, offered to the run's own agent."""
+        return self.client.tools
+
+    @property
+    def client_state(self) -> Any:
+        """The caller's application state (AG-UI ``state``) as sent, None if none."""
+        return self.client.state
+
+    @property
+    def client_context(self) -> tuple[dict[str, str], ...]:
+        """The caller's context items (AG-UI ``context``): ``{"description", "value"}``."""
+        return self.client.context
 
     @property
     def runtime(self) -> RunServices:

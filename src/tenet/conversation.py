@@ -28,6 +28,13 @@ The rules (OpenAI answers 400 to any breach of the first two):
 * Delegated executions' own events are not part of the thread's conversation: a
   delegated agent is given its delegated input, and reads ``ctx.history()`` if
   it wants the thread.
+* A call of a client tool (a front-end tool, handed to the run's caller: its
+  ``tool_completed`` has ``error.code`` ``client_tool``) is sent with the result
+  the caller returned, which the next run stores as its root ``tool_completed``
+  for that ``call_id`` (see :func:`client_results_in`). A handed-over call never
+  answered is left out like any unanswered call, and so is the empty answer of
+  the run that handed calls over. A run that carries client results and no input
+  text has no user message of its own: it continues the conversation after them.
 
 Reading is bounded by the budget, not by the thread: events are read newest
 first, a page at a time, and reading stops once the budget is spent. What a read
@@ -37,7 +44,7 @@ costs, and where it goes, is in ``docs/benchmarks.md`` ("History").
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -163,75 +170,98 @@ def call_message(call_id: str, name: str, arguments: Any) -> ChatMessage:
     }
 
 
-def turn_messages(events: Sequence[dict[str, Any]], max_tool_chars: int) -> list[ChatMessage]:
+#: The ``error.code`` of the ``tool_completed`` of a call handed to the run's caller
+#: (``tenet.runtime.CLIENT_TOOL_ERROR``).
+CLIENT_TOOL_CODE = "client_tool"
+
+
+def handed_over(event: dict[str, Any]) -> bool:
+    """Whether a ``tool_completed`` is the hand-over of a client tool's call (not a result)."""
+    error = event.get("error")
+    return isinstance(error, dict) and error.get("code") == CLIENT_TOOL_CODE
+
+
+def client_results_in(events: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The results a run carries for calls of earlier runs, by ``call_id``.
+
+    They are its root ``tool_completed`` events whose call it did not make itself:
+    what the caller returned for client tools the run before handed over.
+    """
+    if len(events) < 3:
+        return {}
+    root = events[0].get("execution_id")
+    made = {
+        e.get("call_id")
+        for e in events
+        if e.get("type") == "tool_executing" and e.get("execution_id") == root
+    }
+    return {
+        str(e.get("call_id")): e
+        for e in events
+        if e.get("type") == "tool_completed"
+        and e.get("execution_id") == root
+        and e.get("call_id") not in made
+    }
+
+
+def turn_messages(
+    events: Sequence[dict[str, Any]],
+    max_tool_chars: int,
+    answered: dict[str, dict[str, Any]] | None = None,
+) -> list[ChatMessage]:
     """One run's messages from its turn events (ascending, the root ``agent_started`` first).
 
     Only the root execution's calls count, each with its result; a call without
-    a stored result is left out.
-    """
-    return _turn(events, max_tool_chars)[0]
-
-
-def _turn(
-    events: Sequence[dict[str, Any]], max_tool_chars: int
-) -> tuple[list[ChatMessage], list[int]]:
-    """:func:`turn_messages` and each one's characters (as :func:`message_chars` counts).
-
-    Counted while the messages are built rather than by walking them again: this
-    runs once per earlier turn read, the history's hot path.
+    a stored result is left out. A client tool's call takes its result from
+    ``answered`` (the ``tool_completed`` a later run stored for it, by ``call_id``).
     """
     started = events[0]
-    input = started.get("input")
-    text = input if input.__class__ is str else str(input or "")
-    messages: list[ChatMessage] = [{"role": "user", "content": text}]
-    chars = [len(text)]
+    root = started.get("execution_id")
+    input = str(started.get("input") or "")
+    messages: list[ChatMessage] = [{"role": "user", "content": input}]
     if len(events) == 2:  # no tool call: the input and the run's end
         end = events[1]
         if end.get("type") == "agent_completed" and end.get("depth") == 0:
-            answer = end.get("final_response")
-            answer = answer if answer.__class__ is str else str(answer or "")
-            messages.append({"role": "assistant", "content": answer})
-            chars.append(len(answer))
-        return messages, chars
-    # One pass: the root execution's calls in order, its results by call id (a delegated
-    # execution's tool events, and its own end, are not the thread's conversation).
-    root = started.get("execution_id")
-    calls: list[dict[str, Any]] = []
-    results: dict[Any, list[dict[str, Any]]] = {}
-    answer_text: str | None = None
-    for event in events[1:]:
-        kind = event["type"]
-        if kind == "tool_executing":
-            if event.get("execution_id") == root:
-                calls.append(event)
-        elif kind == "tool_completed":
-            if event.get("execution_id") == root:
-                key = event.get("call_id")
-                found = results.get(key)
+            messages.append({"role": "assistant", "content": str(end.get("final_response") or "")})
+        return messages
+    if not input and client_results_in(events):
+        messages = []  # it continues after the client results it carries
+    results: dict[str, deque[dict[str, Any]]] = {}
+    handing = False
+    for event in events:
+        if event.get("type") == "tool_completed" and event.get("execution_id") == root:
+            if handed_over(event):
+                handing = True
+                found = (answered or {}).get(str(event.get("call_id")))
                 if found is None:
-                    results[key] = [event]
-                else:
-                    found.append(event)
+                    continue  # never answered by the caller
+                event = found
+            results.setdefault(str(event.get("call_id")), deque()).append(event)
+    for event in events[1:]:
+        kind = event.get("type")
+        if kind == "tool_executing" and event.get("execution_id") == root:
+            call_id = str(event.get("call_id"))
+            answers = results.get(call_id)
+            if not answers:
+                continue  # never answered: neither the call nor a result is sent
+            done = answers.popleft()
+            messages.append(
+                call_message(call_id, str(event.get("tool_name")), event.get("parameters"))
+            )
+            messages.append(
+                {
+                    "role": "tool",
+                    "tool_call_id": call_id,
+                    "content": tool_content(
+                        bool(done.get("ok")), done.get("results"), done.get("error"), max_tool_chars
+                    ),
+                }
+            )
         elif kind == "agent_completed" and event.get("depth") == 0:
-            answer_text = str(event.get("final_response") or "")
-    for event in calls:
-        answers = results.get(event.get("call_id"))
-        if not answers:
-            continue  # never answered: neither the call nor a result is sent
-        done = answers.pop(0)
-        call_id = str(event.get("call_id"))
-        call = call_message(call_id, str(event.get("tool_name")), event.get("parameters"))
-        content = tool_content(
-            bool(done.get("ok")), done.get("results"), done.get("error"), max_tool_chars
-        )
-        messages.append(call)
-        messages.append({"role": "tool", "tool_call_id": call_id, "content": content})
-        chars.append(message_chars(call))
-        chars.append(len(content))
-    if answer_text is not None:  # the root's end is the run's last event: its answer goes last
-        messages.append({"role": "assistant", "content": answer_text})
-        chars.append(len(answer_text))
-    return messages, chars
+            final = str(event.get("final_response") or "")
+            if final or not handing:
+                messages.append({"role": "assistant", "content": final})
+    return messages
 
 
 def _cost(chars: list[int], ratio: float) -> int:
@@ -242,7 +272,9 @@ def _cost(chars: list[int], ratio: float) -> int:
 
 def _ended(events: Sequence[dict[str, Any]]) -> bool:
     """Whether a run's turn events (ascending) end with the run's own end: then they are
-    final (nothing is ever added to a run after its terminal event)."""
+    final (nothing is ever added to a run after its terminal event). Its messages are
+    final too unless it handed calls to its client (answered by a later run) or
+    carries answers to an earlier run's (see :meth:`Conversations.turns`)."""
     last = events[-1]
     kind = last["type"]
     return kind == "run_cancelled" or (
@@ -321,31 +353,52 @@ class Conversations:
         self.context_tokens = context_tokens
         self.tool_result_max_chars = tool_result_max_chars
         self.estimator = estimator or TokenEstimator()
-        self.turns = TurnCache(cache_bytes)
+        self.turns_kept = TurnCache(cache_bytes)
 
     async def history(
-        self, user_id: str, thread_id: str, run_id: str, *, budget: int | None = None
+        self,
+        user_id: str,
+        thread_id: str,
+        run_id: str,
+        *,
+        budget: int | None = None,
+        answered: dict[str, dict[str, Any]] | None = None,
     ) -> list[ChatMessage]:
         """The thread's turns before run ``run_id``, oldest first, within ``budget`` tokens.
 
         Read through the store with ``user_id``: only this user's events of this
-        thread can be returned. Each earlier run is found by its newest turn event;
-        a finished run already built is taken whole from :class:`TurnCache` and the
-        rest of its rows are passed over without being decoded.
+        thread can be returned. ``answered``: client results run ``run_id`` itself
+        carries (its own events are not read), by ``call_id``.
         """
+        turns = await self.turns(user_id, thread_id, run_id, budget=budget, answered=answered)
+        return [m for _, messages in turns for m in messages]
+
+    async def turns(
+        self,
+        user_id: str,
+        thread_id: str,
+        run_id: str,
+        *,
+        budget: int | None = None,
+        answered: dict[str, dict[str, Any]] | None = None,
+        before: int = NEWEST,
+    ) -> list[tuple[str, list[ChatMessage]]]:
+        """:meth:`history` as ``(run_id, messages)`` per turn, oldest first (for ids), of
+        the events below seq ``before`` (default: all)."""
         remaining = self.context_tokens if budget is None else budget
         if remaining <= 0:
             return []
         ratio, ceil, loads = self.estimator.chars_per_token, math.ceil, orjson.loads
         max_tool_chars = self.tool_result_max_chars
-        cache = self.turns
-        turns: list[list[ChatMessage]] = []
+        cache = self.turns_kept
+        answered = dict(answered or {})
+        turns: list[tuple[str, list[ChatMessage]]] = []
         pending: dict[str, list[dict[str, Any]]] = {}
         taken: set[str] = set()  # runs taken whole from the cache
         newest: dict[str, int] = {}  # each run's newest seq, while it is being read
         thread_key = (user_id, thread_id)
         fresh, kept = cache.hint(thread_key), -1
-        before, page, scanned = NEWEST, _FIRST_PAGE, 0
+        page, scanned = _FIRST_PAGE, 0
         full = False
         while not full:
             rows = await turn_events_before(
@@ -385,21 +438,34 @@ class Conversations:
                         continue
                     del pending[rid]
                     found.reverse()
-                    messages, chars = _turn(found, max_tool_chars)
+                    carried = client_results_in(found)
+                    answered.update(carried)  # read before the runs they answer
+                    messages = turn_messages(found, max_tool_chars, answered)
+                    chars = [message_chars(m) for m in messages]
                     cost = _cost(chars, ratio)
-                    if _ended(found):
+                    # Kept only when nothing can change it: the run has ended, handed no
+                    # call to its client and carries no answer to an earlier run's.
+                    if (
+                        not carried
+                        and _ended(found)
+                        and not any(e["type"] == "tool_completed" and handed_over(e) for e in found)
+                    ):
                         cache.put((user_id, rid), messages, chars)
                         kept = max(kept, newest[rid])
                 if cost > remaining:
                     full = True
-                    if len(messages) > 2 and messages[-1]["role"] == "assistant":
+                    if (
+                        len(messages) > 2
+                        and messages[0]["role"] == "user"
+                        and messages[-1]["role"] == "assistant"
+                    ):
                         short = [messages[0], messages[-1]]
                         short_cost = ceil(chars[0] / ratio) + ceil(chars[-1] / ratio)
                         if short_cost + 2 * MESSAGE_OVERHEAD_TOKENS <= remaining:
-                            turns.append(short)
+                            turns.append((str(rid), short))
                     break
                 remaining -= cost
-                turns.append(messages)
+                turns.append((str(rid), messages))
             scanned += len(rows)
             # Every event read costs at least a token's worth of budget, so a thread of
             # events that make no messages (runs cancelled while queued) is not read to its end.
@@ -409,10 +475,8 @@ class Conversations:
             page = min(page * 2, _MAX_PAGE)
         if kept != fresh:
             cache.set_hint(thread_key, kept)
-        history: list[ChatMessage] = []
-        for messages in reversed(turns):
-            history.extend(messages)
-        return history
+        turns.reverse()
+        return turns
 
     async def messages(
         self,
@@ -424,19 +488,60 @@ class Conversations:
         input: str,
         tools: Sequence[dict[str, Any]],
         with_history: bool = True,
+        answered: dict[str, dict[str, Any]] | None = None,
     ) -> list[ChatMessage]:
-        """What a run's first model call is sent: system prompt, history within the budget, input."""
+        """What a run's first model call is sent: system prompt, history within the budget, input.
+
+        ``answered``: the client results the run carries (by ``call_id``); with them
+        and no ``input``, the conversation ends with those results, no user message.
+        """
         head: list[ChatMessage] = (
             [{"role": "system", "content": instructions}] if instructions else []
         )
-        current: ChatMessage = {"role": "user", "content": input}
+        current: list[ChatMessage] = (
+            [] if answered and not input else [{"role": "user", "content": input}]
+        )
         history: list[ChatMessage] = []
         if with_history:
             estimator = self.estimator
-            fixed = estimator.messages_tokens([*head, current])
+            fixed = estimator.messages_tokens([*head, *current])
             if tools:
                 fixed += estimator.tokens(len(orjson.dumps(list(tools))))
             history = await self.history(
-                user_id, thread_id, run_id, budget=self.context_tokens - fixed
+                user_id, thread_id, run_id, budget=self.context_tokens - fixed, answered=answered
             )
-        return [*head, *history, current]
+        return [*head, *history, *current]
+
+    async def open_client_calls(self, user_id: str, thread_id: str) -> dict[str, dict[str, Any]]:
+        """The calls the thread's latest run handed to its caller, by ``call_id``: its
+        ``tool_executing`` events. Only those may be answered by the next run."""
+        before, latest = NEWEST, None
+        events: list[dict[str, Any]] = []
+        while True:
+            rows = await turn_events_before(self.store, user_id, thread_id, before, _FIRST_PAGE, "")
+            for _, _, _, body in rows:
+                event = orjson.loads(body)
+                latest = latest or event.get("run_id")
+                if event.get("run_id") != latest:
+                    continue
+                events.append(event)
+                if event.get("type") == "agent_started" and event.get("depth") == 0:
+                    return _handed_calls(events)
+            if len(rows) < _FIRST_PAGE:
+                return {}
+            before = rows[-1][0]
+
+
+def _handed_calls(events: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The ``tool_executing`` of each call a run (its turn events, any order) handed over."""
+    root = next(e.get("execution_id") for e in events if e.get("type") == "agent_started")
+    handed = {
+        e.get("call_id")
+        for e in events
+        if e.get("type") == "tool_completed" and e.get("execution_id") == root and handed_over(e)
+    }
+    return {
+        str(e["call_id"]): e
+        for e in events
+        if e.get("type") == "tool_executing" and e.get("call_id") in handed
+    }

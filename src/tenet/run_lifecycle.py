@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .context import RunContext, current_context
+from .context import ClientInput, RunContext, current_context
 from .conversation import Conversations
 from .errors import Invalid, NotFound
 from .events import AGENT_ERROR, RUN_CANCELLED, RunEnd, RunStart, make_event
@@ -87,26 +87,6 @@ def bare_context(user_id: str, thread_id: str, run_id: str, agent: str) -> RunCo
     )
 
 
-#: The run metadata key that holds the tools its caller runs itself.
-CLIENT_TOOLS_KEY = "client_tools"
-
-
-def client_tools_of(metadata: dict[str, Any] | None) -> tuple[dict[str, Any], ...]:
-    """The client tools a run's metadata offers: well-formed ``{"name", ...}`` specs only."""
-    tools = (metadata or {}).get(CLIENT_TOOLS_KEY)
-    if not isinstance(tools, list):
-        return ()
-    return tuple(
-        {
-            "name": t["name"],
-            "description": str(t.get("description") or ""),
-            "parameters": t.get("parameters") or {"type": "object", "properties": {}},
-        }
-        for t in tools
-        if isinstance(t, dict) and isinstance(t.get("name"), str) and t["name"]
-    )
-
-
 class RunHost(Protocol):
     """What an execution uses from the engine that runs it (one host for all its runs)."""
 
@@ -152,8 +132,8 @@ class RunExecution:
     task: asyncio.Task[None] | None = None
     cancel_reason: str | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
-    #: The run's client tools (see :func:`client_tools_of`).
-    client_tools: tuple[dict[str, Any], ...] = ()
+    #: What the run's caller gave beside the input (client tools, results, state, context).
+    client: ClientInput = field(default_factory=ClientInput)
 
     @classmethod
     def of(cls, run: Run) -> RunExecution:
@@ -164,7 +144,7 @@ class RunExecution:
             run.thread_id,
             run.agent,
             run.input,
-            client_tools=client_tools_of(run.meta),
+            client=ClientInput.of(run.meta),
         )
 
     @property
@@ -207,7 +187,7 @@ class RunExecution:
             run_id=self.run_id,
             agent_name=self.agent,
             runtime=runtime,
-            client_tools=self.client_tools,
+            client=self.client,
         )
         token = current_context.set(ctx)
         try:

@@ -125,7 +125,9 @@ class RunRuntime:
         """The thread's turns before this run, within the context budget (a fresh list)."""
         if self.conversations is None:
             return []
-        return await self.conversations.history(ctx.user_id, ctx.thread_id, ctx.run_id)
+        return await self.conversations.history(
+            ctx.user_id, ctx.thread_id, ctx.run_id, answered=ctx.client.answers()
+        )
 
     async def complete(
         self,
@@ -279,6 +281,8 @@ class RunRuntime:
         if ctx.parent_execution_id is not None:
             started_fields["parent_execution_id"] = ctx.parent_execution_id
         await self.emit(ctx, AGENT_STARTED, started_fields)
+        for result in ctx.client.results:  # the caller's results for the last run's calls
+            await self.emit(ctx, TOOL_COMPLETED, {**result, "duration_ms": 0})
         started = time.perf_counter()
         running = executing.set(ctx)
         try:

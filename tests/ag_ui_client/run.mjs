@@ -1,7 +1,9 @@
 // Drives a tenet server with the official AG-UI client: HttpAgent.runAgent, whose own
 // pipeline verifies every event stream (verifyEvents) and rejects one that breaks the
-// protocol: a two-turn conversation with a tool call, a delegation, a front-end tool and
-// a cancel. Reads TENET_URL and TENET_TOKEN; prints one JSON report on stdout.
+// protocol: a two-turn conversation with a tool call, a delegation, a front-end tool
+// round trip (the call, then its result in the next run), a client that lost its
+// messages (MESSAGES_SNAPSHOT), state and context, and a cancel. Reads TENET_URL and
+// TENET_TOKEN; prints one JSON report on stdout.
 import { HttpAgent } from "@ag-ui/client";
 
 const url = process.env.TENET_URL;
@@ -12,10 +14,14 @@ function agentFor(name, threadId) {
 }
 
 async function turn(agent, text, parameters = {}) {
+  agent.addMessage({ id: `m-${agent.messages.length}-${Date.now()}`, role: "user", content: text });
+  return run(agent, parameters);
+}
+
+async function run(agent, parameters = {}) {
   const types = [];
   const steps = [];
   const pending = [];
-  agent.addMessage({ id: `m-${agent.messages.length}-${Date.now()}`, role: "user", content: text });
   const { result, newMessages } = await agent.runAgent(
     parameters,
     {
@@ -52,6 +58,27 @@ const booking = {
   parameters: { type: "object", properties: { day: { type: "string" } } },
 };
 const frontEnd = await turn(chat, "use confirm_booking day=monday", { tools: [booking] });
+// The front end runs the tool and hands its result back: the next run continues from it.
+chat.addMessage({
+  id: `result-${Date.now()}`,
+  role: "tool",
+  toolCallId: frontEnd.pending[0],
+  content: JSON.stringify({ confirmed: true }),
+});
+const frontEndResult = await run(chat, { tools: [booking] });
+// A second front end on the same thread that has none of its messages gets them.
+const fresh = agentFor("assistant", "node-chat");
+const freshTurn = await turn(fresh, "and now?");
+// State and context: the state is echoed as STATE_SNAPSHOT, the context reaches the model.
+const stateful = new HttpAgent({
+  url: `${url}/v1/agents/assistant/ag-ui`,
+  headers,
+  threadId: "node-state",
+  initialState: { cart: ["tea"], step: 2 },
+});
+const stateTurn = await turn(stateful, "hello state", {
+  context: [{ description: "city", value: "Paris" }],
+});
 // A cancel: tenet's own API, with the run id RUN_STARTED carries in its metadata.
 const slow = agentFor("benchmark", "node-cancel");
 slow.addMessage({ id: "c1", role: "user", content: "latency_ms=20000 events=10" });
@@ -94,6 +121,18 @@ console.log(
         (m.toolCalls ?? []).map((c) => ({ id: c.id, name: c.function.name, args: c.function.arguments })),
       ),
     },
+    frontEndResult: {
+      result: frontEndResult.result,
+      types: frontEndResult.types,
+      roles: chat.messages.map((m) => m.role),
+    },
+    fresh: {
+      result: freshTurn.result,
+      types: freshTurn.types,
+      roles: fresh.messages.map((m) => m.role),
+      calls: fresh.messages.flatMap((m) => (m.toolCalls ?? []).map((c) => c.function.name)),
+    },
+    state: { types: stateTurn.types, state: stateful.state, result: stateTurn.result },
     cancel: { types: cancelTypes, error: cancelError },
     unknown,
     messages: chat.messages.length,

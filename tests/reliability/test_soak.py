@@ -38,21 +38,14 @@ def _soak(out: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.timeout(600)  # a minute of load (twice at most), then every event is checked
+@pytest.mark.timeout(300)  # a minute of load, then every user's events are checked
 def test_one_minute_soak_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
     proc = _soak(out)
-    first = json.loads(out.read_text()) if out.exists() else None
-    if first is not None and any(first[key] for key in FAULTS):
-        # KNOWN DEFECT, not yet explained: about one soak in three has reported one run
-        # whose last event the soak client never received (lost 1, gaps 1, unfinished 1),
-        # with nothing in the server's log. The soak runs once more and must then be
-        # clean; the first report is printed, and kept beside it, for the diagnosis.
-        print("first soak report (known defect):", json.dumps(first))
-        (tmp_path / "soak.first.json").write_text(json.dumps(first))
-        proc = _soak(out)
     assert out.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(out.read_text())
+    # A fault names its thread, the events missing and how the user followed the thread.
+    assert report["faults"] == [], json.dumps(report["faults"], indent=1)[:20_000]
     assert report["runs_started"] > 50  # a real workload ran
     assert report["events_stored"] > 1000
     assert report["reconnects"] > 0 and sum(report["outcomes"].values()) == report["runs_started"]

@@ -93,3 +93,24 @@ def test_a_run_whose_answer_died_with_its_socket_is_counted_once_it_ends() -> No
     assert user.totals.runs_started == 1
     assert sum(user.totals.outcomes.values()) == 1
     assert not user.open_runs
+
+
+def test_a_gap_is_traced_with_the_socket_and_the_events_around_it() -> None:
+    # What a faulty soak reports of a thread: which socket skipped which seq, in order.
+    user = SoakUser("ws://127.0.0.1:9/v1/ws", "token", _FirstChoices(), SoakTotals())
+    accepted = {"type": "run_accepted", "run_id": "run_b", "thread_id": "thr_0", "ref": "run:0"}
+    user._on_frame(accepted, orjson.dumps(accepted).decode(), 1)
+    for seq in (2, 3, 4):
+        event = {"type": "text", "run_id": "run_b", "thread_id": "thr_0", "seq": seq}
+        user._on_frame(event, orjson.dumps(event).decode(), 1)
+    end = {"type": "agent_completed", "run_id": "run_b", "thread_id": "thr_0", "seq": 5}
+    end["depth"] = 0
+    user._on_frame(end, orjson.dumps(end).decode(), 2)
+    trace = [entry[1:] for entry in user.threads["thr_0"].trace]
+    assert trace == [
+        [1, "run_accepted", "run_b", "run:0"],
+        [1, "gap", 0, 2],
+        [1, "events", 2, 4],
+        [2, "agent_completed", 5, "run_b", 0],
+    ]
+    assert user.totals.gaps == 1 and user.threads["thr_0"].faults == 1

@@ -240,6 +240,18 @@ async def test_bad_input_gets_the_error_body_before_any_stream(
         assert (await c.get("/v1/threads")).json() == []
 
 
+async def test_a_body_with_only_the_required_fields_runs(server: ServerHandle, alice: User) -> None:
+    """``tools``, ``context``, ``state`` and ``forwardedProps`` are optional in RunAgentInput."""
+    body = {
+        "threadId": "minimal",
+        "runId": "r1",
+        "messages": [{"id": "m1", "role": "user", "content": "hi"}],
+    }
+    frames = await ag_ui(server, alice, "assistant", body)
+    assert types(frames)[0] == "RUN_STARTED" and frames[-1][1]["result"] == "You said: hi"
+    assert "STATE_SNAPSHOT" not in types(frames)
+
+
 async def test_one_thread_id_is_one_thread_even_on_concurrent_first_use(
     server: ServerHandle, alice: User
 ) -> None:
@@ -284,6 +296,20 @@ async def test_fifty_users_sharing_one_thread_id_each_get_their_own_thread(
         async with c.stream("GET", "/v1/agents/assistant/ag-ui/same/stream") as r:
             replay = await read_sse(r)
     assert replay == results[0]
+    # A second turn sending only the new message: each is sent its own conversation.
+    again = await asyncio.gather(
+        *(ag_ui(server, u, "assistant", run_input("again", "same")) for u in users)
+    )
+    for user, frames in zip(users, again, strict=True):
+        snapshot = [d for _, d in frames if d["type"] == "MESSAGES_SNAPSHOT"]
+        assert len(snapshot) == 1
+        assert [m.get("content") for m in snapshot[0]["messages"]] == [
+            secrets_of[user.user_id],
+            f"You said: {secrets_of[user.user_id]}",
+            "again",
+        ]
+        others = [s for uid, s in secrets_of.items() if uid != user.user_id]
+        assert not any(s in json.dumps([d for _, d in frames]) for s in others)
 
 
 async def test_resume_with_last_event_id_has_no_gap_and_no_duplicate(
@@ -381,6 +407,8 @@ def test_every_tenet_event_type_maps_as_documented(kind: str) -> None:
         "run_cancelled": {"reason": "user", "status": "cancelled"},
     }
     view = AgUiView(run_id="run_1", client_thread_id="t", client_run_id="r")
+    if kind == "tool_completed":  # a result of a call this run made
+        view.map(_event("tool_executing", **fields["tool_executing"]))
     mapped = view.map(_event(kind, **fields[kind]))
     assert [e.type.value for e in mapped] == expected[kind]
     doc = (Path(__file__).parents[2] / "docs" / "ag-ui.md").read_text()

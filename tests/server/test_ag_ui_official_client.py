@@ -91,6 +91,23 @@ async def test_the_official_client_runs_a_conversation_with_tools_a_delegation_a
     assert json.loads(front["calls"][0]["args"]) == {"day": "monday"}
     assert front["pending"] == [front["calls"][0]["id"]]
     assert "TOOL_CALL_RESULT" not in front["types"] and front["types"][-1] == "RUN_FINISHED"
+    # Its result, sent by the client in the next run, is what the model answers from; the
+    # client's messages are the stored conversation, so no snapshot replaces them.
+    after = report["frontEndResult"]
+    assert "confirmed" in after["result"]
+    assert after["types"][0] == "RUN_STARTED" and after["types"][-1] == "RUN_FINISHED"
+    assert "MESSAGES_SNAPSHOT" not in after["types"]
+    assert "TOOL_CALL_START" not in after["types"] and after["roles"][-1] == "assistant"
+    # A front end with none of the thread's messages is sent them, as the model gets them.
+    fresh = report["fresh"]
+    assert fresh["types"][:2] == ["RUN_STARTED", "MESSAGES_SNAPSHOT"]
+    assert fresh["calls"] == ["calculator", "confirm_booking"]
+    assert fresh["roles"][-1] == "assistant" and fresh["roles"].count("user") == 4
+    assert fresh["roles"].count("tool") == 2
+    # State is echoed; the context reached the run (the answer is the model's own).
+    state = report["state"]
+    assert state["types"][:2] == ["RUN_STARTED", "STATE_SNAPSHOT"]
+    assert state["state"] == {"cart": ["tea"], "step": 2}
 
     async with http(server, alice) as c:
         threads = (await c.get("/v1/threads")).json()
@@ -98,4 +115,5 @@ async def test_the_official_client_runs_a_conversation_with_tools_a_delegation_a
         "node-cancel",
         "node-chat",
         "node-research",
+        "node-state",
     ]

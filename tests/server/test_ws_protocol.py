@@ -122,6 +122,66 @@ async def test_run_on_existing_thread_starts_with_the_runs_first_event(
         assert {f["run_id"] for f in frames} == {accepted["run_id"]}
 
 
+async def test_a_run_that_waits_its_turn_loses_no_event_stored_meanwhile(server_factory) -> None:
+    # The user's one run slot is taken, so a run on a new thread (B) waits; a second run on
+    # that thread (C) waits behind it and is cancelled first: its run_cancelled is the
+    # thread's first event, stored before B's first. The socket was told of both runs and
+    # follows the thread from B's acceptance, so it must get every event of it, in order.
+    async with server_factory(user_max_runs=1) as srv:
+        user = await new_user(srv, "queued")
+        async with ws_connect(srv, user) as ws:
+            await ready(ws)
+            await send(ws, {"type": "run", "agent": "benchmark", "input": "latency_ms=5000"})
+            blocker = await recv(ws)
+            assert (await recv(ws))["type"] == "agent_started"  # it holds the user's slot
+            await send(ws, {"type": "run", "agent": "benchmark", "input": "events=5"})
+            b = await recv(ws)
+            assert b["type"] == "run_accepted"
+            thread = b["thread_id"]
+            await send(ws, {"type": "run", "agent": "benchmark", "input": "x", "thread_id": thread})
+            c = await recv(ws)
+            assert c["type"] == "run_accepted" and c["thread_id"] == thread
+            await send(ws, {"type": "cancel", "run_id": c["run_id"], "ref": "c"})
+            assert await recv(ws) == {"type": "cancel_accepted", "run_id": c["run_id"], "ref": "c"}
+            await send(ws, {"type": "cancel", "run_id": blocker["run_id"]})  # B's turn comes
+            frames = await until_terminal(ws, b["run_id"])
+        got = [f for f in frames if f.get("thread_id") == thread and "seq" in f]
+        stored = await stored_events(srv, user, thread)
+        assert stored[0]["run_id"] == c["run_id"] and stored[0]["type"] == "run_cancelled"
+        assert got == stored  # C's end first, then all of B: nothing skipped
+
+
+async def test_a_run_behind_a_running_one_gets_that_runs_end_first(
+    server: ServerHandle, alice: User
+) -> None:
+    # The socket does not follow the thread; a run still running there ends after this
+    # run's acceptance and before its first event: that end is sent too, then this run.
+    async with http(server, alice) as c:
+        thread = (await c.post("/v1/threads", json={})).json()["id"]
+        earlier = await c.post(
+            f"/v1/threads/{thread}/runs", json={"agent": "benchmark", "input": "latency_ms=5000"}
+        )
+        earlier_id = earlier.json()["id"]
+        async with ws_connect(server, alice) as watcher:  # until the earlier run has started
+            await ready(watcher)
+            await send(watcher, {"type": "subscribe", "thread_id": thread})
+            while (await recv(watcher)).get("type") != "agent_started":
+                pass
+        async with ws_connect(server, alice) as ws:
+            await ready(ws)
+            await send(
+                ws, {"type": "run", "agent": "benchmark", "input": "events=5", "thread_id": thread}
+            )
+            accepted = await recv(ws)
+            assert accepted["type"] == "run_accepted"
+            assert (await c.post(f"/v1/runs/{earlier_id}/cancel")).status_code == 202
+            frames = await until_terminal(ws, accepted["run_id"])
+    got = [f for f in frames if "seq" in f]
+    stored = await stored_events(server, alice, thread)
+    assert got[0]["run_id"] == earlier_id and got[0]["type"] == "run_cancelled"
+    assert got == stored[-len(got) :] and len(got) == 6  # its end, then this run's five
+
+
 async def test_run_frame_errors(server: ServerHandle, alice: User, bob: User) -> None:
     async with http(server, bob) as c:
         bobs_thread = (await c.post("/v1/threads", json={})).json()["id"]

@@ -55,11 +55,11 @@ async def _read_ms(
     ``cold``: with no finished turn built before."""
     conversations = service.engine.conversations
     specs = [t.spec() for t in service.registry.get("assistant").tools]  # type: ignore[union-attr]
-    kept = conversations.turns
+    kept = conversations.turns_kept
     before = time.process_time()
     for _ in range(reads):
         if cold:
-            conversations.turns = TurnCache(TURN_CACHE_BYTES)
+            conversations.turns_kept = TurnCache(TURN_CACHE_BYTES)
         await conversations.messages(
             user_id,
             thread_id,
@@ -69,7 +69,7 @@ async def _read_ms(
             tools=specs,
         )
     elapsed = time.process_time() - before
-    conversations.turns = kept
+    conversations.turns_kept = kept
     return elapsed * 1000 / reads
 
 

@@ -12,6 +12,10 @@ At the end every user's received events are compared with the stored ones,
 thread by thread: an event stored and never received is *lost*, one received
 twice is *duplicated*, one received out of order (a gap in ``seq``) is a *gap*,
 one whose bytes differ from the stored ones is *mismatched*. All must be 0. The
+report's ``faults`` names up to 10 faulty threads: the events missing, the stored
+events around them, and the user's trace of the thread (its requests, the
+answers, the ranges of events received on each socket, opens and closes), which
+is what tells a server fault from the client's own bookkeeping. The
 server's resident memory is sampled every second; its slope (least-squares fit
 over the run, first minute excluded when there is more) shows a leak. Errors are
 counted by kind: close codes, error frames, and how runs ended.
@@ -46,6 +50,8 @@ TERMINAL = frozenset({"run_cancelled", "agent_completed", "agent_error"})
 #: Threads a user keeps following; older ones whose runs all ended are unsubscribed (their
 #: record is complete) so that a reconnect resubscribes a few threads, not hundreds.
 ACTIVE_THREADS = 6
+#: Entries of a thread's trace kept (the latest): enough to see how its last runs went.
+TRACE_MAX = 400
 
 #: Server settings of the soak: short timeouts so that timeouts happen. Slow
 #: readers overflow the default socket queue with runs of 20,000 events.
@@ -123,10 +129,28 @@ def __getattr__(name: str) -> AgentRegistry:
 
 @dataclass
 class ThreadLog:
-    """What one user received of one thread."""
+    """What one user received of one thread, and how (for the report of a fault)."""
 
     received: dict[int, str] = field(default_factory=dict)
     last_seq: int = 0
+    #: The thread's story as this user saw it: ``[seconds, socket number, what, ...]`` per
+    #: request, answer and close; consecutive events on one socket share one
+    #: ``[.., "events", first seq, last seq]`` entry, a run's end has one of its own.
+    trace: list[list[Any]] = field(default_factory=list)
+    #: Events received twice, and ``seq`` skipped, on this thread.
+    faults: int = 0
+
+    def note(self, conn: int, *what: Any) -> None:
+        self.trace.append([round(time.monotonic() % 100_000, 3), conn, *what])
+        if len(self.trace) > TRACE_MAX:
+            del self.trace[: len(self.trace) - TRACE_MAX]
+
+    def note_event(self, conn: int, seq: int) -> None:
+        last = self.trace[-1] if self.trace else None
+        if last is not None and last[1] == conn and last[2] == "events" and last[4] + 1 == seq:
+            last[4] = seq
+        else:
+            self.note(conn, "events", seq, seq)
 
 
 @dataclass
@@ -182,6 +206,10 @@ class SoakUser:
         self.paused = asyncio.Event()
         self.paused.set()
         self._later: set[asyncio.Task[None]] = set()
+        #: How many sockets this user opened; the current one's number is ``conn``.
+        self.conn = 0
+        #: ``[seconds, socket number, what]``: opens and closes, for the report of a fault.
+        self.sockets: list[list[Any]] = []
 
     async def connect(self) -> None:
         from websockets.asyncio.client import connect
@@ -214,17 +242,24 @@ class SoakUser:
             raise RuntimeError("could not connect")
         self.paused.set()
         self.followed = set()
+        self.conn += 1
+        self._log_socket("open")
         # Answers still owed by the previous socket died with it.
         self.unanswered.clear()
-        self.reader = asyncio.create_task(self._read(self.ws))
+        self.reader = asyncio.create_task(self._read(self.ws, self.conn))
         # Resume every thread where this user left it: no gap, no duplicate.
         for thread_id in list(self.active):
             await self._subscribe(self.ws, thread_id)
+
+    def _log_socket(self, what: str) -> None:
+        self.sockets.append([round(time.monotonic() % 100_000, 3), self.conn, what])
+        del self.sockets[:-TRACE_MAX]
 
     async def _subscribe(self, ws: Any, thread_id: str) -> None:
         log = self.threads[thread_id]
         frame = {"type": "subscribe", "thread_id": thread_id, "after": log.last_seq}
         frame["ref"] = "sub:" + thread_id
+        log.note(self.conn, "subscribe", log.last_seq)
         with contextlib.suppress(Exception):
             await ws.send(orjson.dumps(frame).decode())
 
@@ -236,6 +271,7 @@ class SoakUser:
     async def disconnect(self) -> None:
         ws, reader = self.ws, self.reader
         self.ws = self.reader = None
+        self._log_socket("client closes")
         if ws is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(), 3)
@@ -244,7 +280,7 @@ class SoakUser:
             with contextlib.suppress(BaseException):
                 await reader
 
-    async def _read(self, ws: Any) -> None:
+    async def _read(self, ws: Any, conn: int = 0) -> None:
         from websockets.exceptions import ConnectionClosed
 
         try:
@@ -255,28 +291,35 @@ class SoakUser:
                     # follows what it subscribed to, not what this one did.
                     return
                 frame = orjson.loads(raw)
-                self._on_frame(frame, raw if isinstance(raw, str) else raw.decode())
+                self._on_frame(frame, raw if isinstance(raw, str) else raw.decode(), conn)
         except ConnectionClosed as exc:
             code = exc.rcvd.code if exc.rcvd else None
+            self.sockets.append([round(time.monotonic() % 100_000, 3), conn, f"closed {code}"])
             if code not in (None, 1000):
                 self.totals.errors[f"close:{code}"] += 1
         if self.ws is ws:  # the server closed it (4008 or else): come back and resume
             self.ws = None
 
-    def _on_frame(self, frame: dict[str, Any], raw: str) -> None:
+    def _on_frame(self, frame: dict[str, Any], raw: str, conn: int = 0) -> None:
         kind = frame.get("type")
+        if kind in ("subscribed", "unsubscribed") and frame["thread_id"] in self.threads:
+            self.threads[frame["thread_id"]].note(conn, kind, frame.get("last_seq"))
         if kind == "subscribed":
             self.followed.add(frame["thread_id"])
             return
         if kind == "run_accepted":
             self.followed.add(frame["thread_id"])
-            self.threads.setdefault(frame["thread_id"], ThreadLog())
+            self.threads.setdefault(frame["thread_id"], ThreadLog()).note(
+                conn, "run_accepted", frame["run_id"], frame.get("ref")
+            )
             self._accepted(frame)
             self._answered(frame)
             return
         if kind == "error":
             self.totals.errors[f"error_frame:{frame.get('code')}"] += 1
             ref = frame.get("ref") or ""
+            if ref.startswith("sub:") and ref[4:] in self.threads:
+                self.threads[ref[4:]].note(conn, "error", frame.get("code"))
             if ref.startswith("run:"):
                 self._answered(frame)
             elif ref.startswith("sub:") and frame.get("code") == "rate_limited":
@@ -290,8 +333,16 @@ class SoakUser:
         seq = frame["seq"]
         if seq in log.received:
             self.totals.duplicated += 1
+            log.faults += 1
+            log.note(conn, "duplicate", seq)
         elif seq != log.last_seq + 1:
             self.totals.gaps += 1
+            log.faults += 1
+            log.note(conn, "gap", log.last_seq, seq)
+        if kind in TERMINAL:
+            log.note(conn, kind, seq, frame.get("run_id"), frame.get("depth"))
+        else:
+            log.note_event(conn, seq)
         log.received.setdefault(seq, raw)
         log.last_seq = max(log.last_seq, seq)
         if kind in TERMINAL and (kind == "run_cancelled" or frame.get("depth") == 0):
@@ -366,6 +417,8 @@ class SoakUser:
             frame["thread_id"] = self.rng.choice(followed)
         if self.ws is None:
             await self.connect()
+        if frame.get("thread_id") in self.threads:
+            self.threads[frame["thread_id"]].note(self.conn, "run", ref)
         self.unanswered[ref] = frame.get("thread_id")
         answer = self._answers[ref] = asyncio.get_running_loop().create_future()
         if not await self.send(frame):
@@ -390,6 +443,7 @@ class SoakUser:
             if thread_id not in busy and self.ws is not None:
                 self.active.remove(thread_id)
                 self.followed.discard(thread_id)
+                self.threads[thread_id].note(self.conn, "unsubscribe")
                 with contextlib.suppress(Exception):
                     await self.ws.send(
                         orjson.dumps({"type": "unsubscribe", "thread_id": thread_id}).decode()
@@ -400,7 +454,10 @@ class SoakUser:
         if r < 0.5 or not self.open_runs:
             await self.start_run()
         elif r < 0.62:
-            await self.send({"type": "cancel", "run_id": self.rng.choice(list(self.open_runs))})
+            run_id = self.rng.choice(list(self.open_runs))
+            if run_id in self.run_thread:
+                self.threads[self.run_thread[run_id]].note(self.conn, "cancel", run_id)
+            await self.send({"type": "cancel", "run_id": run_id})
         elif r < 0.74:  # drop the connection mid-run, come back a moment later
             self.totals.reconnects += 1
             await self.disconnect()
@@ -513,20 +570,26 @@ async def _soak(config: SoakConfig, url: str, ws_url: str, admin: str, pid: int 
         await sampler
         # Compare what each user received with what is stored.
         lost = mismatched = phantom = stored_total = received_total = unfinished = 0
-        for user in users:
+        faults: list[dict[str, Any]] = []
+        for number, user in enumerate(users):
             unfinished += len(user.open_runs)
+            unfinished_threads = {user.run_thread.get(r) for r in user.open_runs}
             for thread_id, log in user.threads.items():
                 stored = await _stored(http, user.token, thread_id)
                 stored_total += len(stored)
                 received_total += len(log.received)
                 by_seq = {orjson.loads(b)["seq"]: b for b in stored}
+                missing = []
                 for seq, body in by_seq.items():
                     got = log.received.get(seq)
                     if got is None:
                         lost += 1
+                        missing.append(seq)
                     elif orjson.loads(got) != orjson.loads(body):
                         mismatched += 1
                 phantom += sum(1 for seq in log.received if seq not in by_seq)
+                if (missing or log.faults or thread_id in unfinished_threads) and len(faults) < 10:
+                    faults.append(_fault(number, user, thread_id, log, by_seq, missing))
             await user.disconnect()
     return {
         "minutes": config.minutes,
@@ -544,10 +607,40 @@ async def _soak(config: SoakConfig, url: str, ws_url: str, admin: str, pid: int 
         "phantom": phantom,
         "unfinished_runs": unfinished,
         "errors": dict(totals.errors),
+        "faults": faults,
         "rss_start_mib": round(samples[0][1] / 2**20, 1) if samples else None,
         "rss_end_mib": round(samples[-1][1] / 2**20, 1) if samples else None,
         "rss_peak_mib": round(max(v for _, v in samples) / 2**20, 1) if samples else None,
         "rss_slope_mib_per_min": _round(_slope_mib_per_min(samples)),
+    }
+
+
+def _fault(
+    number: int,
+    user: SoakUser,
+    thread_id: str,
+    log: ThreadLog,
+    stored: dict[int, str],
+    missing: list[int],
+) -> dict[str, Any]:
+    """What the report says of one thread with a fault: enough to tell which event and why."""
+
+    def brief(seq: int) -> list[Any]:
+        event = orjson.loads(stored[seq])
+        return [seq, event.get("type"), event.get("run_id"), event.get("depth")]
+
+    near = sorted({s for m in missing for s in range(m - 3, m + 4) if s in stored})
+    return {
+        "user": number,
+        "thread_id": thread_id,
+        "missing": [brief(s) for s in missing[:20]],
+        "stored_near_missing": [brief(s) for s in near[:60]],
+        "stored_last": [brief(s) for s in sorted(stored)[-5:]],
+        "open_runs": sorted(r for r in user.open_runs if user.run_thread.get(r) == thread_id),
+        "followed_now": thread_id in user.followed,
+        "active_now": thread_id in user.active,
+        "trace": log.trace[-150:],
+        "sockets": user.sockets[-60:],
     }
 
 

@@ -21,31 +21,24 @@ YIELD_EVERY = 50
 
 
 class ThreadCursor:
-    """Where one reader is in one thread: the last ``seq`` it was given."""
+    """Where one reader is in one thread: the last ``seq`` it was given.
 
-    __slots__ = ("last", "run_id", "store", "thread_id", "user_id")
+    A cursor always starts after a ``seq`` (0: the whole thread). It never starts "at a
+    run's first event": events of the thread's other runs can be stored between a
+    run's acceptance and its first event (a run queued behind it and cancelled
+    first, an earlier run's end), and a reader that skipped them would lose them.
+    """
 
-    def __init__(
-        self,
-        store: Store,
-        user_id: str,
-        thread_id: str,
-        after: int | None,
-        *,
-        run_id: str | None = None,
-    ) -> None:
-        if after is None and run_id is None:
-            raise ValueError("a cursor starts after a seq or at a run's first event")
+    __slots__ = ("last", "store", "thread_id", "user_id")
+
+    def __init__(self, store: Store, user_id: str, thread_id: str, after: int) -> None:
         self.store = store
         self.user_id = user_id
         self.thread_id = thread_id
         self.last = after
-        self.run_id = run_id
 
     async def replay(self) -> AsyncIterator[str]:
         """Every stored event after the cursor, in order (paged)."""
-        if self.last is None:
-            return
         while True:
             bodies = await self.store.list_events(
                 self.user_id, self.thread_id, after=self.last, limit=PAGE, check_owner=False
@@ -62,10 +55,6 @@ class ThreadCursor:
 
     async def accept(self, event: Event) -> list[str]:
         """What to send for one live event: nothing (a duplicate), it, or a backfill then it."""
-        if self.last is None:
-            if event.run_id != self.run_id:
-                return []
-            self.last = event.seq - 1
         if event.seq <= self.last:
             return []
         out: list[str] = []
@@ -99,7 +88,7 @@ async def follow(
                 event = await sub.get()
             except SubscriptionOverflow:
                 bus.unsubscribe(thread_id, sub)
-                sub = bus.subscribe(thread_id, cursor.last or 0)
+                sub = bus.subscribe(thread_id, cursor.last)
                 async for body in cursor.replay():
                     yield body
                 continue

@@ -28,6 +28,7 @@ from typing import Annotated, Any
 import orjson
 from ag_ui.core import (
     BaseEvent,
+    MessagesSnapshotEvent,
     ReasoningEndEvent,
     ReasoningMessageContentEvent,
     ReasoningMessageEndEvent,
@@ -38,6 +39,7 @@ from ag_ui.core import (
     RunFinishedEvent,
     RunFinishedSuccessOutcome,
     RunStartedEvent,
+    StateSnapshotEvent,
     StepFinishedEvent,
     StepStartedEvent,
     TextMessageContentEvent,
@@ -47,7 +49,6 @@ from ag_ui.core import (
     ToolCallEndEvent,
     ToolCallResultEvent,
     ToolCallStartEvent,
-    UserMessage,
 )
 from ag_ui.encoder import EventEncoder
 from fastapi import APIRouter, Depends, Request
@@ -56,6 +57,14 @@ from starlette.responses import StreamingResponse
 
 from .. import linear_re
 from ..bus.follow import follow
+from ..context import (
+    CLIENT_CONTEXT_KEY,
+    CLIENT_RESULTS_KEY,
+    CLIENT_STATE_KEY,
+    CLIENT_TOOLS_KEY,
+    ClientInput,
+)
+from ..conversation import handed_over
 from ..errors import Invalid, NotFound
 from ..events import (
     AGENT_COMPLETED,
@@ -68,9 +77,8 @@ from ..events import (
     TOOL_EXECUTING,
     is_terminal,
 )
-from ..run_lifecycle import CLIENT_TOOLS_KEY
-from ..runtime import CLIENT_TOOL_ERROR
 from ..store.ag_ui_threads import MAX_CLIENT_THREAD_ID, AgUiThreads
+from . import ag_ui_messages
 from .auth import Caller, current_caller, server_state
 from .params import header_seq
 from .routes import ERROR_RESPONSES
@@ -84,6 +92,8 @@ CallerDep = Annotated[Caller, Depends(current_caller)]
 
 #: Where a run started over AG-UI keeps the client's ids, in the run's ``metadata``.
 META_KEY = "ag_ui"
+#: Set in the run's ``ag_ui`` metadata when its stream opened with ``MESSAGES_SNAPSHOT``.
+SNAPSHOT_KEY = "messages_snapshot"
 #: Where ``RUN_STARTED.metadata`` holds tenet's own ``run_id`` and ``thread_id``.
 TENET_METADATA_KEY = "tenet"
 
@@ -107,6 +117,7 @@ class AgUiView:
         client_thread_id: str,
         client_run_id: str,
         thread_id: str | None = None,
+        opening: list[BaseEvent] | None = None,
     ) -> None:
         self.run_id = run_id
         self.thread_id = thread_id
@@ -119,6 +130,10 @@ class AgUiView:
         self._count = 0
         #: Calls of client tools: handed to the client, answered by its next run.
         self._pending: list[str] = []
+        #: Calls made in this run (a result for any other is the client's own, not shown).
+        self._calls: set[str] = set()
+        #: Sent right after ``RUN_STARTED`` (snapshots of messages and state).
+        self.opening = opening or []
         self.finished = False
 
     def _id(self, kind: str) -> str:
@@ -171,6 +186,7 @@ class AgUiView:
                         metadata={TENET_METADATA_KEY: tenet},
                     )
                 )
+                out += self.opening
             else:
                 out.append(StepStartedEvent(step_name=str(event.get("agent_name"))))
         elif kind == AGENT_THINKING:
@@ -184,6 +200,7 @@ class AgUiView:
             out.append(ReasoningEndEvent(message_id=message_id))
         elif kind == TOOL_EXECUTING:
             call_id = str(event.get("call_id"))
+            self._calls.add(call_id)
             out.append(
                 ToolCallStartEvent(tool_call_id=call_id, tool_call_name=str(event.get("tool_name")))
             )
@@ -196,7 +213,9 @@ class AgUiView:
             out.append(ToolCallEndEvent(tool_call_id=call_id))
         elif kind == TOOL_COMPLETED:
             call_id = str(event.get("call_id"))
-            if (event.get("error") or {}).get("code") == CLIENT_TOOL_ERROR["code"]:
+            if call_id not in self._calls:  # the client's result for the last run's call
+                return out
+            if handed_over(event):
                 self._pending.append(call_id)  # the client runs it: no result from here
                 return out
             if event.get("ok"):
@@ -330,22 +349,6 @@ def parse_input(raw: bytes) -> RunAgentInput:
     return run_input
 
 
-def user_input(run_input: RunAgentInput) -> str:
-    """The run's input: the text of the last user message (``Invalid`` if there is none)."""
-    for message in reversed(run_input.messages):
-        inner = getattr(message, "root", message)
-        if isinstance(inner, UserMessage):
-            content = inner.content
-            if isinstance(content, str):
-                return content
-            texts = [getattr(getattr(p, "root", p), "text", None) for p in content]
-            text = "\n".join(t for t in texts if isinstance(t, str))
-            if text:
-                return text
-            raise Invalid("the last user message has no text")
-    raise Invalid("messages hold no user message")
-
-
 def _agent_or_404(state: ServerState, agent: str) -> None:
     if agent not in state.service.registry:
         raise NotFound()
@@ -382,6 +385,21 @@ def client_tools(state: ServerState, agent: str, run_input: RunAgentInput) -> li
     return tools
 
 
+def opening(client: ClientInput, messages: list[Any] | None) -> list[BaseEvent]:
+    """What follows ``RUN_STARTED``: the conversation when the client's differs, the state.
+
+    ``MESSAGES_SNAPSHOT`` (the stored conversation the model is sent, this run's input
+    last) replaces the client's list; ``STATE_SNAPSHOT`` echoes the state the client
+    sent (tenet does not change it), when there is one.
+    """
+    out: list[BaseEvent] = []
+    if messages is not None:
+        out.append(MessagesSnapshotEvent(messages=messages))
+    if client.state is not None:
+        out.append(StateSnapshotEvent(snapshot=client.state))
+    return out
+
+
 def refused(run_input: RunAgentInput, error: Invalid) -> StreamingResponse:
     """A run refused once AG-UI expects a stream: ``RUN_STARTED`` then ``RUN_ERROR``."""
     events: list[BaseEvent] = [
@@ -409,29 +427,50 @@ async def run_agent(agent: str, request: Request, caller: CallerDep) -> Streamin
     service = state.service
     _agent_or_404(state, agent)
     run_input = parse_input(await request.body())
-    text = user_input(run_input)
+    threads = AgUiThreads(service.store)
+    open_calls: dict[str, dict[str, Any]] = {}
+    if ag_ui_messages.answers_tool_calls(run_input):  # results for the last run's calls?
+        known = await threads.find_or_none(caller.user_id, run_input.thread_id)
+        if known is not None:
+            open_calls = await service.engine.conversations.open_client_calls(caller.user_id, known)
+    text, results = ag_ui_messages.turn_input(run_input, open_calls)
     service.engine.check_request(agent, text)  # too large: answered before a thread is made
     await check_stream_room(state, caller)  # before the run is made: a 429 leaves nothing behind
     try:
         tools = client_tools(state, agent, run_input)
     except Invalid as exc:
         return refused(run_input, exc)
-    threads = AgUiThreads(service.store)
     thread_id = await threads.thread_for(
         caller.user_id, run_input.thread_id, limit=state.settings.max_threads_per_user
     )
     after = await service.store.last_seq(caller.user_id, thread_id)
-    meta: dict[str, Any] = {
-        META_KEY: {"thread_id": run_input.thread_id, "run_id": run_input.run_id}
-    }
-    if tools:
-        meta[CLIENT_TOOLS_KEY] = tools
+    ids: dict[str, Any] = {"thread_id": run_input.thread_id, "run_id": run_input.run_id}
+    meta: dict[str, Any] = {META_KEY: ids}
+    for key, value in (
+        (CLIENT_TOOLS_KEY, tools),
+        (CLIENT_RESULTS_KEY, results),
+        (CLIENT_STATE_KEY, run_input.state),
+        (CLIENT_CONTEXT_KEY, [c.model_dump() for c in run_input.context or ()]),
+    ):
+        if value not in (None, {}, []):
+            meta[key] = value
+    client = ClientInput.of(meta)
+    # The conversation this run will be sent, read before it exists (so without it).
+    turns = await ag_ui_messages.conversation(
+        service.engine.conversations, caller.user_id, thread_id, "", text, client, before=after + 1
+    )
+    if ag_ui_messages.differs(run_input.messages, ag_ui_messages.to_ag_ui(turns)):
+        ids[SNAPSHOT_KEY] = True  # so that the resume stream sends it too
     run = await service.engine.submit(caller.user_id, thread_id, agent, text, meta)
+    messages = None
+    if ids.get(SNAPSHOT_KEY):
+        messages = ag_ui_messages.to_ag_ui([(rid or run.id, m) for rid, m in turns])
     view = AgUiView(
         run_id=run.id,
         client_thread_id=run_input.thread_id,
         client_run_id=run_input.run_id,
         thread_id=thread_id,
+        opening=opening(client, messages),
     )
     frames = run_frames(state, caller.user_id, thread_id, view, after=after)
     return await event_stream(state, caller, frames, name=f"ag-ui {run.id}")
@@ -461,11 +500,28 @@ async def resume_stream(
         raise NotFound()
     ids = (run.meta or {}).get(META_KEY) or {}
     first = await threads.run_first_seq(caller.user_id, thread_id, run_id) or seq
+    opened: list[BaseEvent] = []
+    if resume is None or resume < first:  # RUN_STARTED is sent: so is what followed it
+        client = ClientInput.of(run.meta)
+        messages = None
+        if ids.get(SNAPSHOT_KEY):
+            turns = await ag_ui_messages.conversation(
+                state.service.engine.conversations,
+                caller.user_id,
+                thread_id,
+                run_id,
+                run.input,
+                client,
+                before=first,
+            )
+            messages = ag_ui_messages.to_ag_ui(turns)
+        opened = opening(client, messages)
     view = AgUiView(
         run_id=run_id,
         client_thread_id=client_thread_id,
         client_run_id=str(ids.get("run_id") or run_id),
         thread_id=thread_id,
+        opening=opened,
     )
     frames = run_frames(
         state,

@@ -399,6 +399,7 @@ class Connection:
         metadata = check_metadata(metadata)
         thread_id = frame.get("thread_id")
         store = service.store
+        created = thread_id is None
         if thread_id is not None:
             if not isinstance(thread_id, str):
                 raise NotFound()
@@ -416,15 +417,23 @@ class Connection:
             thread_id = thread.id
         bus = service.bus
         async with self._lock:
-            # Attach before the run can start; the cursor is made once its id is known, still
-            # under the lock, so the pump cannot hand it an event before run_accepted is queued.
+            # Attach before the run can start; the cursor is made once the run is accepted,
+            # still under the lock, so the pump cannot hand it an event before run_accepted
+            # is queued.
             fresh = thread_id not in self._cursors
             if fresh:
                 for oldest in make_room(self._cursors, self.state.settings.ws_max_subscriptions):
                     bus.unsubscribe(oldest, self.sub)
                     self._answer(None, {"type": "unsubscribed", "thread_id": oldest})
                 bus.subscribe(thread_id, 0, into=self.sub)
+            after = 0
             try:
+                if fresh and not created:
+                    # The socket follows the thread from here on: every event stored after
+                    # this point, the run's own and any other run's (one queued behind it and
+                    # cancelled before it starts, an earlier run's end). Read after attaching,
+                    # so nothing falls between; a thread made for this run has nothing earlier.
+                    after = await store.last_seq(self.user_id, thread_id)
                 run = await service.engine.submit(
                     self.user_id, thread_id, agent, frame["input"], metadata
                 )
@@ -433,9 +442,7 @@ class Connection:
                     bus.unsubscribe(thread_id, self.sub)
                 raise
             if fresh:
-                self._cursors[thread_id] = ThreadCursor(
-                    store, self.user_id, thread_id, None, run_id=run.id
-                )
+                self._cursors[thread_id] = ThreadCursor(store, self.user_id, thread_id, after)
             self._answer(ref, {"type": "run_accepted", "run_id": run.id, "thread_id": thread_id})
 
     async def on_cancel(self, frame: dict[str, Any], ref: str | None) -> None:

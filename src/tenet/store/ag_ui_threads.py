@@ -72,6 +72,13 @@ class AgUiThreads:
         await self._store.get_thread(user_id, found)
         return found
 
+    async def find_or_none(self, user_id: str, client_thread_id: str) -> str | None:
+        """:meth:`find`, None instead of ``NotFound`` (nothing is made either way)."""
+        try:
+            return await self.find(user_id, client_thread_id)
+        except NotFound:
+            return None
+
     async def _find(self, user_id: str, client_thread_id: str) -> str | None:
         async with self._store.read() as s:
             return await s.scalar(
