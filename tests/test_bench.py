@@ -148,11 +148,13 @@ def test_bench_history_case_reports_the_extra_cpu_per_run(tmp_path: Path) -> Non
     report = bench_report(["--history", "3", "--runs", "2"], tmp_path, timeout=280)
     assert report["turns"] == 3 and report["runs"] == 2
     assert report["cpu_ms_per_run_empty_thread"] > 0
-    assert set(report["cpu_ms_per_run"]) == set(report["extra_cpu_ms_per_run"]) == {"3", "60"}
+    sizes = {"3", "60", "120"}
+    assert set(report["cpu_ms_per_run"]) == set(report["extra_cpu_ms_per_run"]) == sizes
     assert all(v > 0 for v in report["history_read_cpu_ms"].values())
-    # The longest thread holds 60 turns and the 2 measured on it, all within the default
+    assert set(report["history_read_cold_cpu_ms"]) == sizes
+    # The longest thread holds 120 turns and the 2 measured on it, all within the default
     # budget: each is sent.
-    assert report["turns_sent_from_longest_thread"] == 62
+    assert report["turns_sent_from_longest_thread"] == 122
 
 
 # --url: a running server's CPU per run is reported, not left out -------------------------

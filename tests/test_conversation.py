@@ -403,3 +403,50 @@ async def test_the_test_endpoint_answers_400_where_openai_does() -> None:
             assert r.json()["error"]["type"] == "invalid_request_error"
         r = await http.post(url, json={"model": "m", "messages": fine, "stream": True})
         assert r.status_code == 200
+
+
+async def test_a_flow_changing_its_history_changes_nothing_for_the_next_run(
+    tmp_path: Path,
+) -> None:
+    """Finished turns are kept built in the process: each read must still be a fresh copy."""
+
+    class Vandal(Agent):
+        async def run(self, ctx: RunContext, input: str) -> str:
+            history = await ctx.history()
+            seen = " | ".join(str(m["content"]) for m in history if m["role"] == "user")
+            for message in history:  # change every message in place
+                message["content"] = "tampered"
+                message["role"] = "system"
+            return seen or "-"
+
+    registry = AgentRegistry([Vandal(name="vandal")])
+    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'tenet.db'}")
+    async with Service(settings, registry) as service:
+        user, _ = await service.store.create_user("vandal")
+        thread = await service.store.create_thread(user.id)
+        ends = [await turn(service, user.id, thread.id, f"words {i}", "vandal") for i in range(4)]
+    assert [e["final_response"] for e in ends] == [
+        "-",
+        "words 0",
+        "words 0 | words 1",
+        "words 0 | words 1 | words 2",
+    ]
+
+
+async def test_turns_no_longer_kept_are_read_again_from_the_store(tmp_path: Path) -> None:
+    """A read leaves out the text of turns it expects to hold built; when they were let go
+    (the process keeps a bounded number), their text is read after all."""
+    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'tenet.db'}")
+    async with Service(settings) as service:
+        user, _ = await service.store.create_user("forgetful")
+        thread = await service.store.create_thread(user.id)
+        for text in ("the sky is green", "what is 2+2?", "hello there"):
+            await turn(service, user.id, thread.id, text)
+        kept = service.engine.conversations.turns_kept
+        assert kept.hint((user.id, thread.id)) > 0  # the next read spares the older text
+        kept.entries.clear()
+        kept.size = 0
+        first = await turn(service, user.id, thread.id, "what did I say first?")
+        before = await turn(service, user.id, thread.id, "what did I say before?")
+    assert first["final_response"] == "You first said: the sky is green"
+    assert before["final_response"] == "You said: what did I say first?"

@@ -204,3 +204,44 @@ async def test_a_run_over_the_quota_is_refused_with_429_quota_exceeded(tmp_path:
     assert second.status_code == 429
     assert second.json()["error"]["code"] == "quota_exceeded"
     assert int(second.headers["Retry-After"]) >= 1
+
+
+class DirectCalls(Agent):
+    """A custom flow that calls models itself: its own, then the server's, outside the loop."""
+
+    async def run(self, ctx: RunContext, input: str) -> str:
+        assert self.model is not None
+        own = await self.model.complete([{"role": "user", "content": input}], [])
+        served = await ctx.runtime.model.complete([{"role": "user", "content": input}], [])
+        return f"{own.content} / {served.content}"
+
+
+async def test_a_flow_calling_its_model_directly_is_counted_on_the_run_and_per_user() -> None:
+    registry = AgentRegistry([DirectCalls(name="direct", model=FixedUsage())])
+    async with running_server(registry=registry) as server:
+        _, token = await server.create_user("direct")
+        auth = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=server.url, headers=auth) as http:
+            thread = (await http.post("/v1/threads", json={})).json()
+            run = (
+                await http.post(
+                    f"/v1/threads/{thread['id']}/runs", json={"agent": "direct", "input": "hi"}
+                )
+            ).json()
+            await asyncio.wait_for(server.service.engine.wait(run["id"]), 30)
+            stored = (await http.get(f"/v1/runs/{run['id']}")).json()
+            events = (await http.get(f"/v1/threads/{thread['id']}/events")).json()
+            mine = (await http.get("/v1/me/usage")).json()
+            admin = {"Authorization": f"Bearer {server.admin_token}"}
+            metrics = (await http.get("/metrics", headers=admin)).text
+    end = [e for e in events if e["run_id"] == run["id"]][-1]
+    assert end["type"] == "agent_completed", end
+    # FixedUsage reports 10 + 3; the server's ScriptedModel reports its own (at least 1 + 1).
+    assert end["usage"]["model_calls"] == 2
+    assert end["usage"]["input_tokens"] >= 11 and end["usage"]["output_tokens"] >= 4
+    assert stored["usage"] == end["usage"]
+    assert mine["usage"] == end["usage"]
+    assert mine["agents"] == [{"agent": "direct", "usage": end["usage"], "runs": 1}]
+    assert (
+        'tenet_model_tokens_total{agent="direct",kind="input",model="FixedUsage"} 10.0' in metrics
+    )

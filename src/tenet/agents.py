@@ -19,6 +19,7 @@ from .context import RunContext
 from .errors import AgentFailed, ToolFailed
 from .mcp_tools import MCPServer
 from .models.base import ChatMessage, ChatModel
+from .models.metered import metered
 from .tools import Tool, tool_content
 
 #: ``TENET_TOOL_RESULT_MAX_CHARS``'s default, for a runtime made without settings.
@@ -65,6 +66,17 @@ class Agent:
             raise ValueError(f"agent {name!r} has two tools with one name")
         self.model = model
         self.max_steps = max_steps
+
+    @property
+    def model(self) -> ChatModel | None:
+        """The agent's own model (None: the server's). A custom flow may call it directly
+        (``await self.model.complete(...)``): during a run the call is one of the run's
+        counted model calls all the same (``tenet.models.metered``)."""
+        return self._model
+
+    @model.setter
+    def model(self, model: ChatModel | None) -> None:
+        self._model = metered(model)
 
     @property
     def tools(self) -> tuple[Tool, ...]:

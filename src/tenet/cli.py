@@ -711,13 +711,15 @@ def _history(turns: int, runs: int, json_file: str | None) -> None:
     table.add_column("CPU ms/run", justify="right")
     table.add_column("extra ms/run", justify="right")
     table.add_column("history read ms", justify="right")
-    table.add_row("0 turns", f"{report['cpu_ms_per_run_empty_thread']:.3f}", "-", "-")
+    table.add_column("cold read ms", justify="right")
+    table.add_row("0 turns", f"{report['cpu_ms_per_run_empty_thread']:.3f}", "-", "-", "-")
     for size, cpu in report["cpu_ms_per_run"].items():
         table.add_row(
             f"{size} turns",
             f"{cpu:.3f}",
             f"{report['extra_cpu_ms_per_run'][size]:+.3f}",
             f"{report['history_read_cpu_ms'][size]:.3f}",
+            f"{report['history_read_cold_cpu_ms'][size]:.3f}",
         )
     console.print(table)
     if json_file:

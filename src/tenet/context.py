@@ -22,6 +22,12 @@ MAX_DEPTH = 10
 current_context: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
     "tenet_run_context", default=None
 )
+#: The execution whose agent code is running in this task (set around each ``Agent.run``,
+#: a delegated one's inside its parent's): a model an agent calls directly makes its call
+#: through this execution's run (``tenet.models.metered``). Never read for authorization.
+executing: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
+    "tenet_executing", default=None
+)
 
 
 class Notes(Protocol):
@@ -63,8 +69,12 @@ class RunServices(Protocol):
         model: Any,
         messages: list[dict[str, Any]],
         tools: list[dict[str, Any]],
+        *,
+        on_delta: Any = ...,
+        on_reasoning: Any = ...,
     ) -> Any:
-        """One model call: streamed as ``ctx``'s events, its usage counted (a ``ModelReply``)."""
+        """One model call, its usage counted (a ``ModelReply``); streamed as ``ctx``'s
+        events unless other callbacks (or None) are given."""
         ...
 
     async def emit(self, ctx: RunContext, type: str, fields: dict[str, Any]) -> None: ...

@@ -4,9 +4,11 @@ There is one conversation and it is the stored event stream: a run's input is
 its root ``agent_started``, each tool call of its root execution is a
 ``tool_executing`` with the ``tool_completed`` that answered it, and its answer
 is its root ``agent_completed``. This module turns those events into the
-chat-completions messages a model is sent; nothing keeps a second copy in
-memory. The default agent loop, ``ctx.history()`` and anything else that needs
-the conversation read it through here.
+chat-completions messages a model is sent. The default agent loop,
+``ctx.history()`` and anything else that needs the conversation read it through
+here, from the store, on every run; the only thing kept is what cannot change:
+a finished run's messages (:class:`TurnCache`), used only for runs the store
+has just returned.
 
 The rules (OpenAI answers 400 to any breach of the first two):
 
@@ -35,20 +37,21 @@ The rules (OpenAI answers 400 to any breach of the first two):
   text has no user message of its own: it continues the conversation after them.
 
 Reading is bounded by the budget, not by the thread: events are read newest
-first, a page at a time, and reading stops once the budget is spent.
+first, a page at a time, and reading stops once the budget is spent. What a read
+costs, and where it goes, is in ``docs/benchmarks.md`` ("History").
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
 from .models.base import ChatMessage
-from .store.history import NEWEST, turn_events_before
+from .store.history import NEWEST, turn_bodies_between, turn_events_before
 from .tools import cut, tool_content
 
 __all__ = ["Conversations", "TokenEstimator", "cut", "tool_content", "turn_messages"]
@@ -62,6 +65,9 @@ _FIRST_PAGE = 256
 #: Once the estimate is steady, calibration learns from one call in this many.
 CALIBRATE_EVERY = 16
 _MAX_PAGE = 1024
+#: What a process keeps of finished turns (``TurnCache``), in bytes of compact JSON.
+TURN_CACHE_BYTES = 8 * 1024 * 1024
+_MAX_HINTS = 65536
 
 
 class TokenEstimator:
@@ -258,11 +264,80 @@ def turn_messages(
     return messages
 
 
+def _cost(chars: list[int], ratio: float) -> int:
+    """Tokens of messages of ``chars`` characters each, as :meth:`TokenEstimator.messages_tokens`."""
+    ceil = math.ceil
+    return sum(ceil(c / ratio) for c in chars) + MESSAGE_OVERHEAD_TOKENS * len(chars)
+
+
+def _ended(events: Sequence[dict[str, Any]]) -> bool:
+    """Whether a run's turn events (ascending) end with the run's own end: then they are
+    final (nothing is ever added to a run after its terminal event). Its messages are
+    final too unless it handed calls to its client (answered by a later run) or
+    carries answers to an earlier run's (see :meth:`Conversations.turns`)."""
+    last = events[-1]
+    kind = last["type"]
+    return kind == "run_cancelled" or (
+        kind in ("agent_completed", "agent_error") and last.get("depth") == 0
+    )
+
+
+class TurnCache:
+    """Finished turns' messages, compact (JSON bytes), least recently used first out.
+
+    A run's turn events are final once its terminal event is stored, so its
+    messages can be kept: they never go stale, in this process or because of
+    another. The cache is only ever asked about runs that the store has just
+    returned for the caller's own thread (keyed by user and run), so it cannot
+    widen what a read returns: a deleted thread's runs are no longer returned, and
+    their entries age out. Kept as bytes, each use decodes a fresh copy, so a
+    caller changing its messages changes nothing here. Bounded by ``max_bytes``.
+    """
+
+    __slots__ = ("entries", "hints", "max_bytes", "size")
+
+    def __init__(self, max_bytes: int) -> None:
+        #: (user id, run id) -> [messages as JSON, each one's characters, the
+        #: characters-per-token ratio of the cost, the turn's cost in tokens at it].
+        self.entries: OrderedDict[tuple[str, str], list[Any]] = OrderedDict()
+        self.max_bytes = max_bytes
+        self.size = 0
+        #: (user id, thread id) -> the newest ``seq`` of that thread's turns kept here at
+        #: its last read: a hint that older rows' text need not be read (if one is needed
+        #: after all, it is read then). Bounded to ``_MAX_HINTS`` threads.
+        self.hints: OrderedDict[tuple[str, str], int] = OrderedDict()
+
+    def hint(self, key: tuple[str, str]) -> int:
+        return self.hints.get(key, -1)
+
+    def set_hint(self, key: tuple[str, str], seq: int) -> None:
+        self.hints[key] = seq
+        self.hints.move_to_end(key)
+        if len(self.hints) > _MAX_HINTS:
+            self.hints.popitem(last=False)
+
+    def get(self, key: tuple[str, str]) -> list[Any] | None:
+        found = self.entries.get(key)
+        if found is not None:
+            self.entries.move_to_end(key)
+        return found
+
+    def put(self, key: tuple[str, str], messages: list[ChatMessage], chars: list[int]) -> None:
+        data = orjson.dumps(messages)
+        if len(data) > self.max_bytes // 16 or key in self.entries:
+            return  # one huge turn does not push out many others
+        self.entries[key] = [data, chars, 0.0, 0]
+        self.size += len(data)
+        while self.size > self.max_bytes:
+            _, old = self.entries.popitem(last=False)
+            self.size -= len(old[0])
+
+
 class Conversations:
     """Reads threads' conversations for runs: the store, the budget, the estimate.
 
-    Shared by every run of a process; it holds settings and the estimator's ratio,
-    never a conversation.
+    Shared by every run of a process; it holds settings, the estimator's ratio and
+    the finished turns already built (:class:`TurnCache`), which are final.
     """
 
     def __init__(
@@ -272,11 +347,13 @@ class Conversations:
         context_tokens: int,
         tool_result_max_chars: int,
         estimator: TokenEstimator | None = None,
+        cache_bytes: int = TURN_CACHE_BYTES,
     ) -> None:
         self.store = store
         self.context_tokens = context_tokens
         self.tool_result_max_chars = tool_result_max_chars
         self.estimator = estimator or TokenEstimator()
+        self.turns_kept = TurnCache(cache_bytes)
 
     async def history(
         self,
@@ -311,28 +388,70 @@ class Conversations:
         remaining = self.context_tokens if budget is None else budget
         if remaining <= 0:
             return []
-        estimator = self.estimator
+        ratio, ceil, loads = self.estimator.chars_per_token, math.ceil, orjson.loads
+        max_tool_chars = self.tool_result_max_chars
+        cache = self.turns_kept
         answered = dict(answered or {})
         turns: list[tuple[str, list[ChatMessage]]] = []
         pending: dict[str, list[dict[str, Any]]] = {}
+        taken: set[str] = set()  # runs taken whole from the cache
+        newest: dict[str, int] = {}  # each run's newest seq, while it is being read
+        thread_key = (user_id, thread_id)
+        fresh, kept = cache.hint(thread_key), -1
         page, scanned = _FIRST_PAGE, 0
         full = False
         while not full:
-            rows = await turn_events_before(self.store, user_id, thread_id, before, page, run_id)
-            for _, body in rows:
-                event = orjson.loads(body)
-                rid = event.get("run_id")
+            rows = await turn_events_before(
+                self.store, user_id, thread_id, before, page, run_id, fresh
+            )
+            bodies: dict[int, str] | None = None
+            for seq, rid, kind, body in rows:
+                if rid in taken:
+                    continue
                 found = pending.get(rid)
                 if found is None:
-                    found = pending[rid] = []
-                found.append(event)
-                if event.get("type") != "agent_started" or event.get("depth") != 0:
-                    continue
-                del pending[rid]
-                found.reverse()
-                answered.update(client_results_in(found))  # read before the runs they answer
-                messages = turn_messages(found, self.tool_result_max_chars, answered)
-                cost = estimator.messages_tokens(messages)
+                    # The run's newest turn event: a finished run may be built already.
+                    known = cache.get((user_id, rid))
+                    if known is not None:
+                        taken.add(rid)
+                        kept = max(kept, seq)
+                        messages, chars = loads(known[0]), known[1]
+                        if known[2] != ratio:  # the estimate moved since: count again
+                            known[2], known[3] = ratio, _cost(chars, ratio)
+                        cost = known[3]
+                    else:
+                        found = pending[rid] = []
+                        newest[rid] = seq
+                if found is not None:
+                    if body is None:  # left out as probably built, but it is not (any more)
+                        if bodies is None:
+                            low = rows[-1][0]
+                            bodies = await turn_bodies_between(
+                                self.store, user_id, thread_id, low, seq, run_id
+                            )
+                        body = bodies.get(seq)
+                        if body is None:
+                            continue  # gone since the first read (the thread was deleted)
+                    event = loads(body)
+                    found.append(event)
+                    if kind != "agent_started" or event.get("depth") != 0:
+                        continue
+                    del pending[rid]
+                    found.reverse()
+                    carried = client_results_in(found)
+                    answered.update(carried)  # read before the runs they answer
+                    messages = turn_messages(found, max_tool_chars, answered)
+                    chars = [message_chars(m) for m in messages]
+                    cost = _cost(chars, ratio)
+                    # Kept only when nothing can change it: the run has ended, handed no
+                    # call to its client and carries no answer to an earlier run's.
+                    if (
+                        not carried
+                        and _ended(found)
+                        and not any(e["type"] == "tool_completed" and handed_over(e) for e in found)
+                    ):
+                        cache.put((user_id, rid), messages, chars)
+                        kept = max(kept, newest[rid])
                 if cost > remaining:
                     full = True
                     if (
@@ -341,7 +460,8 @@ class Conversations:
                         and messages[-1]["role"] == "assistant"
                     ):
                         short = [messages[0], messages[-1]]
-                        if estimator.messages_tokens(short) <= remaining:
+                        short_cost = ceil(chars[0] / ratio) + ceil(chars[-1] / ratio)
+                        if short_cost + 2 * MESSAGE_OVERHEAD_TOKENS <= remaining:
                             turns.append((str(rid), short))
                     break
                 remaining -= cost
@@ -353,6 +473,8 @@ class Conversations:
                 break
             before = rows[-1][0]
             page = min(page * 2, _MAX_PAGE)
+        if kept != fresh:
+            cache.set_hint(thread_key, kept)
         turns.reverse()
         return turns
 
@@ -397,7 +519,7 @@ class Conversations:
         events: list[dict[str, Any]] = []
         while True:
             rows = await turn_events_before(self.store, user_id, thread_id, before, _FIRST_PAGE, "")
-            for _, body in rows:
+            for _, _, _, body in rows:
                 event = orjson.loads(body)
                 latest = latest or event.get("run_id")
                 if event.get("run_id") != latest:

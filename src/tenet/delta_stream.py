@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .context import RunContext
-    from .models.base import ChatMessage, ChatModel, ModelReply
+    from .models.base import Callback, ChatMessage, ChatModel, ModelReply
 
 #: Pieces of one reply passed through as they come, before they are joined.
 DEFAULT_BURST = 32
@@ -94,6 +94,8 @@ async def stream_reply(
     messages: list[ChatMessage],
     tools: list[dict[str, Any]],
     *,
+    on_delta: Callback | None = ...,  # type: ignore[assignment]
+    on_reasoning: Callback | None = ...,  # type: ignore[assignment]
     burst: int = DEFAULT_BURST,
     interval_s: float = DEFAULT_INTERVAL_S,
 ) -> ModelReply:
@@ -101,7 +103,17 @@ async def stream_reply(
 
     A reasoning step sends the held answer text first; a failed call still sends
     what it had streamed (as before); a cancelled one does not (the run is ending).
+    A caller that gives its own ``on_delta`` (a custom flow calling its model
+    directly; None: not streamed) gets the model's pieces as they come, on its own
+    callbacks, and the execution emits nothing for them.
     """
+    if on_delta is not ...:
+        return await model.complete(
+            messages,
+            tools,
+            on_delta=on_delta,
+            on_reasoning=None if on_reasoning is ... else on_reasoning,
+        )
     deltas = DeltaStream(ctx.say, burst=burst, interval_s=interval_s)
 
     async def reasoning(text: str) -> None:

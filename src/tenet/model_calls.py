@@ -1,7 +1,10 @@
 """One model call of a run: made, counted, checked against the quota, its failure named.
 
-Every call the default loop makes (and any a custom flow makes through
-``ctx.runtime.complete``) goes through :meth:`ModelCalls.complete`, which
+Every model call of a run goes through :meth:`ModelCalls.complete`: the default
+loop's, a custom flow's through ``ctx.runtime.complete``, and a flow's direct
+call to its agent's model or the server's (``self.model.complete``,
+``ctx.runtime.model.complete``: each is a ``tenet.models.metered.MeteredModel``,
+which routes the call here). It
 
 * adds the call's reported ``usage`` to the run's totals (in memory, for the
   terminal event) and to the run's row (in the store, for ``/v1/me/usage`` and
@@ -23,12 +26,13 @@ from typing import TYPE_CHECKING, Any
 from .conversation import Conversations
 from .delta_stream import DEFAULT_BURST, DEFAULT_INTERVAL_S, stream_reply
 from .errors import AgentFailed, QuotaExceeded, TenetError
+from .models.metered import counting, unmetered
 from .store.usage import add_run_usage
 from .usage import Quota, RunUsage, UsageMeter, model_label
 
 if TYPE_CHECKING:
     from .context import RunContext
-    from .models.base import ChatMessage, ChatModel, ModelReply
+    from .models.base import Callback, ChatMessage, ChatModel, ModelReply
     from .store.db import Store
 
 log = logging.getLogger("tenet.model")
@@ -62,18 +66,27 @@ class ModelCalls:
         model: ChatModel,
         messages: list[ChatMessage],
         tools: list[dict[str, Any]],
+        *,
+        on_delta: Callback | None,
+        on_reasoning: Callback | None,
     ) -> ModelReply:
         """One call of ``ctx``'s execution, its usage added to ``run_usage`` (the run's totals).
 
-        Raises the model's error (``context_length`` as ``AgentFailed`` naming the
-        budget) or ``AgentFailed("quota_exceeded")`` when the user's day is used up.
+        ``on_delta`` and ``on_reasoning`` receive what the model streams (the run's
+        ``ctx.say`` and ``ctx.think`` for the default loop). Raises the model's error
+        (``context_length`` as ``AgentFailed`` naming the budget) or
+        ``AgentFailed("quota_exceeded")`` when the user's day is used up.
         """
+        model = unmetered(model)
+        token = counting.set(True)
         try:
             reply = await stream_reply(
                 ctx,
                 model,
                 messages,
                 tools,
+                on_delta=on_delta,
+                on_reasoning=on_reasoning,
                 burst=self.delta_burst,
                 interval_s=self.delta_interval_s,
             )
@@ -96,6 +109,8 @@ class ModelCalls:
                     f"(TENET_CONTEXT_TOKENS is {budget}; lower it to what the model takes)",
                 ) from exc
             raise
+        finally:
+            counting.reset(token)
         usage = reply.usage
         run_usage.add(usage)
         self.meter.add(ctx.agent_name, model_label(model), usage)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .agents import Agent
 from .clock import now_us, wire_time
-from .context import RunContext
+from .context import RunContext, executing
 from .delta_stream import stream_reply
 from .errors import AgentFailed, DepthExceeded, ToolFailed
 from .events import (
@@ -39,6 +39,7 @@ from .ids import new_id, token_hex
 from .journal import Journal, RunPaused, key_of
 from .mcp_tools import MCPHub, UserMCPSessions
 from .models.base import ModelReply, ToolCall, Usage
+from .models.metered import counting, metered, unmetered
 from .store.notes import UserNotes
 from .store.secrets import SecretBox, UserSecrets
 from .text import HalfJoiner, repair
@@ -47,7 +48,7 @@ from .usage import RunUsage
 if TYPE_CHECKING:
     from .conversation import Conversations
     from .model_calls import ModelCalls
-    from .models.base import ChatMessage, ChatModel
+    from .models.base import Callback, ChatMessage, ChatModel
     from .registry import AgentRegistry
     from .sessions import UserSession
     from .store.db import Store
@@ -105,7 +106,8 @@ class RunRuntime:
         self.sink = sink
         self.store = store
         self.registry = registry
-        self.model = model
+        #: The server's model; a flow's direct call to it is one of the run's counted calls.
+        self.model = metered(model)
         self.session = session
         self.tool_timeout = tool_timeout
         self.tool_threads = tool_threads
@@ -158,8 +160,13 @@ class RunRuntime:
         model: ChatModel,
         messages: list[ChatMessage],
         tools: list[dict[str, Any]],
+        *,
+        on_delta: Callback | None = ...,  # type: ignore[assignment]
+        on_reasoning: Callback | None = ...,  # type: ignore[assignment]
     ) -> ModelReply:
-        """One model call of ``ctx``'s execution: streamed as events, counted, quota-checked.
+        """One model call of ``ctx``'s execution: counted, quota-checked, and streamed as
+        the execution's events (``message_delta``, ``agent_thinking``) unless the caller
+        gives its own callbacks (None: not streamed).
 
         A resumed run gets the reply it got before, without calling the model again.
         """
@@ -167,10 +174,29 @@ class RunRuntime:
         if entry is not None:
             return _reply_of(entry["r"])
         if self.calls is None:
-            reply = await stream_reply(ctx, model, messages, tools)
+            token = counting.set(True)
+            try:
+                reply = await stream_reply(
+                    ctx,
+                    unmetered(model),
+                    messages,
+                    tools,
+                    on_delta=on_delta,
+                    on_reasoning=on_reasoning,
+                )
+            finally:
+                counting.reset(token)
             self.usage.add(reply.usage)
         else:
-            reply = await self.calls.complete(self.usage, ctx, model, messages, tools)
+            reply = await self.calls.complete(
+                self.usage,
+                ctx,
+                model,
+                messages,
+                tools,
+                on_delta=on_delta,
+                on_reasoning=on_reasoning,
+            )
         self.journal.record("model", None, r=_reply_json(reply))
         return reply
 
@@ -463,6 +489,7 @@ class RunRuntime:
         for result in ctx.client.results:  # the caller's results for the last run's calls
             await self.emit(ctx, TOOL_COMPLETED, {**result, "duration_ms": 0})
         started = time.perf_counter()
+        running = executing.set(ctx)
         try:
             output = await agent.run(ctx, input)
         except asyncio.CancelledError:
@@ -479,6 +506,8 @@ class RunRuntime:
             raise AgentFailed(
                 "delegation_failed", f"{agent.name} failed: {error_of(exc)['message']}"
             ) from exc
+        finally:
+            executing.reset(running)
         output = repair("" if output is None else str(output))  # stored as the run's output
         if held := self._halves.rest(ctx.execution_id):  # a half never completed
             await self.emit(ctx, MESSAGE_DELTA, {"text": held})

@@ -29,7 +29,7 @@ from tenet.events import RunEnd, RunStart, make_event
 from tenet.ids import new_id
 from tenet.store import db
 from tenet.store.db import Store
-from tenet.store.history import NEWEST, turn_events_before
+from tenet.store.history import NEWEST, turn_bodies_between, turn_events_before
 from tenet.store.migrate import upgrade
 from tenet.store.usage import add_run_usage, tokens_since, usage_by_agent
 from tenet.store.writer import EventWriter
@@ -155,7 +155,17 @@ async def _every_method(store: Store, trace: LineTrace) -> None:
             assert len(await store.admin_runs_with_status(["completed", "failed"])) == 2
         with trace("history"):
             turns = await turn_events_before(store, user.id, thread.id, NEWEST, 10, second.id)
-            assert [seq for seq, _ in turns] == [3, 1]  # the start and the end, not the thinking
+            assert [row[0] for row in turns] == [3, 1]  # the start and the end, not the thinking
+            assert [row[1:3] for row in turns] == [
+                (run.id, "agent_completed"),
+                (run.id, "agent_started"),
+            ]
+            # Bodies left out at or below ``fresh``, and read back by range when needed.
+            spared = await turn_events_before(store, user.id, thread.id, NEWEST, 10, second.id, 2)
+            assert [row[3] is None for row in spared] == [False, True]
+            between = await turn_bodies_between(store, user.id, thread.id, 1, 3, second.id)
+            assert between == {row[0]: row[3] for row in turns}
+            assert await turn_bodies_between(store, other.id, thread.id, 1, 3, second.id) == {}
         with trace("usage"):
             await add_run_usage(store, user.id, run.id, 2**40, 5, 1)
             since = datetime(2000, 1, 1, tzinfo=UTC)

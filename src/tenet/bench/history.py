@@ -8,9 +8,12 @@ the process is the server's (``time.process_time``, every thread of it); the
 submit and wait are the same on both sides and cancel out of the difference.
 
 The history read alone (``Conversations.messages``, the budget applied) is timed
-too, on the same threads. A much longer thread (20 times ``TURNS``) shows whether
-the cost keeps growing past the budget: it should not, since reading stops once
-``TENET_CONTEXT_TOKENS`` is spent.
+too, on the same threads: warm (the process has built those finished turns
+before, as it has for any thread it served since it started) and cold (an empty
+``TurnCache`` each time, as a process's first read of a thread). Two much longer threads (20 and 40 times ``TURNS``) show
+whether the cost keeps growing past the budget: it should not, since reading
+stops once ``TENET_CONTEXT_TOKENS`` is spent (both figures are the same when both
+threads hold more than the budget takes).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..conversation import TURN_CACHE_BYTES, TurnCache
 from ..service import Service
 from ..settings import Settings
 
@@ -44,12 +48,18 @@ async def _cpu_per_run_ms(service: Service, user_id: str, threads: list[str], st
     return (time.process_time() - before) * 1000 / len(threads)
 
 
-async def _read_ms(service: Service, user_id: str, thread_id: str, reads: int) -> float:
-    """CPU milliseconds of one history read with the budget applied (as a run's first call)."""
+async def _read_ms(
+    service: Service, user_id: str, thread_id: str, reads: int, *, cold: bool = False
+) -> float:
+    """CPU milliseconds of one history read with the budget applied (as a run's first call);
+    ``cold``: with no finished turn built before."""
     conversations = service.engine.conversations
     specs = [t.spec() for t in service.registry.get("assistant").tools]  # type: ignore[union-attr]
+    kept = conversations.turns_kept
     before = time.process_time()
     for _ in range(reads):
+        if cold:
+            conversations.turns_kept = TurnCache(TURN_CACHE_BYTES)
         await conversations.messages(
             user_id,
             thread_id,
@@ -58,7 +68,9 @@ async def _read_ms(service: Service, user_id: str, thread_id: str, reads: int) -
             input="what is 1+1?",
             tools=specs,
         )
-    return (time.process_time() - before) * 1000 / reads
+    elapsed = time.process_time() - before
+    conversations.turns_kept = kept
+    return elapsed * 1000 / reads
 
 
 async def measure(
@@ -69,11 +81,12 @@ async def measure(
         settings = Settings(database_url=f"sqlite+aiosqlite:///{Path(tmp) / 'tenet.db'}")
         async with Service(settings) as service:
             user, _ = await service.store.create_user("bench-history")
-            sizes = (turns, turns * 20)
+            sizes = (turns, turns * 20, turns * 40)
             full: dict[int, list[str]] = {}
             # One thread per measured run at TURNS (each run sees exactly TURNS turns);
-            # one thread for all runs at 20 x TURNS (past the budget: a few more change nothing).
-            for size, count in ((sizes[0], runs), (sizes[1], 1)):
+            # one thread for all runs at 20 and 40 x TURNS (past the budget: a few more
+            # change nothing).
+            for size, count in ((sizes[0], runs), *((size, 1) for size in sizes[1:])):
                 threads = [(await service.store.create_thread(user.id)).id for _ in range(count)]
                 for t, thread_id in enumerate(threads):
                     for i in range(size):
@@ -84,14 +97,18 @@ async def measure(
             # Warm up (imports, caches, the estimator's calibration) on other threads.
             warm = [(await service.store.create_thread(user.id)).id for _ in range(10)]
             await _cpu_per_run_ms(service, user.id, warm, 0)
-            progress("measuring", 0, 3)
+            progress("measuring", 0, len(sizes) + 1)
             per_run = {0: await _cpu_per_run_ms(service, user.id, empty, 0)}
             for n, size in enumerate(sizes):
                 per_run[size] = await _cpu_per_run_ms(service, user.id, full[size], size)
-                progress("measuring", n + 1, 3)
+                progress("measuring", n + 1, len(sizes) + 1)
             reads = {size: await _read_ms(service, user.id, full[size][0], 200) for size in sizes}
+            cold = {
+                size: await _read_ms(service, user.id, full[size][0], 50, cold=True)
+                for size in sizes
+            }
             sent = await service.engine.conversations.history(
-                user.id, full[sizes[1]][0], "run_" + "0" * 26
+                user.id, full[sizes[-1]][0], "run_" + "0" * 26
             )
             longest_sent = sum(1 for m in sent if m["role"] == "user")
     return {
@@ -102,6 +119,7 @@ async def measure(
         "cpu_ms_per_run": {str(size): round(per_run[size], 3) for size in sizes},
         "extra_cpu_ms_per_run": {str(size): round(per_run[size] - per_run[0], 3) for size in sizes},
         "history_read_cpu_ms": {str(size): round(reads[size], 3) for size in sizes},
+        "history_read_cold_cpu_ms": {str(size): round(cold[size], 3) for size in sizes},
         "turns_sent_from_longest_thread": longest_sent,
     }
 

@@ -104,7 +104,9 @@ class ScriptedModel:
         on_delta: Callback | None,
         on_reasoning: Callback | None,
     ) -> ModelReply:
-        last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
+        last_user = len(messages) - 1  # the current input is at or near the end: look back
+        while last_user >= 0 and messages[last_user].get("role") != "user":
+            last_user -= 1
         user_text = str(messages[last_user].get("content") or "") if last_user >= 0 else ""
         results = [m for m in messages[last_user + 1 :] if m.get("role") == "tool"]
         if results:
@@ -166,6 +168,11 @@ class ScriptedModel:
 
 def _from_history(text: str, earlier: list[ChatMessage]) -> str | None:
     """An answer to a question about the conversation itself, or None (rule 0)."""
+    if not earlier:
+        return None
+    first, before, name = _SAID_FIRST.search(text), _SAID_BEFORE.search(text), None
+    if not (first or before or (name := _ASK_NAME.search(text))):
+        return None  # not a question about the conversation: it is not read
     said = [
         str(m.get("content"))
         for m in earlier
@@ -173,11 +180,11 @@ def _from_history(text: str, earlier: list[ChatMessage]) -> str | None:
     ]
     if not said:
         return None
-    if _SAID_FIRST.search(text):
+    if first:
         return f"You first said: {said[0]}"
-    if _SAID_BEFORE.search(text):
+    if before:
         return f"You said: {said[-1]}"
-    if _ASK_NAME.search(text):
+    if name:
         for message in reversed(said):
             if m := _GIVE_NAME.search(message):
                 return f"Your name is {m['name']}."

@@ -28,10 +28,31 @@ NEWEST = 2**63 - 1
 
 
 async def turn_events_before(
-    store: Store, user_id: str, thread_id: str, before: int, limit: int, skip_run: str
-) -> list[tuple[int, str]]:
-    """Up to ``limit`` ``(seq, body)`` of the thread's turn events with ``seq < before``,
-    newest first, leaving out the run ``skip_run`` (the one asking)."""
+    store: Store,
+    user_id: str,
+    thread_id: str,
+    before: int,
+    limit: int,
+    skip_run: str,
+    fresh: int = -1,
+) -> list[tuple[int, str, str, str | None]]:
+    """Up to ``limit`` ``(seq, run_id, type, body)`` of the thread's turn events with
+    ``seq < before``, newest first, leaving out the run ``skip_run`` (the one asking).
+
+    The run and type come as columns so that a reader can pass over rows it does not
+    need without decoding them; ``body`` is None for ``seq <= fresh`` (rows of runs
+    the reader probably holds built already: it reads their text only if it must,
+    with :func:`turn_bodies_between`)."""
     return await store.executor.run(
-        units.turn_events_before, user_id, thread_id, before, limit, skip_run, write=False
+        units.turn_events_before, user_id, thread_id, before, limit, skip_run, fresh, write=False
+    )
+
+
+async def turn_bodies_between(
+    store: Store, user_id: str, thread_id: str, low: int, high: int, skip_run: str
+) -> dict[int, str]:
+    """``{seq: body}`` of the thread's turn events with ``low <= seq <= high`` (this
+    user's only), leaving out the run ``skip_run``."""
+    return await store.executor.run(
+        units.turn_bodies_between, user_id, thread_id, low, high, skip_run, write=False
     )

@@ -128,12 +128,19 @@ def insert_events(batch: list[tuple[Any, ...]]) -> Steps:
 
 
 def turn_events_before(
-    user_id: str, thread_id: str, before: int, limit: int, skip_run: str
+    user_id: str, thread_id: str, before: int, limit: int, skip_run: str, fresh: int
 ) -> Steps:
-    """Up to ``limit`` ``(seq, body)`` of the thread's turn events with ``seq < before``,
-    newest first, leaving out the run ``skip_run``."""
-    found = yield rows(q.TURN_EVENTS_BEFORE, user_id, thread_id, before, skip_run, limit)
-    return [(int(r[0]), r[1]) for r in found]
+    """Up to ``limit`` ``(seq, run_id, type, body)`` of the thread's turn events with
+    ``seq < before``, newest first, leaving out the run ``skip_run``; ``body`` is None
+    for ``seq <= fresh``."""
+    found = yield rows(q.TURN_EVENTS_BEFORE, user_id, thread_id, before, skip_run, fresh, limit)
+    return [(int(r[0]), r[1], r[2], r[3]) for r in found]
+
+
+def turn_bodies_between(user_id: str, thread_id: str, low: int, high: int, skip_run: str) -> Steps:
+    """``{seq: body}`` of the thread's turn events with ``low <= seq <= high``."""
+    found = yield rows(q.TURN_BODIES_BETWEEN, user_id, thread_id, low, high, skip_run)
+    return {int(r[0]): r[1] for r in found}
 
 
 def add_run_usage(
