@@ -139,3 +139,29 @@ def test_bench_history_case_reports_the_extra_cpu_per_run(tmp_path: Path) -> Non
     # The longest thread holds 60 turns and the 2 measured on it, all within the default
     # budget: each is sent.
     assert report["turns_sent_from_longest_thread"] == 62
+
+
+@pytest.mark.timeout(300)
+def test_bench_paused_case_measures_waiting_runs(tmp_path: Path) -> None:
+    report_file = tmp_path / "paused.json"
+    args = [sys.executable, "-m", "tenet.cli", "bench", "--paused", "60", "--paused-sample", "5"]
+    result = subprocess.run(
+        [*args, "--json", str(report_file)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads(report_file.read_text())["paused"]
+    # 60 runs over 50-run users: two users, and every run paused before it was measured.
+    assert report["paused_runs"] == 60 and report["users"] == 2
+    assert report["rss_before_mib"] > 0 and report["rss_paused_mib"] > 0
+    assert report["rss_per_paused_run_kib"] is not None
+    assert report["server_cpu_waiting_ms_per_s"] >= 0 and report["server_cpu_idle_ms_per_s"] >= 0
+    # Each sampled run was resumed: its resolution came before its next event.
+    resume, resolved = report["resume_to_next_event_ms"], report["answer_to_resolved_ms"]
+    assert resume["count"] == resolved["count"] == report["resume_sample"] == 5
+    assert 0 < resolved["p50"] <= resume["p50"]
+    assert "paused runs" in result.stdout

@@ -9,7 +9,9 @@ body) and checks:
 - ``content``: no other user's secret appears anywhere a user can read;
 - ``sequence``: live events equal stored events, gap-free, in protocol order;
 - ``probes``: asking for another user's thread or run, on every endpoint and
-  frame, answers exactly as asking for a random id does;
+  frame, answers exactly as asking for a random id does; so does answering or
+  listing another user's waiting approvals and questions (see ``waiting.py``),
+  which stay answerable by their owner;
 - ``smuggling``: identity fields put into bodies and frames are ignored;
 - ``state``: each user's notes recall that user's secret and nobody else's;
 - ``guard``: the server's last-step isolation guard stopped nothing;
@@ -33,6 +35,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
 from .checks import is_terminal, run_violations, seq_violations
+from .waiting import WaitingProbe
 
 CHECKS = ("routing", "content", "sequence", "probes", "smuggling", "state", "guard", "fairness")
 
@@ -135,7 +138,7 @@ class IsolationAudit:
     @staticmethod
     def step_count(users: int) -> int:
         """How many progress steps :meth:`run` reports for ``users`` canaries."""
-        return users * 5 + 1
+        return users * 6 + 1
 
     async def run(self) -> AuditReport:
         started = time.perf_counter()
@@ -146,6 +149,7 @@ class IsolationAudit:
             await asyncio.gather(*(self._create(c) for c in canaries))
             await asyncio.gather(*(self._work(c, canaries) for c in canaries))
             await asyncio.gather(*(self._ag_ui(c) for c in canaries))
+            await WaitingProbe(self, canaries).run()
             await asyncio.gather(*(self._read_everything(c) for c in canaries))
             await asyncio.gather(*(self._probe(c, canaries) for c in canaries))
             await self._check_guard()
