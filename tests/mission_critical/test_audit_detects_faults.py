@@ -198,3 +198,23 @@ async def test_a_refusal_that_reveals_a_waiting_request_is_caught(
     assert any("frame respond" in v for v in violations), violations
     # Refused, so the owner's requests stayed answerable: only the probes' answers differ.
     assert not any("no longer answerable" in v for v in violations), violations
+
+
+async def test_a_list_of_waiting_runs_without_owner_filter_is_caught(
+    deploy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``GET /v1/runs?status=requires_action`` lists every user's waiting runs."""
+    original = stored.runs_with_status
+
+    async def everyones(store: Store, user_id: str, status: str, limit: int) -> list[Any]:
+        async with store.read() as s:
+            owners = (
+                await s.scalars(select(Run.user_id).where(Run.status == status).distinct())
+            ).all()
+        return [r for owner in owners for r in await original(store, owner, status, limit)]
+
+    monkeypatch.setattr(stored, "runs_with_status", everyones)
+    report = await audit(deploy)
+    violations = report.checks["probes"].violations
+    assert any("status=requires_action" in v for v in violations), violations
+    assert not report.checks["content"].ok  # the foreign runs' inputs hold their secrets
