@@ -254,6 +254,16 @@ def test_each_kind_of_invalid_value_names_variable_value_and_what_is_allowed(
     assert "hunter2" not in result.stderr
 
 
+def test_a_misspelled_setting_is_named_with_the_setting_it_resembles(tmp_path: Path) -> None:
+    result = tenet(tmp_path, "users", "add", "zoe", TENET_USER_MAX_RUN="1", TENET_NO_SUCH_THING="x")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().splitlines()[:2] == [
+        "warning: TENET_NO_SUCH_THING is not a tenet setting and is ignored",
+        "warning: TENET_USER_MAX_RUN is not a tenet setting and is ignored;"
+        " did you mean TENET_USER_MAX_RUNS?",
+    ]
+
+
 def test_help_is_shown_even_when_a_setting_is_invalid(tmp_path: Path) -> None:
     result = tenet(tmp_path, "serve", "--help", TENET_MODEL="gpt-4o")
     assert result.returncode == 0 and "--app" in result.stdout

@@ -70,12 +70,17 @@ class Agent:
         return found
 
     def spec(self) -> dict[str, Any]:
-        """The agent as listed by ``GET /v1/agents``."""
-        return {
+        """The agent as listed by ``GET /v1/agents`` (``mcp_audit`` only when an MCP
+        server of the agent is marked for the audit's canary)."""
+        spec: dict[str, Any] = {
             "name": self.name,
             "description": self.description,
             "tools": [t.spec() for t in self.tools],
         }
+        audits = [a for s in self.mcp_servers if (a := s.audit_spec()) is not None]
+        if audits:
+            spec["mcp_audit"] = audits
+        return spec
 
     async def run(self, ctx: RunContext, input: str) -> str:
         """The tool-calling loop; override for a custom flow.

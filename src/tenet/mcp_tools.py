@@ -159,6 +159,7 @@ class MCPServer:
         tool_name: str = "{server}__{tool}",
         timeout: float | None = None,
         list_secrets: Mapping[str, str] | None = None,
+        audit: str | None = None,
     ) -> None:
         if not _SERVER_NAME.match(name):
             raise ValueError(f"MCP server name {name!r}: a letter, then letters, digits, '-', '_'")
@@ -178,6 +179,10 @@ class MCPServer:
         self.tool_name = tool_name
         self.timeout = timeout
         self.list_secrets = dict(list_secrets or {})
+        if audit is not None and (not isinstance(audit, str) or not audit):
+            raise ValueError(f"MCP server {name!r}: audit= names one of its tools")
+        #: The server's tool ``tenet audit`` calls as each canary user (see :meth:`audit_spec`).
+        self.audit = audit
         self.tools: dict[str, MCPTool] = {}
 
     @property
@@ -188,6 +193,18 @@ class MCPServer:
         """The secrets the server's session needs, by name."""
         values = [*self.headers.values(), *self.env.values()]
         return {m.group(1) for v in values for m in SECRET_REF.finditer(v)}
+
+    def audit_spec(self) -> dict[str, Any] | None:
+        """The canary ``tenet audit`` runs on this server, as ``GET /v1/agents`` lists it.
+
+        ``tool``: the tool (as the model names it) the audit calls without arguments;
+        it must answer an object with the ``session`` the server saw the call in and
+        the ``credential_sha256`` that session was opened with. ``secrets``: the
+        secrets each canary user sets first. None when the server is not marked.
+        """
+        if self.audit is None:
+            return None
+        return {"tool": self.local_name(self.audit), "secrets": sorted(self.secret_names())}
 
     def local_name(self, remote: str) -> str:
         return _TOOL_NAME.sub("_", self.tool_name.format(server=self.name, tool=remote))[:64]
@@ -232,12 +249,15 @@ def mcp_server(
     tool_name: str = "{server}__{tool}",
     timeout: float | None = None,
     list_secrets: Mapping[str, str] | None = None,
+    audit: str | None = None,
 ) -> MCPServer:
     """Declare an MCP server whose tools an agent may call; see the module docstring.
 
     ``url`` (streamable HTTP, with ``headers``) or ``command`` (stdio: argv, with
     ``env`` added to a minimal environment); ``include`` keeps only the named
-    tools; ``timeout`` overrides ``TENET_TOOL_TIMEOUT_S`` for its calls.
+    tools; ``timeout`` overrides ``TENET_TOOL_TIMEOUT_S`` for its calls. ``audit``
+    marks the server for ``tenet audit``'s MCP canary: the name of its tool that
+    reports the session and credential a call sees (see ``docs/mcp.md``).
     """
     return MCPServer(
         name,
@@ -250,6 +270,7 @@ def mcp_server(
         tool_name=tool_name,
         timeout=timeout,
         list_secrets=list_secrets,
+        audit=audit,
     )
 
 
@@ -631,10 +652,16 @@ class UserMCPSessions:
             await found.aclose()
 
     async def drop_using(self, secret: str) -> None:
-        """Close the sessions opened with the secret ``secret`` (its value changed)."""
-        for name, found in list(self._connections.items()):
-            if secret in found.server.secret_names():
-                await self.drop(name, found)
+        """Close the sessions opened with the secret ``secret`` (its value changed).
+
+        Each under its server's lock: a session being opened meanwhile (perhaps with
+        the old value) is closed once open, never kept.
+        """
+        for name, lock in list(self._locks.items()):
+            async with lock:
+                found = self._connections.get(name)
+                if found is not None and secret in found.server.secret_names():
+                    await self.drop(name, found)
 
     async def aclose(self) -> None:
         self._closed = True

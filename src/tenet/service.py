@@ -20,6 +20,7 @@ from .models.base import ChatModel
 from .models.scripted import ScriptedModel
 from .queue import RunQueue
 from .registry import AgentRegistry
+from .secret_changes import SecretChanges
 from .sessions import UserSessions
 from .settings import Settings
 from .store.db import Store
@@ -101,6 +102,8 @@ class Service:
             connect_timeout_s=self.settings.mcp_connect_timeout_s,
         )
         self.secrets = SecretBox(self.store, self.settings.secret_key)
+        #: A changed secret dropped from every process's sessions (:mod:`tenet.secret_changes`).
+        self.secret_changes = SecretChanges(self.sessions, self.bus)
         if self.settings.cluster and self.settings.is_sqlite:
             raise ValueError("cluster mode (TENET_REDIS_URL) needs Postgres as TENET_DATABASE_URL")
         self.queue: RunQueue
@@ -136,6 +139,7 @@ class Service:
     async def start(self) -> Service:
         if self.settings.auto_migrate:
             await upgrade(self.store.engine)
+        self.secret_changes.start()
         await self.bus.start()
         self.writer.start()
         self.sessions.start()
@@ -153,6 +157,7 @@ class Service:
         await self.loop_watch.close()
         await self.engine.close(grace_s=grace_s)
         await self.writer.close()
+        await self.secret_changes.close()
         await self.sessions.close()
         await self.mcp.aclose()
         await self.bus.close()

@@ -6,6 +6,8 @@ by every user, so nothing may change them while users are being served.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -323,3 +325,30 @@ _PASSWORD = linear_re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
 def _redact_url(value: str) -> str:
     """A URL's password is never shown: ``scheme://user:***@host``."""
     return _PASSWORD.sub(r"\1***@", value)
+
+
+#: ``TENET_*`` names that are not settings but are read by tenet's own test suite.
+_NOT_SETTINGS_PREFIXES = ("TENET_TEST_",)
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """One line per ``TENET_*`` variable in ``environ`` that is no setting (a typo, or a
+    setting of another version), with the closest setting's name when one is close.
+
+    Such a variable is ignored, so a misspelled limit (``TENET_USER_MAX_RUN``) would
+    otherwise silently not apply; the command line prints these lines as warnings
+    before any command (a warning, not an error: the name may belong to a tool beside
+    tenet in the same environment).
+    """
+    known = {f"TENET_{name.upper()}" for name in Settings.model_fields}
+    lines = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith("TENET_") or upper in known:
+            continue
+        if upper.startswith(_NOT_SETTINGS_PREFIXES):
+            continue
+        close = difflib.get_close_matches(upper, known, n=1, cutoff=0.8)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        lines.append(f"warning: {name} is not a tenet setting and is ignored{hint}")
+    return lines

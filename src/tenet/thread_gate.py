@@ -7,9 +7,14 @@ is as good as gone), so no run accepted during the delete can start, and no
 tool of a deleted thread ever runs. Submissions already past the gate when the
 delete starts finish storing first, and are cancelled with the rest.
 
-In a cluster the thread's runs are found and waited for on every process
-(through the store); the gate against new runs holds on the process that
-serves the delete.
+The gate against new runs holds on every process: the delete first marks the
+thread's row as being deleted (``threads.deleting_until``), and the statement
+that stores a run, on any process, refuses a marked thread (404) as it refuses
+another user's. The thread's runs are found and waited for on every process
+(through the store). The mark lasts the delete's wait for the run it is waiting
+for plus :data:`MARK_GRACE_S`, extended before each wait: a delete that gives up
+clears it, and the mark of a deleter that crashed expires by itself, so no
+thread stays closed.
 
 A run that takes longer than the delete's wait to stop is not a store outage:
 the delete answers 409 ``conflict`` (the thread and its runs are left as they
@@ -21,13 +26,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .clock import utc_now
 from .errors import Conflict, NotFound
 
 if TYPE_CHECKING:
     from .store.db import Store
     from .store.writer import EventWriter
+
+
+#: Seconds a delete mark outlasts the wait it covers: time for the delete's own
+#: statements, and for clocks of a cluster's processes that differ a little.
+MARK_GRACE_S = 5.0
 
 
 class ThreadGate:
@@ -101,22 +113,38 @@ async def delete_thread(engine: ThreadRuns, user_id: str, thread_id: str, *, wai
     """Cancel the thread's runs, wait up to ``wait_s`` for each to end, delete the thread.
 
     Raises ``NotFound`` (not the caller's), or ``Conflict`` when a run is still
-    stopping after ``wait_s`` (nothing is deleted; retrying is safe).
+    stopping after ``wait_s`` (nothing is deleted, the thread accepts runs again;
+    retrying is safe).
     """
-    await engine.store.get_thread(user_id, thread_id)
-    async with engine.thread_gate.closing(thread_id):
-        # Cancel first and wait for each run's last event, so no event is written after.
-        for run_id in reversed(await engine.thread_runs(user_id, thread_id)):
-            try:
-                await engine.cancel(user_id, run_id, reason="thread_deleted")
-            except NotFound:
-                continue
-            try:
-                async with asyncio.timeout(wait_s):
-                    await engine.wait_ended(user_id, run_id)
-            except TimeoutError:
-                raise Conflict(
-                    "a run of this thread is still stopping; retry the delete shortly"
-                ) from None
-        await engine.store.delete_thread(user_id, thread_id)
-        engine.writer.forget(thread_id)
+    store = engine.store
+
+    async def mark() -> datetime:
+        until = utc_now() + timedelta(seconds=wait_s + MARK_GRACE_S)
+        await store.mark_thread_deleting(user_id, thread_id, until)  # NotFound: not theirs
+        return until
+
+    until = await mark()
+    deleted = False
+    try:
+        async with engine.thread_gate.closing(thread_id):
+            # Cancel first and wait for each run's last event, so no event is written after.
+            for run_id in reversed(await engine.thread_runs(user_id, thread_id)):
+                try:
+                    await engine.cancel(user_id, run_id, reason="thread_deleted")
+                except NotFound:
+                    continue
+                until = await mark()  # lasts this wait, whatever the waits before took
+                try:
+                    async with asyncio.timeout(wait_s):
+                        await engine.wait_ended(user_id, run_id)
+                except TimeoutError:
+                    raise Conflict(
+                        "a run of this thread is still stopping; retry the delete shortly"
+                    ) from None
+            await store.delete_thread(user_id, thread_id)
+            deleted = True
+            engine.writer.forget(thread_id)
+    finally:
+        if not deleted:
+            with contextlib.suppress(Exception):  # if it cannot be cleared, it expires
+                await store.clear_thread_deleting(user_id, thread_id, until)

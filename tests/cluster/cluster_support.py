@@ -19,6 +19,9 @@ import httpx
 
 from tenet.client import Client
 
+#: This folder, on the served processes' import path (for ``app=``).
+HERE = Path(__file__).resolve().parent
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -113,16 +116,13 @@ async def wait_healthy(url: str, timeout: float = 30) -> None:
 
 @contextlib.asynccontextmanager
 async def cluster(
-    database_url: str,
-    tmp_path: Path,
-    *,
-    nodes: int = 3,
-    app: str | None = None,
-    pythonpath: str | None = None,
-    **settings: str,
+    database_url: str, tmp_path: Path, *, nodes: int = 3, app: str | None = None, **settings: str
 ) -> AsyncIterator[Cluster]:
-    """N real processes on one Postgres database and a private Redis (serving ``app``,
-    a ``module:registry`` found on ``pythonpath``, instead of the examples)."""
+    """N real processes on one Postgres database and a private Redis.
+
+    ``app``: ``module:registry`` to serve instead of the example agents, a module of
+    this folder (``cluster_agents``) or one on the test's ``PYTHONPATH``.
+    """
     redis = RedisServer()
     redis.start()
     admin = secrets.token_urlsafe(16)
@@ -136,10 +136,9 @@ async def cluster(
         "TENET_CLUSTER_POLL_S": "0.2",
         "TENET_LOG_LEVEL": "WARNING",
         **{f"TENET_{k.upper()}": v for k, v in settings.items()},
+        "PYTHONPATH": os.pathsep.join([str(HERE), *filter(None, [os.environ.get("PYTHONPATH")])]),
     }
-    if pythonpath:
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [pythonpath, env.get("PYTHONPATH")]))
-    command = [sys.executable, "-m", "tenet.cli", "serve"] + (["--app", app] if app else [])
+    serve = [sys.executable, "-m", "tenet.cli", "serve"] + (["--app", app] if app else [])
     started: list[Node] = []
     try:
         # The first process migrates the database; the others start once it is up.
@@ -147,7 +146,7 @@ async def cluster(
             port = free_port()
             log = tmp_path / f"node{i}.log"
             proc = subprocess.Popen(
-                [*command, "--port", str(port)],
+                [*serve, "--port", str(port)],
                 env=env,
                 stdout=log.open("wb"),
                 stderr=subprocess.STDOUT,

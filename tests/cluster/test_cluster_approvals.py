@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 import orjson
+import pytest
 from cluster_support import cluster
 from sqlalchemy.engine import make_url
 
@@ -42,14 +43,16 @@ async def _until(events: Any, stop: Any) -> list[dict[str, Any]]:
     return out
 
 
-async def test_a_waiting_run_outlives_its_process(postgres_url: str, tmp_path: Path) -> None:
+async def test_a_waiting_run_outlives_its_process(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     effects = tmp_path / "effects.txt"
+    monkeypatch.setenv("PYTHONPATH", str(SERVER_TESTS))  # where the served agents are
     async with cluster(
         postgres_url,
         tmp_path,
         nodes=2,
         app="approval_agents:registry",
-        pythonpath=str(SERVER_TESTS),
         test_effects=str(effects),
     ) as c:
         _, token = await c.user("alice")

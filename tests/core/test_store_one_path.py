@@ -15,7 +15,7 @@ import contextlib
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -168,6 +168,22 @@ async def _every_method(store: Store, trace: LineTrace) -> None:
         assert (await store.get_run(user.id, second.id)).status == "failed"
         with trace("delete_thread"):
             await store.delete_thread(user.id, thread.id)
+        marked = await store.create_thread(user.id)
+        with trace("a thread being deleted refuses runs"):
+            until = datetime.now(UTC) + timedelta(seconds=60)
+            await store.mark_thread_deleting(user.id, marked.id, until)
+            with pytest.raises(NotFound):
+                await store.create_run(user.id, marked.id, "a", "hi", max_queued=5)
+            with pytest.raises(NotFound):
+                await store.create_run(user.id, marked.id, "a", "hi")
+        with trace("a delete that gave up clears its mark"):
+            await store.clear_thread_deleting(user.id, marked.id, until)
+            await store.create_run(user.id, marked.id, "a", "x", max_queued=5)
+        with trace("a crashed deleter's mark expires"):
+            await store.mark_thread_deleting(user.id, marked.id, datetime.now(UTC))
+            await store.create_run(user.id, marked.id, "a", "y", max_queued=5)
+        with trace("marking another user's thread"), pytest.raises(NotFound):
+            await store.mark_thread_deleting(other.id, marked.id, until)
 
 
 async def _trace_on(url: str) -> dict[str, set[tuple[str, int]]]:

@@ -1,4 +1,11 @@
-"""The users and deployments the mission-critical tests drive (real server, real sockets)."""
+"""The users and deployments the mission-critical tests drive (real server, real sockets).
+
+A deployment's users sign in the way its server is set up: with tenet tokens
+(``TENET_AUTH=tokens``), or as subjects of a stand-in identity provider with JWTs
+(``TENET_AUTH=jwt``). Every JWT user carries the same display name, so a name
+shared by many subjects is seen never to merge them. Half of the users open their
+sockets with the ``auth`` frame, the other half with the ``Authorization`` header.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +16,16 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from tenet.audit.checks import is_terminal
+from tenet.testing_idp import LocalIdentityProvider
+
+#: Marks a test to run once per way of signing in; it then takes the ``auth`` argument.
+BOTH_AUTH = pytest.mark.parametrize("auth", ["tokens", "jwt"])
+#: The display name every JWT user of a deployment has.
+SHARED_NAME = "Same Name"
 
 
 @dataclass
@@ -23,6 +37,8 @@ class User:
     token: str
     url: str
     frames: list[dict[str, Any]] = field(default_factory=list)
+    #: Sign a socket in with the ``auth`` frame instead of the header.
+    auth_frame: bool = False
 
     @property
     def headers(self) -> dict[str, str]:
@@ -34,8 +50,12 @@ class User:
 
     async def socket(self) -> ClientConnection:
         ws = await connect(
-            "ws" + self.url[4:] + "/v1/ws", additional_headers=self.headers, max_size=2**24
+            "ws" + self.url[4:] + "/v1/ws",
+            additional_headers=None if self.auth_frame else self.headers,
+            max_size=2**24,
         )
+        if self.auth_frame:
+            await ws.send(orjson.dumps({"type": "auth", "token": self.token}).decode())
         ready = await self.recv(ws)
         assert ready["type"] == "ready" and ready["user_id"] == self.user_id
         return ws
@@ -78,6 +98,8 @@ class User:
 @dataclass
 class Deployment:
     server: Any
+    #: The identity provider whose subjects the users are (``TENET_AUTH=jwt``), else None.
+    idp: LocalIdentityProvider | None = None
 
     @property
     def url(self) -> str:
@@ -91,7 +113,27 @@ class Deployment:
         tag = secrets.token_hex(3)
 
         async def one(i: int) -> User:
-            user_id, token = await self.server.create_user(f"{prefix}-{tag}-{i}")
-            return User(f"{prefix}{i}", user_id, token, self.url)
+            name = f"{prefix}-{tag}-{i}"
+            if self.idp is None:
+                user_id, token = await self.server.create_user(name)
+            else:
+                user_id, token = await self._jwt_user(name)
+            return User(f"{prefix}{i}", user_id, token, self.url, auth_frame=i % 2 == 1)
 
         return list(await asyncio.gather(*(one(i) for i in range(n))))
+
+    def sign_jwt(self, subject: str) -> str:
+        """A JWT of the deployment's provider for ``subject`` (all with one display name)."""
+        assert self.idp is not None
+        return self.idp.token(subject, ttl_s=3600, name=SHARED_NAME)
+
+    async def _jwt_user(self, subject: str) -> tuple[str, str]:
+        """The user ``subject``'s first JWT makes; checks it is that subject's own."""
+        assert self.idp is not None
+        token = self.sign_jwt(subject)
+        async with httpx.AsyncClient(base_url=self.url, timeout=30) as http:
+            r = await http.get("/v1/me", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200, r.text
+        me = r.json()
+        assert (me["issuer"], me["subject"], me["name"]) == (self.idp.issuer, subject, SHARED_NAME)
+        return me["user_id"], token

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 
-from mc_support import User
+from mc_support import BOTH_AUTH, User
 
 
+@BOTH_AUTH
 async def test_each_user_has_a_distinct_session_and_sees_only_own_events(deploy) -> None:
     async with deploy() as d:
         users = await d.users(10)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from mc_support import BOTH_AUTH
 from sqlalchemy import event
 from sqlalchemy.orm import ORMExecuteState, Session
 
@@ -31,6 +32,7 @@ def _user_ids(values: Any) -> set[str]:
     return found
 
 
+@BOTH_AUTH
 async def test_no_store_session_touches_two_users(deploy) -> None:
     seen: list[dict[str, Any]] = []
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
-from mc_support import User
+from mc_support import BOTH_AUTH, User
 
 
+@BOTH_AUTH
 async def test_every_event_delivered_exactly_once_to_its_owner_only(deploy) -> None:
     async with deploy() as d:
         users = await d.users(12)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 
-from mc_support import User
+from mc_support import BOTH_AUTH, User
 
 from tenet.audit.checks import thread_violations
 
 
+@BOTH_AUTH
 async def test_ids_stay_straight_under_delegation_reuse_and_interleaving(deploy) -> None:
     async with deploy(scripted_latency_ms=2) as d:
         users = await d.users(6)

@@ -2,27 +2,39 @@
 
 The faults are injected into the real server in-process (a misrouting bus, a
 repository query without its owner filter, a skipped ``seq``, a 403 that
-reveals that a foreign id exists, an approval or question anyone may answer or
-whose refusal reveals it exists); the audit, which only speaks the public
-protocol, must report each one under the right check.
+reveals that a foreign id exists, one MCP session shared by every user, an
+approval or question anyone may answer or whose refusal reveals it exists); the
+audit, which only speaks the public protocol, must report each one under the
+right check.
 """
 
 from __future__ import annotations
 
+import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
+from tenet import Agent, mcp_server
 from tenet.audit import IsolationAudit
 from tenet.bus.memory import MemoryBus
 from tenet.errors import NotFound, TenetError
 from tenet.events import Event
+from tenet.examples import default_registry
+from tenet.mcp_tools import UserMCPSessions
+from tenet.registry import AgentRegistry
+from tenet.runtime import RunRuntime
 from tenet.store import approvals as stored
 from tenet.store import units
 from tenet.store.db import Store
 from tenet.store.tables import Run, Thread
+
+# The MCP tests' echo server and its start-up (a folder of tests beside this one).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "mcp_servers"))
+from mcp_support import start_echo_http
 
 
 @pytest.fixture
@@ -135,6 +147,50 @@ async def test_a_403_that_reveals_a_foreign_id_is_caught(
     report = await audit(deploy)
     assert not report.checks["probes"].ok
     assert any("403" in v for v in report.checks["probes"].violations)
+
+
+@pytest.fixture
+async def echo_registry() -> AsyncIterator[AgentRegistry]:
+    """The example agents and one whose MCP server (the echo server) is marked for the audit."""
+    proc, base = await start_echo_http()
+    try:
+        registry = default_registry()
+        web = mcp_server(
+            "web",
+            url=base + "/mcp",
+            headers={"Authorization": "Bearer {secret:echo_token}"},
+            audit="recall",
+        )
+        registry.register(Agent("mcp_canary", "calls the echo MCP server", tools=[web]))
+        yield registry
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+async def test_a_clean_server_passes_the_mcp_canary(deploy, echo_registry) -> None:
+    report = await audit(deploy, registry=echo_registry, secret_key="audit-test-key")
+    assert report.ok, {n: c.violations for n, c in report.checks.items() if c.violations}
+    assert report.checks["mcp"].checked == 4 * 2  # every user's every call
+
+
+async def test_an_mcp_session_shared_between_users_is_caught(
+    deploy, echo_registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared: list[UserMCPSessions] = []
+    original = RunRuntime.mcp_sessions
+
+    def one_for_everyone(self: RunRuntime, ctx: Any) -> UserMCPSessions:
+        if not shared:
+            shared.append(original(self, ctx))
+        return shared[0]
+
+    monkeypatch.setattr(RunRuntime, "mcp_sessions", one_for_everyone)
+    report = await audit(deploy, registry=echo_registry, secret_key="audit-test-key")
+    assert shared, "the fault was injected"
+    violations = report.checks["mcp"].violations
+    assert any("saw one MCP session" in v for v in violations), violations
+    assert any("saw one MCP credential" in v for v in violations), violations
 
 
 async def _owner(store: Store, run_id: str) -> str | None:

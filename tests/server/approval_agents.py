@@ -102,6 +102,16 @@ class Asker(Agent):
         return f"hello {name}"
 
 
+class Delegator(Agent):
+    """Delegates to ``asker``: the question is asked from a delegated execution."""
+
+    def __init__(self) -> None:
+        super().__init__(name="delegator", description="Lets asker ask.")
+
+    async def run(self, ctx: RunContext, input: str) -> str:
+        return "via asker: " + await ctx.delegate("asker", input)
+
+
 def agents() -> list[Agent]:
     return [
         Agent(
@@ -112,6 +122,7 @@ def agents() -> list[Agent]:
         ),
         Asker(),
         Asker("chaotic", chaotic=True),
+        Delegator(),
     ]
 
 

@@ -584,3 +584,22 @@ async def test_a_run_answered_as_its_process_stopped_resumes_at_the_next_start(
             after = await frames_until(ws, terminal)
             assert after[-1]["final_response"] == 'results: "deleted a"'
     assert effects() == ["deleted a"]
+
+
+async def test_a_question_asked_by_a_delegated_agent_resumes_it(server_factory) -> None:
+    async with server_factory(registry=registry()) as srv:
+        alice = await new_user(srv)
+        async with ws_connect(srv, alice) as ws:
+            await ready(ws)
+            run_id = await start_run(ws, "delegator", "d")
+            before = await frames_until(ws, of_type("input_requested"))
+            child = next(f for f in before if f["type"] == "agent_started" and f["depth"] == 1)
+            assert before[-1]["execution_id"] == child["execution_id"]
+            await respond(ws, run_id, before[-1]["request_id"], "Ada")
+            after = await frames_until(ws, terminal)
+            assert after[-1]["final_response"] == "via asker: hello Ada"
+            # The delegated execution goes on as itself, and ends once.
+            child_end = [f for f in after if f["type"] == "agent_completed" and f["depth"] == 1]
+            assert [f["execution_id"] for f in child_end] == [child["execution_id"]]
+            assert "agent_started" not in types(after)
+    assert effects() == ["first d", "hello Ada"]

@@ -69,6 +69,17 @@ async def ws_close_code(server: ServerHandle, token: str, *, header: bool) -> in
         return None
 
 
+async def close_code_while_pinging(ws: Any, within_s: float) -> int | None:
+    """Ping an open socket until the server closes it (within ``within_s``); its close code."""
+    with pytest.raises(ConnectionClosed) as closed:
+        async with asyncio.timeout(within_s):
+            while True:
+                await send(ws, {"type": "ping"})
+                await recv(ws)
+                await asyncio.sleep(0.2)
+    return closed.value.rcvd.code if closed.value.rcvd else None
+
+
 # Settings ---------------------------------------------------------------------------------------
 
 
@@ -166,6 +177,21 @@ async def test_a_subject_never_becomes_a_user_made_by_name(
             assert (await client.get("/v1/me")).json()["user_id"] == alice.user_id
 
 
+async def test_the_configured_claims_name_the_user_and_its_display_name(
+    server_factory: ServerFactory, idp: LocalIdentityProvider
+) -> None:
+    async with server_factory(
+        **idp.settings(), auth_user_claim="uid", auth_name_claim="nickname"
+    ) as srv:
+        first = await me(srv, idp.token("same-sub", uid="u-1", nickname="Nick", name="Not This"))
+        assert first.status_code == 200, first.text
+        assert (first.json()["subject"], first.json()["name"]) == ("u-1", "Nick")
+        other = (await me(srv, idp.token("same-sub", uid="u-2", email="two@example.com"))).json()
+        assert other["user_id"] != first.json()["user_id"]  # the subject claim is not the key
+        assert other["name"] == "two@example.com"  # no nickname: the email
+        assert (await me(srv, idp.token("same-sub"))).status_code == 401  # no uid at all
+
+
 async def test_both_mode_takes_tokens_and_jwts_and_jwt_mode_only_jwts(
     server_factory: ServerFactory, idp: LocalIdentityProvider
 ) -> None:
@@ -222,6 +248,18 @@ async def test_a_jwt_works_on_every_path(
 # Refusals ---------------------------------------------------------------------------------------
 
 
+#: An AG-UI run a good token would start.
+AG_UI_RUN = {
+    "threadId": "t-1",
+    "runId": "r-1",
+    "state": {},
+    "messages": [{"id": "m-1", "role": "user", "content": "hello"}],
+    "tools": [],
+    "context": [],
+    "forwardedProps": {},
+}
+
+
 def _refused_tokens(idp: LocalIdentityProvider) -> dict[str, str]:
     rsa_key = idp.keys[0]
     stranger = SigningKey.rsa(kid=rsa_key.kid)  # same kid, a key the provider never published
@@ -269,6 +307,11 @@ async def test_every_bad_token_is_refused_401_on_http_sse_and_ws_and_logged_with
             sse = await client.get(f"/v1/threads/{thread_id}/stream", headers=bearer(token))
             assert sse.status_code == 401, (why, sse.status_code)
             assert sse.json()["error"]["code"] == "unauthorized", why
+            ag_ui = await client.post(
+                "/v1/agents/assistant/ag-ui", headers=bearer(token), json=AG_UI_RUN
+            )
+            assert ag_ui.status_code == 401, (why, ag_ui.status_code)
+            assert ag_ui.json()["error"]["code"] == "unauthorized", why
         if len(token) < 60_000:  # a 100 KB frame or header is refused before auth is tried
             assert await ws_close_code(jwt_server, token, header=True) == 4401, why
         assert await ws_close_code(jwt_server, token, header=False) == 4401, why
@@ -347,13 +390,19 @@ async def test_an_open_socket_closes_when_its_jwt_expires(
     async with server_factory(**idp.settings(), auth_leeway_s=0) as srv:
         async with connect(srv.ws_url, additional_headers=bearer(idp.token("s", ttl_s=2))) as ws:
             await ready(ws)
-            with pytest.raises(ConnectionClosed) as closed:
-                async with asyncio.timeout(10):
-                    while True:
-                        await send(ws, {"type": "ping"})
-                        await recv(ws)
-                        await asyncio.sleep(0.2)
-            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+            assert await close_code_while_pinging(ws, within_s=10) == 4401
+
+
+async def test_the_leeway_keeps_a_socket_open_past_exp_then_it_closes(
+    server_factory: ServerFactory, idp: LocalIdentityProvider
+) -> None:
+    async with server_factory(**idp.settings(), auth_leeway_s=6) as srv:
+        token = idp.token("s", ttl_s=0)  # exp is now: only the leeway lets it in
+        async with connect(srv.ws_url, additional_headers=bearer(token)) as ws:
+            await ready(ws)
+            await send(ws, {"type": "ping"})
+            assert (await recv(ws))["type"] == "pong"
+            assert await close_code_while_pinging(ws, within_s=20) == 4401
 
 
 async def test_a_fresh_token_keeps_the_socket_open_and_another_users_closes_it(

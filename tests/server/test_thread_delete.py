@@ -90,6 +90,9 @@ async def test_a_delete_that_outwaits_a_run_is_a_retryable_conflict_not_an_outag
         assert "store" not in r.json()["error"]["message"]
         assert (await c.get("/healthz")).status_code == 200
         assert (await c.get(f"/v1/threads/{thread_id}")).status_code == 200
+        # The delete gave up: the thread accepts runs again (its delete mark is cleared).
+        r = await c.post(f"/v1/threads/{thread_id}/runs", json={"agent": "slow_stop", "input": "z"})
+        assert r.status_code == 202, r.text
         gates.stop.set()  # the run finishes stopping; the retried delete succeeds
         monkeypatch.setattr(routes, "DELETE_WAIT_S", 10.0)
         r = await c.delete(f"/v1/threads/{thread_id}")

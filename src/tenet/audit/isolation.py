@@ -15,6 +15,9 @@ body) and checks:
 - ``smuggling``: identity fields put into bodies and frames are ignored;
 - ``state``: each user's notes recall that user's secret and nobody else's;
 - ``guard``: the server's last-step isolation guard stopped nothing;
+- ``mcp``: each user's calls of an MCP tool marked for the audit see that user's
+  own MCP session and credential, nobody else's (:mod:`tenet.audit.mcp_canary`;
+  left out of the report when the deployment marks no MCP server);
 - ``fairness``: the slowest user's time against the median.
 
 It speaks only the public protocol, so it audits any deployment.
@@ -34,10 +37,21 @@ import httpx
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
+from . import mcp_canary
 from .checks import is_terminal, run_violations, seq_violations
 from .waiting import WaitingProbe
 
-CHECKS = ("routing", "content", "sequence", "probes", "smuggling", "state", "guard", "fairness")
+CHECKS = (
+    "routing",
+    "content",
+    "sequence",
+    "probes",
+    "smuggling",
+    "state",
+    "guard",
+    "mcp",
+    "fairness",
+)
 
 
 @dataclass
@@ -150,6 +164,14 @@ class IsolationAudit:
             await asyncio.gather(*(self._work(c, canaries) for c in canaries))
             await asyncio.gather(*(self._ag_ui(c) for c in canaries))
             await WaitingProbe(self, canaries).run()
+            mcp = self.checks["mcp"]
+            checked = await mcp_canary.run(
+                http, canaries, self._auth, mcp.violations, timeout_s=self.timeout_s
+            )
+            if checked is None:
+                del self.checks["mcp"]  # the deployment marks no MCP server: nothing to check
+            else:
+                mcp.checked += checked
             await asyncio.gather(*(self._read_everything(c) for c in canaries))
             await asyncio.gather(*(self._probe(c, canaries) for c in canaries))
             await self._check_guard()
@@ -196,7 +218,7 @@ class IsolationAudit:
         c.secret = f"canary{c.index}s{secrets.token_hex(8)}"
         self._progress("users", 1)
 
-    def _auth(self, c: Canary) -> dict[str, str]:
+    def _auth(self, c: Any) -> dict[str, str]:
         return {"Authorization": f"Bearer {c.token}"}
 
     async def _work(self, c: Canary, all_canaries: list[Canary]) -> None:

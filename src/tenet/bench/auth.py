@@ -5,7 +5,12 @@ Three measurements, in this process, against a real provider stand-in
 
 * ``verify``: :meth:`JwtVerifier.verify` of a token never seen before whose key
   is cached (the signature is checked every time), for RS256 and ES256: the cost
-  each new token pays once. Goal: p50 under 100 µs.
+  each new token pays once. Goal: p50 under 100 µs. Measured token by token,
+  interleaved (so load on the machine hits all alike), with:
+
+  * ``signature``: the library's signature check alone on the same token
+    (PyJWT's algorithm, i.e. ``cryptography``): the floor no verifier built on
+    it can go under; ``overhead_us`` is the verifier's p50 above it.
 * ``verify_repeat``: the same token again (what a client sending one token on
   every request pays): a hash and a lookup.
 * ``sign_in``: the whole sign-in of a request (``authenticate``, on a running
@@ -25,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import jwt
 
 from ..server.auth import authenticate
 from ..server.jwt_auth import JwtVerifier
@@ -51,9 +58,21 @@ async def _verify_costs(idp: LocalIdentityProvider, requests: int) -> dict[str, 
         result: dict[str, Any] = {}
         for key in idp.keys:
             tokens = [idp.token(f"user-{i}", key=key, jti=str(i)) for i in range(requests)]
-            await verifier.verify(tokens[0])  # the one JWKS fetch, outside the timing
-            fresh = []
-            for token in tokens[1:]:
+            await verifier.verify(tokens[0])  # the JWKS fetch, outside the timing
+            public = jwt.PyJWK(key.public_jwk(), algorithm=key.alg)
+
+            def signature_only(token: str, public: jwt.PyJWK = public) -> None:
+                signing_input, _, signature = token.encode().rpartition(b".")
+                if not public.Algorithm.verify(
+                    signing_input, public.key, jwt.utils.base64url_decode(signature)
+                ):
+                    raise AssertionError("a token of the provider did not verify")
+
+            fresh, floor = [], []
+            for token in tokens[1:]:  # interleaved: load on the machine hits both
+                started = time.perf_counter()
+                signature_only(token)
+                floor.append(time.perf_counter() - started)
                 started = time.perf_counter()
                 await verifier.verify(token)
                 fresh.append(time.perf_counter() - started)
@@ -64,6 +83,10 @@ async def _verify_costs(idp: LocalIdentityProvider, requests: int) -> dict[str, 
                 repeat.append(time.perf_counter() - started)
             result[key.alg] = {
                 "verify": _percentiles_us(fresh),
+                "signature": _percentiles_us(floor),
+                "overhead_us": round(
+                    (statistics.median(fresh) - statistics.median(floor)) * 1e6, 1
+                ),
                 "verify_repeat": _percentiles_us(repeat),
             }
         assert verifier.keys is not None
@@ -117,6 +140,6 @@ def run_auth_bench(requests: int = 2000) -> dict[str, Any]:
         "verify": verify,
         "sign_in": sign_in,
         "goal_p50_us": VERIFY_P50_GOAL_US,
-        "ok": verify["RS256"]["verify"]["p50_us"] < VERIFY_P50_GOAL_US,
+        "ok": worst < VERIFY_P50_GOAL_US,
         "worst_p50_us": worst,
     }

@@ -38,6 +38,8 @@ from .runner import MiB, Progress, _no_progress, _summary_ms, _Target, create_us
 #: Runs each simulated user starts (one socket each; under TENET_WS_MAX_SUBSCRIPTIONS and
 #: TENET_USER_MAX_QUEUED at their defaults).
 RUNS_PER_USER = 50
+#: Runs a user starts before reading until they wait.
+WAVE = 10
 INPUT = "approve=1 events=5"
 GOAL_KIB_PER_RUN = 20.0
 GOAL_RESUME_P50_MS = 5.0
@@ -57,16 +59,24 @@ async def _recv(ws: ClientConnection, timeout_s: float) -> dict[str, Any]:
 
 
 async def _pause(user: _User, runs: int, timeout_s: float) -> None:
-    """Start ``runs`` runs on new threads and read until each waits for approval."""
-    for i in range(runs):
-        frame = {"type": "run", "agent": "benchmark", "input": INPUT, "ref": f"p{i}"}
-        await user.ws.send(orjson.dumps(frame).decode())
-    while len(user.waiting) < runs:
-        frame = await _recv(user.ws, timeout_s)
-        if frame.get("type") == "error":
-            raise RuntimeError(f"a run was refused: {frame}")
-        if frame.get("type") == "approval_requested":
-            user.waiting[frame["run_id"]] = frame["call_id"]
+    """Start ``runs`` runs on new threads, ``WAVE`` at a time, until each waits for approval.
+
+    Waves keep every user's socket read while the server works through the starts (a
+    client that sent all its runs at once and then read nothing would be a slow reader).
+    """
+    while user.started < runs:
+        wave = min(WAVE, runs - user.started)
+        for _ in range(wave):
+            ref = f"p{user.started}"
+            user.started += 1
+            frame = {"type": "run", "agent": "benchmark", "input": INPUT, "ref": ref}
+            await user.ws.send(orjson.dumps(frame).decode())
+        while len(user.waiting) < user.started:
+            frame = await _recv(user.ws, timeout_s)
+            if frame.get("type") == "error":
+                raise RuntimeError(f"a run was refused: {frame}")
+            if frame.get("type") == "approval_requested":
+                user.waiting[frame["run_id"]] = frame["call_id"]
 
 
 async def _resume_one(
@@ -114,7 +124,11 @@ async def _measure(
     progress: Progress,
 ) -> dict[str, Any]:
     headers = [{"Authorization": f"Bearer {t}"} for t in tokens]
-    sockets = [await connect(server.ws_url, additional_headers=h, max_size=2**24) for h in headers]
+    sockets = [
+        # No client pings: the server under measure answers none while it starts N runs.
+        await connect(server.ws_url, additional_headers=h, max_size=2**24, ping_interval=None)
+        for h in headers
+    ]
     try:
         users = [_User(ws) for ws in sockets]
         for user in users:
@@ -126,6 +140,7 @@ async def _measure(
         for run_id, call_id in list(warm.waiting.items()):
             await _resume_one(warm, run_id, call_id, timeout_s)
         warm.waiting.clear()
+        warm.started = 0
         await asyncio.sleep(1.0)
 
         idle_cpu, idle_wall = await _cpu_over(server, wait_s)

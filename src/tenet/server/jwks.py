@@ -108,6 +108,11 @@ class JwksKeys:
         Fetches the JWKS first when no key is held for ``kid`` and the refresh
         policy allows; waits at most :data:`FETCH_TIMEOUT_S` for it.
         """
+        cached = self._parsed.get((kid, alg))
+        if cached is not None:  # the common case: a key already used for this algorithm
+            if self._stale():
+                self._start_refresh()
+            return cached
         jwk = self._find(kid)
         if jwk is None:
             if self._inflight is not None or self._may_fetch():
@@ -117,13 +122,11 @@ class JwksKeys:
             self._start_refresh()  # the cached key answers now; the next token sees new keys
         if jwk is None or not key_fits(jwk, alg):
             return None
-        cached = self._parsed.get((kid, alg))
-        if cached is None:
-            try:
-                cached = PyJWK(jwk, algorithm=alg)
-            except (PyJWKError, ValueError, TypeError):
-                return None
-            self._parsed[(kid, alg)] = cached
+        try:
+            cached = PyJWK(jwk, algorithm=alg)
+        except (PyJWKError, ValueError, TypeError):
+            return None
+        self._parsed[(kid, alg)] = cached
         return cached
 
     def _find(self, kid: str | None) -> dict[str, Any] | None:

@@ -16,7 +16,12 @@ allows (an RSA key never becomes an HMAC secret).
 
 A token verified once is remembered (by its SHA-256) until it expires, in a
 bounded map, so a client sending the same token on every request pays for the
-signature once.
+signature once. That is also why a JWT cannot be revoked in tenet: it is good
+until its ``exp`` (a provider revokes by issuing short-lived tokens).
+
+Decoding is PyJWT's as shipped, segments, signature and claims alike: none of it
+is rewritten here, even where it is slow (its per-character base64url check is
+about a fifth of a new token's verification, see ``docs/benchmarks.md``).
 """
 
 from __future__ import annotations
@@ -100,6 +105,7 @@ class JwtVerifier:
                 refresh_s=settings.auth_jwks_refresh_s,
             )
         self._verified: OrderedDict[str, JwtIdentity] = OrderedDict()
+        self._decoder = jwt.PyJWT()
         required = ["exp", self.user_claim]
         if self.issuer:
             required.append("iss")
@@ -134,7 +140,7 @@ class JwtVerifier:
             if key is None:
                 raise JwtRefused("no key for this token")
         try:
-            claims = jwt.decode(
+            claims = self._decoder.decode(
                 token,
                 key,
                 algorithms=[alg],

@@ -2,10 +2,11 @@
 
 ``PUT /v1/me/secrets/{name}`` ``{"value"}`` stores one (204), ``GET
 /v1/me/secrets`` lists names (never values), ``DELETE /v1/me/secrets/{name}``
-deletes one (204; 404 if not set). A change reaches the caller's runs at once:
-the cached value in the caller's session is dropped, and the caller's MCP
-sessions that were opened with it are closed, so the next call opens a session
-with the new value. Neither a response nor a log line carries a value.
+deletes one (204; 404 if not set). A change reaches the caller's runs at once,
+on every process (:mod:`tenet.secret_changes`): the cached value in the caller's
+session is dropped, and the caller's MCP sessions that were opened with it are
+closed, so the next call opens a session with the new value. Neither a response
+nor a log line carries a value.
 """
 
 from __future__ import annotations
@@ -39,19 +40,6 @@ class SecretValue(BaseModel):
     value: StrictStr = Field(min_length=1, max_length=MAX_SECRET_CHARS)
 
 
-async def _changed(state: ServerState, user_id: str, name: str) -> None:
-    """Forget the old value in the user's session, and close the sessions it opened."""
-    session = state.service.sessions.peek(user_id)
-    if session is None:
-        return
-    cached = session.resources.get("secrets")
-    if cached is not None:
-        cached.forget(name)
-    mcp = session.resources.get("mcp")
-    if mcp is not None:
-        await mcp.drop_using(name)
-
-
 @router.get("/v1/me/secrets")
 async def list_secrets(caller: CallerDep, state: StateDep) -> Response:
     names = await state.service.secrets.names(caller.user_id)
@@ -64,7 +52,7 @@ async def put_secret(
 ) -> Response:
     check_name(name)
     await state.service.secrets.put(caller.user_id, name, body.value)
-    await _changed(state, caller.user_id, name)
+    await state.service.secret_changes.changed(caller.user_id, name)
     log.info("secret %r set", name, extra={"user_id": caller.user_id})
     return Response(status_code=204)
 
@@ -73,6 +61,6 @@ async def put_secret(
 async def delete_secret(name: NameDep, caller: CallerDep, state: StateDep) -> Response:
     if not await state.service.secrets.delete(caller.user_id, check_name(name)):
         raise NotFound("no secret of that name")
-    await _changed(state, caller.user_id, name)
+    await state.service.secret_changes.changed(caller.user_id, name)
     log.info("secret %r deleted", name, extra={"user_id": caller.user_id})
     return Response(status_code=204)

@@ -276,6 +276,20 @@ class Store:
             q = q.order_by(Thread.created_at.desc(), Thread.id.desc()).limit(limit)
             return (await s.execute(q)).scalars().all()
 
+    async def mark_thread_deleting(self, user_id: str, thread_id: str, until: datetime) -> None:
+        """Refuse new runs of the thread, on every process, until ``until`` (or the delete).
+
+        Raises ``NotFound`` when the thread is not the user's. Set again to extend it.
+        """
+        if not is_valid(thread_id, "thr"):
+            raise NotFound()
+        if not await self.executor.run(units.mark_thread_deleting, user_id, thread_id, until):
+            raise NotFound()
+
+    async def clear_thread_deleting(self, user_id: str, thread_id: str, until: datetime) -> None:
+        """Accept runs of the thread again (the delete marked ``until`` gave up)."""
+        await self.executor.run(units.clear_thread_deleting, user_id, thread_id, until)
+
     async def delete_thread(self, user_id: str, thread_id: str) -> None:
         """Deletes the thread with its messages, runs and events."""
         if not is_valid(thread_id, "thr"):

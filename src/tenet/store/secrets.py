@@ -150,19 +150,23 @@ class UserSecrets:
         self._box = box
         self._user_id = user_id
         self._values: dict[str, str] = {}
+        #: Counts :meth:`forget` calls: a value read while one happened is not kept.
+        self._forgotten = 0
 
     async def get(self, name: str) -> str | None:
         """The value, opened once per session; a missing one is looked up again next time
         (it may be set meanwhile, on this process or another)."""
         value = self._values.get(name)
         if value is None:
+            before = self._forgotten
             value = await self._box.get(self._user_id, name)
-            if value is not None:
+            if value is not None and before == self._forgotten:
                 self._values[name] = value
         return value
 
     def forget(self, name: str | None = None) -> None:
         """Drop the cached value (all with None): it changed."""
+        self._forgotten += 1
         if name is None:
             self._values.clear()
         else:

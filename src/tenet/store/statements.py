@@ -37,6 +37,8 @@ from sqlalchemy import (
     func,
     insert,
     literal_column,
+    null,
+    or_,
     select,
     text,
     true,
@@ -187,6 +189,45 @@ INSERT_THREAD_WITHIN_LIMIT = statement(
     ),
 )
 
+
+def _not_deleting(now: Any) -> Any:
+    """A thread accepts runs while it is not being deleted: no delete mark, or one that
+    has passed by ``now`` (a deleter that crashed leaves a mark that expires)."""
+    return or_(threads.c.deleting_until.is_(None), threads.c.deleting_until <= now)
+
+
+#: The thread's delete mark set to ``until`` (the transaction that starts a delete):
+#: answers 1, or 0 when the thread is not the user's.
+MARK_THREAD_DELETING = statement(
+    "mark_thread_deleting",
+    ("user_id", "thread_id", "until"),
+    update(threads)
+    .where(threads.c.id == p("thread_id"), threads.c.user_id == p("user_id"))
+    .values(deleting_until=p("until", DateTime(timezone=True))),
+)
+#: The delete mark ``until`` cleared (a delete that gave up); a later mark is left alone.
+CLEAR_THREAD_DELETING = statement(
+    "clear_thread_deleting",
+    ("user_id", "thread_id", "until"),
+    update(threads)
+    .where(
+        threads.c.id == p("thread_id"),
+        threads.c.user_id == p("user_id"),
+        threads.c.deleting_until == p("until", DateTime(timezone=True)),
+    )
+    .values(deleting_until=null()),
+)
+#: The thread's id if it is the user's and accepts runs at ``now``.
+THREAD_OPEN = statement(
+    "thread_open",
+    ("user_id", "thread_id", "now"),
+    select(threads.c.id).where(
+        threads.c.id == p("thread_id"),
+        threads.c.user_id == p("user_id"),
+        _not_deleting(p("now", DateTime(timezone=True))),
+    ),
+)
+
 # Runs ---------------------------------------------------------------------------------------
 
 #: A cancel request (:mod:`tenet.store.run_end`): the run becomes ``cancelling`` only from
@@ -244,9 +285,22 @@ _RUN_INSERTED = (
 
 
 def _insert_run(*, limited: bool) -> ClauseElement:
-    """The run, only if its thread is the user's (and, ``limited``, while the user has
-    fewer than ``max_queued`` queued runs, counted in the same statement)."""
-    owned = exists().where(threads.c.id == p("thread_id"), threads.c.user_id == p("user_id"))
+    """The run, only if its thread is the user's and not being deleted (and, ``limited``,
+    while the user has fewer than ``max_queued`` queued runs, counted in the same statement).
+
+    The thread's row is read ``FOR SHARE`` (Postgres): a delete mark being set waits for
+    a run being stored to commit (so the delete finds that run), and a run being stored
+    waits for a mark being set, then sees it. SQLite has one writer and no lock clause.
+    """
+    owned = exists(
+        select(threads.c.id)
+        .where(
+            threads.c.id == p("thread_id"),
+            threads.c.user_id == p("user_id"),
+            _not_deleting(p("created_at", DateTime(timezone=True))),
+        )
+        .with_for_update(read=True)
+    )
     queued = (
         select(func.count())
         .select_from(runs)
@@ -297,7 +351,7 @@ _RUN_PARAMS = (
     "message_id",
 )
 #: The run and the user's message (chained): answers 1 when stored, 0 when the thread
-#: is not the user's (or, within the limit, ``max_queued`` of the user's runs wait).
+#: is not the user's or is being deleted (or, within the limit, ``max_queued`` of the user's runs wait).
 INSERT_RUN = statement(
     "insert_run",
     _RUN_PARAMS,

@@ -59,6 +59,9 @@ class Thread(Base):
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: Until when the thread is being deleted (no run may be stored before then); NULL:
+    #: not being deleted. Set and cleared by :mod:`tenet.thread_gate` through the store.
+    deleting_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class Message(Base):

@@ -44,8 +44,8 @@ def insert_thread(
 
 def insert_run(run: dict[str, Any], message_id: str, max_queued: int | None) -> Steps:
     """The run and the user's message: ``"stored"``, ``"not_found"`` (the thread is not the
-    user's) or ``"full"`` (``max_queued`` runs of the user wait already, counted by the
-    statement that stores the run)."""
+    user's, or is being deleted) or ``"full"`` (``max_queued`` runs of the user wait
+    already, counted by the statement that stores the run)."""
     values = (
         run["id"],
         run["user_id"],
@@ -62,8 +62,18 @@ def insert_run(run: dict[str, Any], message_id: str, max_queued: int | None) -> 
         stored = yield count(q.INSERT_RUN_WITHIN_LIMIT, *values, max_queued)
     if stored:
         return "stored"
-    owned = yield one(q.THREAD_OWNED, run["user_id"], run["thread_id"])
-    return "full" if owned is not None else "not_found"
+    open_ = yield one(q.THREAD_OPEN, run["user_id"], run["thread_id"], run["created_at"])
+    return "full" if open_ is not None else "not_found"
+
+
+def mark_thread_deleting(user_id: str, thread_id: str, until: datetime) -> Steps:
+    """Mark the thread as being deleted until ``until``; False if it is not the user's."""
+    return (yield count(q.MARK_THREAD_DELETING, user_id, thread_id, until)) > 0
+
+
+def clear_thread_deleting(user_id: str, thread_id: str, until: datetime) -> Steps:
+    """Clear the delete mark ``until`` (a delete that gave up)."""
+    yield count(q.CLEAR_THREAD_DELETING, user_id, thread_id, until)
 
 
 def select_run(user_id: str, run_id: str) -> Steps:

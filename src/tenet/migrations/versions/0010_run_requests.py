@@ -4,8 +4,8 @@
 answered or timed out); ``runs.resume_state`` what a run in ``requires_action``
 resumes from.
 
-Revision ID: 0009_run_requests
-Revises: 0008_turn_index
+Revision ID: 0010_run_requests
+Revises: 0009_thread_deleting
 Create Date: 2026-11-30
 """
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009_run_requests"
-down_revision = "0008_turn_index"
+revision = "0010_run_requests"
+down_revision = "0009_thread_deleting"
 branch_labels = None
 depends_on = None
 
