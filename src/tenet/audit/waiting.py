@@ -19,16 +19,51 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+import httpx
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
 from .checks import is_terminal
 
-if TYPE_CHECKING:
-    from .isolation import Canary, IsolationAudit
+
+class Canary(Protocol):
+    """What the probes use of a canary user (``isolation.Canary``)."""
+
+    index: int
+    name: str
+    secret: str
+    threads: list[str]
+    runs: list[str]
+    raw: list[str]
+
+
+class Findings(Protocol):
+    """A check's counters (``isolation.CheckResult``)."""
+
+    checked: int
+    violations: list[str]
+
+
+class Auditor(Protocol):
+    """What the probes use of the audit (``isolation.IsolationAudit``)."""
+
+    ws_url: str
+    http: httpx.AsyncClient
+    timeout_s: float
+    checks: dict[str, Any]
+    _progress: Callable[[str, int], None]
+
+    def _auth(self, c: Any) -> dict[str, str]: ...
+
+    async def _recv(self, ws: ClientConnection, c: Any) -> dict[str, Any]: ...
+
+    async def _bounded_request(
+        self, c: Any, method: str, path: str, body: Any
+    ) -> tuple[int, bytes]: ...
 
 
 @dataclass
@@ -48,13 +83,13 @@ class Waiting:
 class WaitingProbe:
     """One pass of the probes above over all canaries (see the module docstring)."""
 
-    def __init__(self, audit: IsolationAudit, canaries: list[Canary]) -> None:
+    def __init__(self, audit: Auditor, canaries: list[Canary]) -> None:
         self.audit = audit
         self.canaries = canaries
         self.waiting = {c.index: Waiting() for c in canaries}
         self.paused = asyncio.Barrier(len(canaries))
         self.probed = asyncio.Barrier(len(canaries))
-        self.probes = audit.checks["probes"]
+        self.probes: Findings = audit.checks["probes"]
 
     async def run(self) -> None:
         await asyncio.gather(*(self._canary(c) for c in self.canaries))
