@@ -206,3 +206,18 @@ def test_the_server_is_found_by_its_port_and_metrics_give_the_same_cpu(
     assert from_metrics > 0
     rss = remote.rss_bytes()
     assert rss is not None and rss > 10 * 1024 * 1024
+
+
+@pytest.mark.timeout(300)
+def test_bench_paused_case_measures_waiting_runs(tmp_path: Path) -> None:
+    full = bench_report(["--paused", "60", "--paused-sample", "5"], tmp_path, timeout=280)
+    report = full["paused"]
+    # 60 runs over 50-run users: two users, and every run paused before it was measured.
+    assert report["paused_runs"] == 60 and report["users"] == 2
+    assert report["rss_before_mib"] > 0 and report["rss_paused_mib"] > 0
+    assert report["rss_per_paused_run_kib"] is not None
+    assert report["server_cpu_waiting_ms_per_s"] >= 0 and report["server_cpu_idle_ms_per_s"] >= 0
+    # Each sampled run was resumed: its resolution came before its next event.
+    resume, resolved = report["resume_to_next_event_ms"], report["answer_to_resolved_ms"]
+    assert resume["count"] == resolved["count"] == report["resume_sample"] == 5
+    assert 0 < resolved["p50"] <= resume["p50"]

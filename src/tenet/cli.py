@@ -544,6 +544,17 @@ def bench(
             min=0, help="Instead: CPU per run on threads holding TURNS turns vs empty ones."
         ),
     ] = 0,
+    paused: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Instead: N runs paused at once on approvals (e.g. 10000): memory per "
+            "paused run, CPU while they wait, resume latency.",
+        ),
+    ] = 0,
+    paused_sample: Annotated[
+        int, typer.Option(min=1, help="Paused runs of --paused resumed one at a time.")
+    ] = 200,
 ) -> None:
     """Measure throughput, latency, CPU and memory against the floor and a naive design."""
     if mcp > 0:
@@ -579,6 +590,9 @@ def bench(
     if history > 0:
         _history(history, runs, json_file)
         return
+    if paused > 0:
+        _paused(paused, paused_sample, json_file)
+        return
     from .bench import BenchConfig
     from .bench.report import main as bench_main
 
@@ -605,6 +619,26 @@ def bench(
     )
     command = "tenet bench " + " ".join(sys.argv[2:])
     bench_main(config, console=console, json_file=json_file, plot_file=plot_file, command=command)
+
+
+def _paused(n: int, sample: int, json_file: str | None) -> None:
+    from .bench.paused import run_paused_bench
+
+    err.print(f"measuring {n} runs paused at once on approvals...")
+    report = run_paused_bench(
+        n, sample=sample, progress=lambda what, done, total: err.print(f"{what}: {done}/{total}")
+    )
+    resume = report["resume_to_next_event_ms"]
+    console.print(
+        f"{n} paused runs: {report['rss_per_paused_run_kib']:.2f} KiB of server RSS each "
+        f"(goal < 20), server CPU while waiting {report['server_cpu_waiting_ms_per_s']:.2f} ms/s "
+        f"(idle server: {report['server_cpu_idle_ms_per_s']:.2f}), resume p50 {resume['p50']:.2f} ms / p99 {resume['p99']:.2f} ms from the "
+        f"answer frame to the run's next event (goal p50 < 5; {resume['count']} resumed): "
+        + ("ok" if report["ok"] else "BELOW GOAL")
+    )
+    if json_file:
+        with open(json_file, "wb") as fh:
+            fh.write(orjson.dumps({"paused": report}, option=orjson.OPT_INDENT_2))
 
 
 def _protocol_bench(users: int, runs: int, events: int, json_file: str | None) -> None:

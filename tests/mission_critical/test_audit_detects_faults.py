@@ -2,7 +2,8 @@
 
 The faults are injected into the real server in-process (a misrouting bus, a
 repository query without its owner filter, a skipped ``seq``, a 403 that
-reveals that a foreign id exists, one MCP session shared by every user); the
+reveals that a foreign id exists, one MCP session shared by every user, an
+approval or question anyone may answer or whose refusal reveals it exists); the
 audit, which only speaks the public protocol, must report each one under the
 right check.
 """
@@ -26,9 +27,10 @@ from tenet.examples import default_registry
 from tenet.mcp_tools import UserMCPSessions
 from tenet.registry import AgentRegistry
 from tenet.runtime import RunRuntime
+from tenet.store import approvals as stored
 from tenet.store import units
 from tenet.store.db import Store
-from tenet.store.tables import Thread
+from tenet.store.tables import Run, Thread
 
 # The MCP tests' echo server and its start-up (a folder of tests beside this one).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "mcp_servers"))
@@ -189,3 +191,86 @@ async def test_an_mcp_session_shared_between_users_is_caught(
     violations = report.checks["mcp"].violations
     assert any("saw one MCP session" in v for v in violations), violations
     assert any("saw one MCP credential" in v for v in violations), violations
+
+
+async def _owner(store: Store, run_id: str) -> str | None:
+    async with store.read() as s:
+        return await s.scalar(select(Run.user_id).where(Run.id == run_id))
+
+
+async def test_a_waiting_request_anyone_may_answer_is_caught(
+    deploy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The request is looked up by its run's owner, not the caller: a stranger answers it."""
+    original_request, original_answer = stored.request, stored.answer
+    foreign: list[str] = []
+
+    async def unscoped_request(store: Store, user_id: str, run_id: str, *rest: Any) -> Any:
+        owner = await _owner(store, run_id)
+        if owner and owner != user_id:
+            foreign.append(run_id)
+        return await original_request(store, owner or user_id, run_id, *rest)
+
+    async def unscoped_answer(store: Store, user_id: str, run_id: str, *rest: Any) -> Any:
+        return await original_answer(store, await _owner(store, run_id) or user_id, run_id, *rest)
+
+    monkeypatch.setattr(stored, "request", unscoped_request)
+    monkeypatch.setattr(stored, "answer", unscoped_answer)
+    report = await audit(deploy)
+    assert foreign, "the fault was injected"
+    violations = report.checks["probes"].violations
+    # The stranger's answer is stored: its reply may even look like a 404 (the run is read
+    # back as the stranger's), but a second one is a 409, and the owner can no longer answer.
+    assert any("on a foreign request answered 409" in v for v in violations), violations
+    assert any("no longer answerable" in v for v in violations), violations
+
+
+async def test_a_refusal_that_reveals_a_waiting_request_is_caught(
+    deploy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused, but with a 403 for a request that exists: the audit tells it from a 404."""
+
+    class Forbidden(TenetError):
+        code = "forbidden"
+        status = 403
+
+    original = stored.request
+
+    async def revealing(store: Store, user_id: str, run_id: str, *rest: Any) -> Any:
+        owner = await _owner(store, run_id)
+        if owner and owner != user_id:
+            raise Forbidden("this request belongs to another user")
+        return await original(store, user_id, run_id, *rest)
+
+    from tenet.server import errors as server_errors
+
+    monkeypatch.setitem(server_errors._CODE_OF_STATUS, 403, "forbidden")
+    monkeypatch.setattr(stored, "request", revealing)
+    report = await audit(deploy)
+    violations = report.checks["probes"].violations
+    assert any("POST /v1/runs/{arun}/approvals/{call}" in v and "403" in v for v in violations)
+    assert any("/inputs/{request}" in v and "403" in v for v in violations), violations
+    assert any("frame approve" in v for v in violations), violations
+    assert any("frame respond" in v for v in violations), violations
+    # Refused, so the owner's requests stayed answerable: only the probes' answers differ.
+    assert not any("no longer answerable" in v for v in violations), violations
+
+
+async def test_a_list_of_waiting_runs_without_owner_filter_is_caught(
+    deploy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``GET /v1/runs?status=requires_action`` lists every user's waiting runs."""
+    original = stored.runs_with_status
+
+    async def everyones(store: Store, user_id: str, status: str, limit: int) -> list[Any]:
+        async with store.read() as s:
+            owners = (
+                await s.scalars(select(Run.user_id).where(Run.status == status).distinct())
+            ).all()
+        return [r for owner in owners for r in await original(store, owner, status, limit)]
+
+    monkeypatch.setattr(stored, "runs_with_status", everyones)
+    report = await audit(deploy)
+    violations = report.checks["probes"].violations
+    assert any("status=requires_action" in v for v in violations), violations
+    assert not report.checks["content"].ok  # the foreign runs' inputs hold their secrets

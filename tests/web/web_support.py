@@ -19,10 +19,12 @@ from typing import Any, TypeVar
 
 from tenet.agents import Agent
 from tenet.context import RunContext
+from tenet.errors import ToolFailed
 from tenet.examples import default_registry
 from tenet.registry import AgentRegistry
 from tenet.settings import Settings
 from tenet.testing import ServerHandle, running_server
+from tenet.tools import tool
 
 T = TypeVar("T")
 
@@ -47,9 +49,29 @@ class Broken(Agent):
         raise RuntimeError("the <b>broken</b> agent failed on purpose")
 
 
+@tool(requires_approval=True)
+async def send_note(to: str, text: str) -> str:
+    """Send a note to someone (needs the user's yes)."""
+    return f"sent to {to}: {text}"
+
+
+class Courier(Agent):
+    """Asks who a note is for, then sends it once the user approves the call."""
+
+    async def run(self, ctx: RunContext, input: str) -> str:
+        to = await ctx.ask("Who is the note for?", schema={"type": "string", "minLength": 1})
+        try:
+            return await ctx.call_tool("send_note", to=to, text=input)
+        except ToolFailed as exc:
+            return f"not sent ({exc.code})"
+
+
 def web_registry(settings: Settings) -> AgentRegistry:
     registry = default_registry(settings)
     registry.register(Broken(name="broken", description="Fails on purpose (tests only)."))
+    registry.register(
+        Courier(name="courier", description="Sends a note (tests only).", tools=[send_note])
+    )
     return registry
 
 

@@ -9,7 +9,9 @@ body) and checks:
 - ``content``: no other user's secret appears anywhere a user can read;
 - ``sequence``: live events equal stored events, gap-free, in protocol order;
 - ``probes``: asking for another user's thread or run, on every endpoint and
-  frame, answers exactly as asking for a random id does;
+  frame, answers exactly as asking for a random id does; so does answering or
+  listing another user's waiting approvals and questions (see ``waiting.py``),
+  which stay answerable by their owner;
 - ``smuggling``: identity fields put into bodies and frames are ignored;
 - ``state``: each user's notes recall that user's secret and nobody else's;
 - ``guard``: the server's last-step isolation guard stopped nothing;
@@ -37,6 +39,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from . import mcp_canary
 from .checks import is_terminal, run_violations, seq_violations
+from .waiting import WaitingProbe
 
 CHECKS = (
     "routing",
@@ -149,7 +152,7 @@ class IsolationAudit:
     @staticmethod
     def step_count(users: int) -> int:
         """How many progress steps :meth:`run` reports for ``users`` canaries."""
-        return users * 5 + 1
+        return users * 6 + 1
 
     async def run(self) -> AuditReport:
         started = time.perf_counter()
@@ -160,6 +163,7 @@ class IsolationAudit:
             await asyncio.gather(*(self._create(c) for c in canaries))
             await asyncio.gather(*(self._work(c, canaries) for c in canaries))
             await asyncio.gather(*(self._ag_ui(c) for c in canaries))
+            await WaitingProbe(self, canaries).run()
             mcp = self.checks["mcp"]
             checked = await mcp_canary.run(
                 http, canaries, self._auth, mcp.violations, timeout_s=self.timeout_s

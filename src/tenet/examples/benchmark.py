@@ -5,6 +5,11 @@ A run emits exactly ``events`` events (25 by default): ``agent_started``, one
 ``events - 5`` ``message_delta``s and ``agent_completed``. ``latency_ms`` is
 spent once as "model latency" before the tool call and once after it. Either can
 be overridden per run by the input, e.g. ``latency_ms=100 events=40``.
+
+Two more words make the run wait for its user, to measure and audit waiting runs:
+``ask=1`` asks a question before the tool call (``input_requested``, then
+``input_received``), and ``approve=1`` makes the tool call need the user's approval
+(``approval_requested``, then ``approval_resolved``); each adds those two events.
 """
 
 from __future__ import annotations
@@ -30,7 +35,11 @@ def parse_input(input: str, latency_ms: float = 0.0, events: int = 25) -> tuple[
     return latency_ms, events
 
 
-@tool
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+@tool(requires_approval=lambda ctx, arguments: "approve=1" in _words(str(arguments.get("value"))))
 async def echo(value: str) -> str:
     """Return the value unchanged."""
     return value
@@ -53,6 +62,8 @@ class BenchmarkAgent(Agent):
         if latency_ms:
             await asyncio.sleep(latency_ms / 1000)
         await ctx.think("benchmark step")
+        if "ask=1" in _words(input):
+            await ctx.ask("benchmark question")
         await ctx.call_tool("echo", value=input[:100])
         if latency_ms:
             await asyncio.sleep(latency_ms / 1000)

@@ -26,6 +26,7 @@ FILES = {
     "api.js": "text/javascript; charset=utf-8",
     "connection.js": "text/javascript; charset=utf-8",
     "timeline.js": "text/javascript; charset=utf-8",
+    "requests.js": "text/javascript; charset=utf-8",
     "dom.js": "text/javascript; charset=utf-8",
     "secrets.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",

@@ -728,7 +728,9 @@ ANSWER_REQUEST = statement(
     .values(status=const("answered"), answer=p("answer", JSON)),
 )
 #: A waiting run whose requests are all answered goes back to the queue (once: the
-#: count says which answer, or which pause, moved it).
+#: count says which answer, or which pause, moved it). The requests are looked up by
+#: run *and user*: with the run's id and ``status`` alone SQLite searched
+#: ``ix_run_requests_expiry`` (status), every user's pending requests, on each answer.
 RESUME_RUN = statement(
     "resume_run",
     ("user_id", "run_id"),
@@ -736,7 +738,9 @@ RESUME_RUN = statement(
     .where(
         *_users_run("requires_action"),
         ~exists().where(
-            run_requests.c.run_id == runs.c.id, run_requests.c.status == const("pending")
+            run_requests.c.run_id == runs.c.id,
+            run_requests.c.user_id == runs.c.user_id,
+            run_requests.c.status == const("pending"),
         ),
     )
     .values(
@@ -753,7 +757,9 @@ STRANDED_RUNS = statement(
     select(runs.c.user_id, runs.c.id).where(
         runs.c.status == const("requires_action"),
         ~exists().where(
-            run_requests.c.run_id == runs.c.id, run_requests.c.status == const("pending")
+            run_requests.c.run_id == runs.c.id,
+            run_requests.c.user_id == runs.c.user_id,
+            run_requests.c.status == const("pending"),
         ),
     ),
 )

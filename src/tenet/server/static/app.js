@@ -152,6 +152,9 @@ function onReady() {
   // events arrive with the resubscription below and the placeholder is replaced by them.
   for (const [ref, p] of s.pending) {
     if (p.kind === "run") p.view.markUnconfirmed(ref);
+    // An answer on the dropped socket may have been taken: if so, the replayed events close
+    // its request; if not, it can be sent again.
+    if (p.kind === "answer") p.request.busy(false);
   }
   s.pending.clear();
   for (const view of s.views.values()) {
@@ -254,7 +257,7 @@ function viewFor(threadId) {
   const s = session;
   let view = s.views.get(threadId);
   if (!view) {
-    view = new ThreadView(threadId, { onCancel: cancelRun });
+    view = new ThreadView(threadId, { onCancel: cancelRun, send: sendAnswer });
     s.views.set(threadId, view);
   }
   return view;
@@ -373,6 +376,8 @@ function onFrame(frame) {
     case "cancel_accepted":
       for (const view of s.views.values()) view.markCancelling(frame.run_id);
       return;
+    case "approval_accepted":
+    case "response_accepted":
     case "unsubscribed":
     case "pong":
       return;
@@ -424,6 +429,8 @@ function onError(frame, pending) {
       frame.code === "not_found" ? "This thread does not exist, or is not yours." : `Could not load: ${message}`,
       "error",
     );
+  } else if (pending?.kind === "answer") {
+    pending.request.fail(message);
   } else if (pending?.kind === "cancel") {
     ui.composerError.textContent = `Could not cancel: ${message}`;
   } else {
@@ -494,6 +501,16 @@ function cancelRun(runId) {
   } else {
     ui.composerError.textContent = "Not connected; cancel again once the connection is back.";
   }
+}
+
+/** Send an answer frame ("approve" / "respond"); an error frame for it goes back to `request`. */
+function sendAnswer(frame, request) {
+  const s = session;
+  if (!s) return false;
+  const ref = s.conn.ref();
+  if (!s.conn.send({ ...frame, ref })) return false;
+  s.pending.set(ref, { kind: "answer", request });
+  return true;
 }
 
 // Wiring -----------------------------------------------------------------------------------------

@@ -6,13 +6,15 @@
 // 1..lastSeq exactly once; each rendered event carries its seq in a data-seq attribute.
 
 import { brief, formatClock, formatDuration, h, pretty } from "./dom.js";
+import { ApprovalRequest, InputRequest } from "./requests.js";
 
 const TERMINAL = new Set(["completed", "failed", "cancelled"]);
 
 export class ThreadView {
   /**
    * @param {string} threadId
-   * @param {{onCancel(runId: string): void}} hooks
+   * @param {{onCancel(runId: string): void, send(frame: object, request: object): boolean}} hooks
+   *   `send` hands an answer frame ("approve", "respond") to the socket (see requests.js)
    */
   constructor(threadId, hooks) {
     this.threadId = threadId;
@@ -24,6 +26,7 @@ export class ThreadView {
     this.runs = new Map(); // run id (or pending ref) -> RunBlock
     this.tools = new Map(); // call id -> {li, details, state}
     this.executions = new Map(); // execution id -> {agent, depth, streamed, answer}
+    this.requests = new Map(); // "approval:<run>:<call>" / "input:<run>:<request>" -> request
     this.notice = h("p", { class: "notice", hidden: true });
     this.list = h("div", { class: "runs" });
     this.root = h(
@@ -278,6 +281,26 @@ export class ThreadView {
         if ((event.depth ?? ex.depth) === 0) block.finish("failed", "");
         break;
       }
+      case "approval_requested":
+      case "input_requested": {
+        const approval = event.type === "approval_requested";
+        const request = approval ? new ApprovalRequest(event, this.hooks) : new InputRequest(event, this.hooks);
+        request.render(item, when, event);
+        this.requests.set(requestKey(event), request);
+        block.waiting.add(requestKey(event));
+        block.setStatus("requires_action");
+        break;
+      }
+      case "approval_resolved":
+      case "input_received": {
+        const key = requestKey(event);
+        const request = this.requests.get(key);
+        if (request) request.resolve(event);
+        else item("other", h("span", { class: "label" }, String(event.type)), when, foldable("Event", event));
+        block.waiting.delete(key);
+        if (!block.waiting.size) block.setStatus("running");
+        break;
+      }
       case "run_cancelled":
         item("cancelled", h("span", { class: "label" }, `■ Cancelled${event.reason ? ` (${event.reason})` : ""}`), when);
         block.finish("cancelled", "");
@@ -286,6 +309,13 @@ export class ThreadView {
         item("other", h("span", { class: "label" }, String(event.type)), when, foldable("Event", event));
     }
   }
+}
+
+/** The key of a request in ThreadView.requests, from any of its events. */
+function requestKey(event) {
+  return event.call_id !== undefined
+    ? `approval:${event.run_id}:${event.call_id}`
+    : `input:${event.run_id}:${event.request_id}`;
 }
 
 function errorText(error, max) {
@@ -307,6 +337,7 @@ class RunBlock {
     this.runId = runId;
     this.agent = agent;
     this.note = null;
+    this.waiting = new Set(); // keys of this run's requests still waiting for the user
     this.status = "queued";
     this.input = h("div", { class: "user-input", hidden: true });
     this.statusEl = h("span", { class: "run-status" });
@@ -358,6 +389,8 @@ class RunBlock {
   }
 
   finish(status, duration) {
+    for (const key of this.waiting) this.view.requests.get(key)?.close("closed", `Closed: the run ${status === "cancelled" ? "was cancelled" : "ended"}`);
+    this.waiting.clear();
     this.setStatus(status);
     this.durationEl.textContent = duration;
   }
