@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 from . import linear_re
 from .context import RunContext
 from .errors import ToolFailed
-from .tools import Tool
+from .tools import ApprovalPolicy, Tool
 
 if TYPE_CHECKING:
     from mcp import ClientSession
@@ -160,6 +160,7 @@ class MCPServer:
         timeout: float | None = None,
         list_secrets: Mapping[str, str] | None = None,
         audit: str | None = None,
+        requires_approval: ApprovalPolicy = False,
     ) -> None:
         if not _SERVER_NAME.match(name):
             raise ValueError(f"MCP server name {name!r}: a letter, then letters, digits, '-', '_'")
@@ -183,6 +184,8 @@ class MCPServer:
             raise ValueError(f"MCP server {name!r}: audit= names one of its tools")
         #: The server's tool ``tenet audit`` calls as each canary user (see :meth:`audit_spec`).
         self.audit = audit
+        #: Whether a call of its tools waits for the user's approval (as ``@tool``'s).
+        self.requires_approval = requires_approval
         self.tools: dict[str, MCPTool] = {}
 
     @property
@@ -250,6 +253,7 @@ def mcp_server(
     timeout: float | None = None,
     list_secrets: Mapping[str, str] | None = None,
     audit: str | None = None,
+    requires_approval: ApprovalPolicy = False,
 ) -> MCPServer:
     """Declare an MCP server whose tools an agent may call; see the module docstring.
 
@@ -258,6 +262,9 @@ def mcp_server(
     tools; ``timeout`` overrides ``TENET_TOOL_TIMEOUT_S`` for its calls. ``audit``
     marks the server for ``tenet audit``'s MCP canary: the name of its tool that
     reports the session and credential a call sees (see ``docs/mcp.md``).
+    ``requires_approval``: True, or a policy ``(ctx, arguments) -> bool`` (the
+    arguments hold no tool name: read ``ctx`` or decide per server), makes each call
+    of the server's tools wait for the user's approval, as ``@tool``'s does.
     """
     return MCPServer(
         name,
@@ -271,6 +278,7 @@ def mcp_server(
         timeout=timeout,
         list_secrets=list_secrets,
         audit=audit,
+        requires_approval=requires_approval,
     )
 
 
@@ -286,6 +294,7 @@ class MCPTool(Tool):
         self.timeout = server.timeout
         self.is_async = True
         self.takes_context = True
+        self.requires_approval = server.requires_approval
         schema = dict(remote.input_schema or {})
         schema.setdefault("type", "object")
         schema.setdefault("properties", {})

@@ -14,7 +14,7 @@ import asyncio
 import functools
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any, get_type_hints, overload
+from typing import Any, TypeAlias, get_type_hints, overload
 
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
@@ -25,6 +25,10 @@ from .context import RunContext
 from .errors import TenetError, ToolFailed
 from .tool_threads import ToolThreads
 from .wire_value import Uncarriable, carriable
+
+#: Whether a tool's call waits for a person's yes: always, never, or as a policy
+#: ``(ctx, arguments) -> bool`` decides per call.
+ApprovalPolicy: TypeAlias = bool | Callable[[RunContext, dict[str, Any]], bool]
 
 #: reST markup a docstring may hold: ``:role:`~a.b.C```, ``literal``, `text`.
 _ROLE = linear_re.compile(r":[\w:.-]+:`~?([^`]*?)`")
@@ -56,7 +60,7 @@ class Tool:
         name: str | None = None,
         description: str | None = None,
         timeout: float | None = None,
-        requires_approval: bool | Callable[[RunContext, dict[str, Any]], bool] = False,
+        requires_approval: ApprovalPolicy = False,
     ) -> None:
         self.fn = fn
         #: Whether a call waits for a person's yes before it runs: always, never, or as a
@@ -170,7 +174,7 @@ def tool(
     name: str | None = None,
     description: str | None = None,
     timeout: float | None = None,
-    requires_approval: bool | Callable[[RunContext, dict[str, Any]], bool] = False,
+    requires_approval: ApprovalPolicy = False,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 def tool(
     fn: Callable[..., Any] | None = None,
@@ -179,7 +183,7 @@ def tool(
     name: str | None = None,
     description: str | None = None,
     timeout: float | None = None,
-    requires_approval: bool | Callable[[RunContext, dict[str, Any]], bool] = False,
+    requires_approval: ApprovalPolicy = False,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Make a tool of a typed function: ``@tool`` or ``@tool(name=..., timeout=...)``.
 

@@ -144,3 +144,39 @@ async def test_a_changed_tool_list_is_picked_up(tmp_path: Path, echo_http: str) 
             await asyncio.sleep(0.025)
         assert (await alice.call("web__extra"))["results"] == {"result": "extra"}
         await alice.aclose()
+
+
+async def test_a_server_declared_to_need_approval_waits_for_the_users_yes(
+    tmp_path: Path, echo_http: str
+) -> None:
+    registry = echo_registry(
+        echo_http, requires_approval=lambda ctx, args: args.get("value") != "harmless"
+    )
+    async with running_server(settings(tmp_path), registry) as srv:
+        alice = await new_caller(srv)
+        assert (await alice.set_secret("echo_token", "alice-token-1")).status_code == 204
+        run_id = await alice.start("use web__remember value=plan")
+        for _ in range(300):  # bounded: the run pauses after its first model call
+            run = (await alice.http.get(f"/v1/runs/{run_id}")).json()
+            if run["status"] != "queued" and run["status"] != "running":
+                break
+            await asyncio.sleep(0.05)
+        assert run["status"] == "requires_action", run
+        waiting = await alice.events(run_id)
+        asked = next(e for e in waiting if e["type"] == "approval_requested")
+        assert asked["tool_name"] == "web__remember" and asked["parameters"] == {"value": "plan"}
+        assert "tool_executing" not in [e["type"] for e in waiting]
+
+        answer = await alice.http.post(
+            f"/v1/runs/{run_id}/approvals/{asked['call_id']}", json={"approved": True}
+        )
+        assert answer.status_code == 202, answer.text
+        await asyncio.wait_for(srv.service.engine.wait(run_id), 60)
+        kinds = [e["type"] for e in await alice.events(run_id)]
+        assert kinds.index("approval_resolved") < kinds.index("tool_executing")
+        assert kinds[-1] == "agent_completed"
+        # The policy lets a harmless call through without asking.
+        harmless = await alice.run("use web__remember value=harmless")
+        assert "approval_requested" not in [e["type"] for e in harmless]
+        assert harmless[-1]["type"] == "agent_completed"
+        await alice.aclose()
