@@ -603,3 +603,35 @@ async def test_a_question_asked_by_a_delegated_agent_resumes_it(server_factory) 
             assert [f["execution_id"] for f in child_end] == [child["execution_id"]]
             assert "agent_started" not in types(after)
     assert effects() == ["first d", "hello Ada"]
+
+
+async def test_two_hundred_waiting_users_hold_no_slot_from_two_hundred_running(
+    server_factory,
+) -> None:
+    """The process runs 4 runs at once; 200 users' runs wait for a person meanwhile, and
+    200 other users' runs all still complete: a waiting run holds no slot and no task."""
+    async with server_factory(max_runs=4, user_rate="0") as srv:
+        store, engine = srv.service.store, srv.service.engine
+
+        async def start(words: str) -> tuple[str, str]:
+            user_id, _token = await srv.create_user()
+            thread = await store.create_thread(user_id)
+            run = await engine.submit(user_id, thread.id, "benchmark", words)
+            return user_id, run.id
+
+        waiting = [await start("events=5 approve=1") for _ in range(200)]
+        for _ in range(600):  # bounded: every one of them reaches its approval
+            statuses = [(await store.get_run(u, r)).status for u, r in waiting]
+            if all(s == "requires_action" for s in statuses):
+                break
+            await asyncio.sleep(0.05)
+        assert all(s == "requires_action" for s in statuses), statuses
+        assert engine.running_count == 0 and not any(r in engine.runs for _, r in waiting)
+
+        running = [await start("events=5") for _ in range(200)]
+        async with asyncio.timeout(120):
+            for _user_id, run_id in running:
+                await engine.wait(run_id)
+        done = [(await store.get_run(u, r)).status for u, r in running]
+        still = [(await store.get_run(u, r)).status for u, r in waiting]
+        assert set(done) == {"completed"} and set(still) == {"requires_action"}
