@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from pathlib import Path
 from typing import Any
 
-from server_support import User, http
-from test_ag_ui import ag_ui, run_input, types
+import pytest
+from approval_agents import effects, registry
+from server_support import ServerFactory, User, http, new_user
+from test_ag_ui import ag_ui, read_sse, run_input, types
 
 from tenet.testing import ServerHandle
 
@@ -28,6 +31,18 @@ async def post_error(server: ServerHandle, user: User, body: dict[str, Any]) -> 
 async def test_an_approval_ends_the_stream_as_an_interrupt_and_resume_approves_it(
     server: ServerHandle, alice: User, bob: User
 ) -> None:
+    await approval_round_trip(server, alice, bob)
+
+
+async def test_on_postgres_an_interrupt_is_answered_the_same(
+    server_factory: ServerFactory, postgres_url: str
+) -> None:
+    async with server_factory(database_url=postgres_url) as server:
+        await approval_round_trip(server, await new_user(server), await new_user(server))
+
+
+async def approval_round_trip(server: ServerHandle, alice: User, bob: User) -> None:
+    """Interrupt, foreign and unknown resumes refused alike, then approved and run."""
     thread = "notes-" + secrets.token_hex(3)
     await ag_ui(
         server, alice, "assistant", run_input("remember that the door code is 4711", thread)
@@ -90,3 +105,36 @@ async def test_resume_must_answer_every_interrupt_with_a_valid_answer(
     deny = resume_input(thread, interrupt["id"], {"approved": False, "note": "not now"})
     frames = await ag_ui(server, alice, "assistant", deny)
     assert types(frames)[-1] == "RUN_FINISHED" and "TOOL_CALL_START" not in types(frames)
+
+
+@pytest.fixture
+def effects_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "effects.log"
+    monkeypatch.setenv("TENET_TEST_EFFECTS", str(path))
+    return path
+
+
+async def test_a_question_is_an_interrupt_with_its_schema_and_resume_answers_it(
+    server_factory: ServerFactory, effects_file: Path
+) -> None:
+    async with server_factory(registry=registry()) as server:
+        alice = await new_user(server)
+        frames = await ag_ui(server, alice, "asker", run_input("q", "ask"))
+        assert types(frames)[-1] == "RUN_FINISHED"
+        [interrupt] = frames[-1][1]["outcome"]["interrupts"]
+        assert interrupt["reason"] == "input_required"
+        assert interrupt["message"] == "What is your name?"
+        assert interrupt["responseSchema"] == {"type": "string", "minLength": 1}
+        # The resume stream of the thread ends the same way, with the same outcome.
+        async with http(server, alice) as c, asyncio.timeout(30):
+            async with c.stream("GET", "/v1/agents/asker/ag-ui/ask/stream") as r:
+                again = await read_sse(r)
+        assert again == frames
+        async with http(server, alice) as c:
+            bad = resume_input("ask", interrupt["id"], "")  # the schema wants one character
+            r = await c.post("/v1/agents/asker/ag-ui", json=bad)
+            assert r.status_code == 422 and r.json()["error"]["code"] == "invalid"
+        frames = await ag_ui(server, alice, "asker", resume_input("ask", interrupt["id"], "Ada"))
+        assert types(frames)[-1] == "RUN_FINISHED"
+        assert frames[-1][1]["result"] == "hello Ada"
+        assert effects() == ["first q", "hello Ada"]
