@@ -22,11 +22,13 @@ async function run(agent, parameters = {}) {
   const types = [];
   const steps = [];
   const pending = [];
+  const outcomes = [];
   const { result, newMessages } = await agent.runAgent(
     parameters,
     {
-      onRunFinishedEvent({ pendingToolCallIds }) {
+      onRunFinishedEvent({ pendingToolCallIds, outcome }) {
         pending.push(...(pendingToolCallIds ?? []));
+        outcomes.push(outcome);
       },
       onEvent({ event }) {
         types.push(event.type);
@@ -36,7 +38,7 @@ async function run(agent, parameters = {}) {
       },
     },
   );
-  return { result, types, steps, pending, newMessages };
+  return { result, types, steps, pending, outcomes, newMessages };
 }
 
 async function failing(agent, text) {
@@ -102,6 +104,29 @@ try {
 } catch (err) {
   cancelError = String(err && err.message ? err.message : err);
 }
+// An approval: the run pauses and RUN_FINISHED carries the interrupt; the client refuses a
+// run that leaves it unanswered, and the next run's resume approves it.
+const notes = agentFor("assistant", "node-approval");
+await turn(notes, "remember that the door code is 4711");
+const asked = await turn(notes, "please forget my notes");
+const interrupts = notes.pendingInterrupts.map((i) => ({
+  id: i.id,
+  reason: i.reason,
+  toolCallId: i.toolCallId,
+}));
+let unanswered = null;
+try {
+  await run(notes);
+} catch (err) {
+  unanswered = String(err && err.message ? err.message : err);
+}
+const approved = await run(notes, {
+  resume: notes.pendingInterrupts.map((i) => ({
+    interruptId: i.id,
+    status: "resolved",
+    payload: true,
+  })),
+});
 const unknown = await failing(agentFor("nobody", "node-x"), "hi");
 
 console.log(
@@ -134,6 +159,17 @@ console.log(
     },
     state: { types: stateTurn.types, state: stateful.state, result: stateTurn.result },
     cancel: { types: cancelTypes, error: cancelError },
+    approval: {
+      askedTypes: asked.types,
+      outcomes: asked.outcomes,
+      interrupts,
+      unanswered,
+      approvedTypes: approved.types,
+      approvedOutcomes: approved.outcomes,
+      approvedResult: approved.result,
+      calls: approved.newMessages.flatMap((m) => (m.toolCalls ?? []).map((c) => c.function.name)),
+      pendingAfter: notes.pendingInterrupts.length,
+    },
     unknown,
     messages: chat.messages.length,
   }),

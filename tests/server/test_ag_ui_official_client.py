@@ -109,9 +109,21 @@ async def test_the_official_client_runs_a_conversation_with_tools_a_delegation_a
     assert state["types"][:2] == ["RUN_STARTED", "STATE_SNAPSHOT"]
     assert state["state"] == {"cart": ["tea"], "step": 2}
 
+    # An approval: the interrupt outcome, kept by the client as pending, answered by resume.
+    approval = report["approval"]
+    assert approval["outcomes"] == ["interrupt"] and approval["askedTypes"][-1] == "RUN_FINISHED"
+    [interrupt] = approval["interrupts"]
+    assert interrupt["reason"] == "tool_approval" and interrupt["toolCallId"] == interrupt["id"]
+    assert "pending interrupt" in approval["unanswered"]
+    assert approval["approvedOutcomes"] == ["success"] and approval["pendingAfter"] == 0
+    assert approval["approvedTypes"][0] == "RUN_STARTED"
+    assert "TOOL_CALL_RESULT" in approval["approvedTypes"] and approval["calls"] == ["forget"]
+    assert await server.service.store.list_notes(alice.user_id) == []
+
     async with http(server, alice) as c:
         threads = (await c.get("/v1/threads")).json()
     assert sorted(t["metadata"]["ag_ui_thread_id"] for t in threads) == [
+        "node-approval",
         "node-cancel",
         "node-chat",
         "node-research",

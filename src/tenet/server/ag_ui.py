@@ -78,7 +78,7 @@ from ..events import (
     is_terminal,
 )
 from ..store.ag_ui_threads import MAX_CLIENT_THREAD_ID, AgUiThreads
-from . import ag_ui_messages
+from . import ag_ui_interrupts, ag_ui_messages
 from .auth import Caller, current_caller, server_state
 from .params import header_seq
 from .routes import ERROR_RESPONSES
@@ -294,22 +294,41 @@ async def run_frames(
     *,
     after: int,
     send_after: int = 0,
+    prelude: list[BaseEvent] | None = None,
 ) -> AsyncIterator[tuple[str, bytes]]:
     """The run's AG-UI frames: the thread's events after ``after``, of ``view.run_id``.
 
     Events up to ``send_after`` go through the view without being sent (to rebuild
-    its state on a resume). Ends after the run's terminal event. If reading the
+    its state on a resume); ``prelude`` goes before the first event sent (the
+    ``RUN_STARTED`` of a run resumed from interrupts). Ends after the run's terminal
+    event, or with the interrupt outcome once the run waits for a person
+    (:mod:`tenet.server.ag_ui_interrupts`). If reading the
     events fails (the store went away), the stream ends with a ``RUN_ERROR``
     (``unavailable``) after the last whole event, so the client knows to resume.
     """
     service = state.service
+    waiting = ag_ui_interrupts.Waiting()
     try:
         async for body in follow(service.store, service.bus, user_id, thread_id, after=after):
             event = orjson.loads(body)
             if event.get("run_id") != view.run_id:
                 continue
             mapped = view.map(event)
-            if mapped and event["seq"] > send_after:
+            live = event["seq"] > send_after
+            if live and prelude:
+                mapped, prelude = prelude + mapped, None
+            asked = waiting.see(event)
+            if asked and live:
+                interrupts = await ag_ui_interrupts.paused(state, user_id, view.run_id, waiting)
+                if interrupts:
+                    mapped.append(
+                        ag_ui_interrupts.finished(
+                            view.client_thread_id, view.client_run_id, interrupts
+                        )
+                    )
+                    yield body, encode(mapped, event["seq"])
+                    return
+            if mapped and live:
                 yield body, encode(mapped, event["seq"])
             if view.finished:
                 return
@@ -427,6 +446,8 @@ async def run_agent(agent: str, request: Request, caller: CallerDep) -> Streamin
     service = state.service
     _agent_or_404(state, agent)
     run_input = parse_input(await request.body())
+    if run_input.resume:
+        return await resume_run(state, caller, agent, run_input)
     threads = AgUiThreads(service.store)
     open_calls: dict[str, dict[str, Any]] = {}
     if ag_ui_messages.answers_tool_calls(run_input):  # results for the last run's calls?
@@ -474,6 +495,44 @@ async def run_agent(agent: str, request: Request, caller: CallerDep) -> Streamin
     )
     frames = run_frames(state, caller.user_id, thread_id, view, after=after)
     return await event_stream(state, caller, frames, name=f"ag-ui {run.id}")
+
+
+async def resume_run(
+    state: ServerState, caller: Caller, agent: str, run_input: RunAgentInput
+) -> StreamingResponse:
+    """Answer the interrupts of the caller's waiting run on ``threadId``; stream it on.
+
+    Errors (404 an interrupt id not pending on the caller's thread, whoever's it
+    is; 422 a malformed answer; 409 one answered meanwhile) come before the
+    stream. The stream is the same tenet run, from ``RUN_STARTED`` with the
+    client's new ``runId``: earlier events go through the view unsent, so its
+    message ids continue.
+    """
+    store = state.service.store
+    user_id = caller.user_id
+    run_id = await ag_ui_interrupts.waiting_run(state, user_id, run_input.thread_id, agent)
+    await check_stream_room(state, caller)
+    run = await store.get_run(user_id, run_id)
+    threads = AgUiThreads(store)
+    first = await threads.run_first_seq(user_id, run.thread_id, run_id) or 1
+    after = await store.last_seq(user_id, run.thread_id)  # before the answers' events
+    await ag_ui_interrupts.answer(state, user_id, run_id, list(run_input.resume or ()))
+    tenet = {"run_id": run_id, "thread_id": run.thread_id}
+    view = AgUiView(
+        run_id=run_id,
+        client_thread_id=run_input.thread_id,
+        client_run_id=run_input.run_id,
+        thread_id=run.thread_id,
+    )
+    started = RunStartedEvent(
+        thread_id=run_input.thread_id,
+        run_id=run_input.run_id,
+        metadata={TENET_METADATA_KEY: tenet},
+    )
+    frames = run_frames(
+        state, user_id, run.thread_id, view, after=first - 1, send_after=after, prelude=[started]
+    )
+    return await event_stream(state, caller, frames, name=f"ag-ui {run_id}")
 
 
 @router.get(

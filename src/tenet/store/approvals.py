@@ -107,6 +107,13 @@ async def answered(
     return await store.executor.run(units.answered_requests, user_id, run_id, round, write=False)
 
 
+async def pending(store: Store, user_id: str, run_id: str) -> list[str]:
+    """Ids of the user's run's pending requests, in order (none for another user's run)."""
+    if not is_valid(run_id, "run"):
+        return []
+    return await store.executor.run(units.pending_requests, user_id, run_id, write=False)
+
+
 async def expired(store: Store, now: datetime, limit: int = 100) -> list[tuple[str, ...]]:
     """``(user_id, run_id, id, kind)`` of pending requests past their expiry (every user's:
     the timeout sweep answers them as ``timeout``)."""

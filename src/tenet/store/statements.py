@@ -776,6 +776,14 @@ ANSWERED_REQUESTS = statement(
     )
     .order_by(run_requests.c.created_at, run_requests.c.id),
 )
+#: ``id`` of the pending requests of a run, in order (what a waiting run waits on).
+PENDING_REQUESTS = statement(
+    "pending_requests",
+    ("user_id", "run_id"),
+    select(run_requests.c.id)
+    .where(*_runs_requests(run_requests.c.status == const("pending")))
+    .order_by(run_requests.c.created_at, run_requests.c.id),
+)
 #: ``(user_id, run_id, id, kind)`` of pending requests past their ``expires_at``.
 EXPIRED_REQUESTS = statement(
     "expired_requests",

@@ -242,6 +242,12 @@ def answered_requests(user_id: str, run_id: str, round: int) -> Steps:
     return [tuple(r) for r in found]
 
 
+def pending_requests(user_id: str, run_id: str) -> Steps:
+    """``id`` of the run's pending requests (see ``PENDING_REQUESTS``)."""
+    found = yield rows(q.PENDING_REQUESTS, user_id, run_id)
+    return [r[0] for r in found]
+
+
 def expired_requests(now: datetime, limit: int) -> Steps:
     """``(user_id, run_id, id, kind)`` of up to ``limit`` pending requests past expiry."""
     found = yield rows(q.EXPIRED_REQUESTS, now, limit)
