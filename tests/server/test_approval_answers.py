@@ -8,7 +8,9 @@ as over HTTP. Real server, real clients.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from approval_agents import effects, registry
@@ -100,3 +102,40 @@ async def test_a_note_over_the_limit_is_refused_over_websocket_as_over_http(
             resolved = next(f for f in frames if f["type"] == "approval_resolved")
             assert resolved["note"] == note and resolved["approved"] is False
         assert effects() == []
+
+
+async def test_the_client_does_not_ask_again_for_calls_answered_before_it_subscribed(
+    server_factory,
+) -> None:
+    """``on_approval`` is the person's prompt: a replayed, long-answered request is not one."""
+    from tenet.client import Client
+
+    asked: list[str] = []
+
+    async def decide(event: dict[str, Any]) -> bool:
+        asked.append(str(event["call_id"]))
+        return True
+
+    async with server_factory(registry=registry()) as srv:
+        alice = await new_user(srv)
+        async with Client(srv.url, alice.token, on_approval=decide) as client:
+            run = await client.run("guarded", calls(("delete", {"path": "a"})))
+            assert (await run.result())["status"] == "completed"
+            thread_id = run.thread_id
+        assert asked == ["call_0"]
+
+        # A second device opens the thread: its history holds the answered request.
+        async with Client(srv.url, alice.token, on_approval=decide) as client:
+            replayed = []
+            async with asyncio.timeout(15):
+                async for event in client.subscribe(thread_id, after=0):
+                    replayed.append(event["type"])
+                    if event["type"] == "agent_completed":
+                        break
+            assert "approval_requested" in replayed
+            # Whatever the handler would have been started for has had its chance to run.
+            await client.ping()
+            await client.get_run(run.id)
+            await asyncio.sleep(0)
+        assert asked == ["call_0"]
+    assert effects() == ["deleted a"]
