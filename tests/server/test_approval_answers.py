@@ -9,6 +9,7 @@ as over HTTP. Real server, real clients.
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -139,3 +140,37 @@ async def test_the_client_does_not_ask_again_for_calls_answered_before_it_subscr
             await asyncio.sleep(0)
         assert asked == ["call_0"]
     assert effects() == ["deleted a"]
+
+
+async def test_a_lone_surrogate_in_an_answer_frame_is_named_and_its_ref_echoed(
+    server_factory,
+) -> None:
+    """``"\\ud83d"`` is JSON by its grammar: the frame's ``ref`` comes back with an error
+    that says what is wrong (as HTTP's 422 does), and nothing is answered."""
+    async with server_factory(registry=registry()) as srv:
+        alice = await new_user(srv)
+        async with ws_connect(srv, alice) as ws, http(srv, alice) as c:
+            await ready(ws)
+            run_id = await start_run(ws, "guarded", calls(("delete", {"path": "a"})))
+            await frames_until(ws, of_type("approval_requested"))
+            for note in ('"\\ud83d"', '"\\udc00 tail"', '"\\ud83d\\u0041"'):
+                frame = {"type": "approve", "run_id": run_id, "call_id": "call_0"}
+                text = json.dumps(frame | {"approved": False, "ref": "r1"})
+                await ws.send(text[:-1] + f', "note": {note}}}')
+                refused = await recv(ws)
+                assert refused["type"] == "error" and refused["code"] == "invalid", refused
+                assert refused.get("ref") == "r1", refused
+                assert "surrogate" in refused["message"], refused
+            r = await c.post(
+                f"/v1/runs/{run_id}/approvals/call_0",
+                content='{"approved": false, "note": "\\ud83d"}',
+                headers={"content-type": "application/json"},
+            )
+            assert r.status_code == 422 and "surrogate" in r.json()["error"]["message"]
+            assert (await c.get(f"/v1/runs/{run_id}")).json()["status"] == "requires_action"
+            await send(
+                ws, {"type": "approve", "run_id": run_id, "call_id": "call_0", "approved": True}
+            )
+            frames = await frames_until(ws, terminal)
+            assert frames[0]["type"] == "approval_accepted", frames[0]
+        assert effects() == ["deleted a"]
