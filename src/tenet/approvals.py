@@ -29,6 +29,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 import jsonschema
+import orjson
 
 from .clock import utc_now
 from .context import RunContext
@@ -42,7 +43,6 @@ from .store import approvals as stored
 from .store.db import Store
 from .store.writer import EventWriter
 from .usage import run_usage
-from .wire_value import Uncarriable, check_carriable
 
 if TYPE_CHECKING:
     from .store.tables import Run
@@ -59,12 +59,14 @@ NOTE_MAX_CHARS = 2_000
 
 def _check_storable(value: Any, what: str) -> None:
     """``Invalid`` for an answer JSON allows but the store and the events can't hold
-    (an integer wider than 64 bits), so it is refused before anything is stored."""
+    (an integer wider than 64 bits, lists or objects nested over 254 levels), so it is
+    refused before anything is stored."""
     try:
-        check_carriable(value, what)
-    except Uncarriable:
+        orjson.dumps(value)
+    except (TypeError, orjson.JSONEncodeError) as exc:
         raise Invalid(
-            f"{what} holds a value that cannot be stored (an integer beyond 64 bits)"
+            f"{what} cannot be stored ({exc}): integers are limited to 64 bits, "
+            "nesting to 254 levels"
         ) from None
 
 

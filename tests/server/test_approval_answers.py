@@ -1,8 +1,8 @@
 """Answers a store cannot hold, or that one channel takes and another refuses.
 
 An answer is checked before it is stored: a value JSON allows but the store does
-not (an integer wider than 64 bits) is 422 ``invalid``, never a 500, and leaves
-the request answerable; a note over the limit is refused the same over WebSocket
+not (an integer wider than 64 bits, lists nested 300 deep) is 422 ``invalid``, never
+a 500, and leaves the request answerable; a note over the limit is refused the same over WebSocket
 as over HTTP. Real server, real clients.
 """
 
@@ -22,6 +22,10 @@ from tenet.approvals import NOTE_MAX_CHARS
 
 #: An integer JSON allows and a 64-bit store does not.
 HUGE = 10**30
+#: Lists nested deeper than the store's JSON encoder goes (254 levels).
+DEEP: Any = []
+for _ in range(300):
+    DEEP = [DEEP]
 
 
 @pytest.fixture(autouse=True)
@@ -62,7 +66,7 @@ async def test_an_answer_beyond_64_bits_is_422_and_the_question_stays_answerable
             run_id = await start_run(ws, "open", "x")
             asked = (await frames_until(ws, of_type("input_requested")))[-1]
             url = f"/v1/runs/{run_id}/inputs/{asked['request_id']}"
-            for value in (HUGE, {"deep": [1, -HUGE]}):
+            for value in (HUGE, {"deep": [1, -HUGE]}, DEEP):
                 r = await c.post(url, json={"value": value})
                 assert r.status_code == 422, r.text
                 assert r.json()["error"]["code"] == "invalid"
