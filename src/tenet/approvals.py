@@ -29,7 +29,6 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 import jsonschema
-import orjson
 
 from .clock import utc_now
 from .context import RunContext
@@ -43,6 +42,7 @@ from .store import approvals as stored
 from .store.db import Store
 from .store.writer import EventWriter
 from .usage import run_usage
+from .wire_value import check_storable
 
 if TYPE_CHECKING:
     from .store.tables import Run
@@ -55,19 +55,6 @@ MISSING: Any = object()
 
 #: A note sent with an answer may have up to this many characters (a longer one is ``Invalid``).
 NOTE_MAX_CHARS = 2_000
-
-
-def _check_storable(value: Any, what: str) -> None:
-    """``Invalid`` for an answer JSON allows but the store and the events can't hold
-    (an integer wider than 64 bits, lists or objects nested over 254 levels), so it is
-    refused before anything is stored."""
-    try:
-        orjson.dumps(value)
-    except (TypeError, orjson.JSONEncodeError) as exc:
-        raise Invalid(
-            f"{what} cannot be stored ({exc}): integers are limited to 64 bits, "
-            "nesting to 254 levels"
-        ) from None
 
 
 class WaitingRuns(Protocol):
@@ -133,7 +120,7 @@ class Approvals:
             if not approved:
                 raise Invalid("arguments can only be given with an approval")
             self._check_arguments(found, arguments)
-            _check_storable(arguments, "arguments")
+            check_storable(arguments, "arguments")
         answer: dict[str, Any] = {"approved": approved, "by": "user"}
         if arguments is not None:
             answer["arguments"] = arguments
@@ -159,7 +146,7 @@ class Approvals:
                 ) from None
             except jsonschema.SchemaError as exc:  # the flow's schema is broken: say so
                 raise Invalid(f"the question's schema is invalid: {exc.message}") from None
-        _check_storable(value, "value")
+        check_storable(value, "value")
         await self._resolve(
             user_id, run_id, request_id, stored.INPUT, {"value": value, "by": "user"}
         )
