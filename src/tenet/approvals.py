@@ -42,6 +42,7 @@ from .store import approvals as stored
 from .store.db import Store
 from .store.writer import EventWriter
 from .usage import run_usage
+from .wire_value import check_storable
 
 if TYPE_CHECKING:
     from .store.tables import Run
@@ -52,7 +53,7 @@ log = logging.getLogger("tenet.approvals")
 #: that another user's request is "not found" whatever the body).
 MISSING: Any = object()
 
-#: A note sent with an answer is kept up to this many characters.
+#: A note sent with an answer may have up to this many characters (a longer one is ``Invalid``).
 NOTE_MAX_CHARS = 2_000
 
 
@@ -113,15 +114,18 @@ class Approvals:
             raise Invalid("approved must be true or false")
         if note is not None and not isinstance(note, str):
             raise Invalid("note must be a string")
+        if note is not None and len(note) > NOTE_MAX_CHARS:  # as HTTP's body model refuses it
+            raise Invalid(f"note must be at most {NOTE_MAX_CHARS} characters")
         if arguments is not None:
             if not approved:
                 raise Invalid("arguments can only be given with an approval")
             self._check_arguments(found, arguments)
+            check_storable(arguments, "arguments")
         answer: dict[str, Any] = {"approved": approved, "by": "user"}
         if arguments is not None:
             answer["arguments"] = arguments
         if note:
-            answer["note"] = note[:NOTE_MAX_CHARS]
+            answer["note"] = note
         await self._resolve(user_id, run_id, call_id, stored.APPROVAL, answer)
         return await self.store.get_run(user_id, run_id)
 
@@ -142,6 +146,7 @@ class Approvals:
                 ) from None
             except jsonschema.SchemaError as exc:  # the flow's schema is broken: say so
                 raise Invalid(f"the question's schema is invalid: {exc.message}") from None
+        check_storable(value, "value")
         await self._resolve(
             user_id, run_id, request_id, stored.INPUT, {"value": value, "by": "user"}
         )

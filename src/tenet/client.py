@@ -236,6 +236,8 @@ class Client:
         #: (a run it started, a subscription); its decision is sent with :meth:`approve`.
         self.on_approval = on_approval
         self._approving: set[tuple[str, str]] = set()
+        #: Calls whose ``approval_resolved`` this client has seen (a replay holds both).
+        self._resolved: set[tuple[str, str]] = set()
         self._approval_tasks: set[asyncio.Task[None]] = set()
         self.timeout_s = timeout_s
         self.reconnect_for_s = reconnect_for_s
@@ -720,6 +722,8 @@ class Client:
         feed.received = max(feed.received or 0, seq)
         if event.get("type") == "approval_requested" and self.on_approval is not None:
             self._ask_approval(event)
+        elif event.get("type") == "approval_resolved" and self.on_approval is not None:
+            self._resolved.add((str(event.get("run_id")), str(event.get("call_id"))))
         for listener in list(feed.listeners):
             listener.offer(event)
             if listener.finished:
@@ -734,9 +738,28 @@ class Client:
         self._approval_tasks.add(task)
         task.add_done_callback(self._approval_tasks.discard)
 
+    async def _still_waiting(self, event: Event) -> bool:
+        """Whether the call of ``event`` may still be answered: a subscription's replay
+        (a reload, a second device) delivers requests answered long ago, which must not
+        reach the person again. The run no longer waiting settles it; a run that waits
+        again (a later turn, other calls) is told by the call's ``approval_resolved``,
+        which the replay delivers while the run is read."""
+        key = (str(event.get("run_id")), str(event.get("call_id")))
+        if key in self._resolved:
+            return False
+        try:
+            run = await self.get_run(key[0])
+        except ClientError as exc:
+            if exc.code == "not_found":  # its thread was deleted meanwhile
+                return False
+            raise
+        return run.get("status") == "requires_action" and key not in self._resolved
+
     async def _approval(self, event: Event) -> None:
         assert self.on_approval is not None
         try:
+            if not await self._still_waiting(event):
+                return
             decision = await self.on_approval(event)
             if decision is None:
                 return

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from .errors import TenetError
+from .errors import Invalid, TenetError
 from .text import repair_value
 
 
@@ -50,3 +50,16 @@ def carriable(value: Any, what: str = "value") -> Any:
         value = repair_value(value)
         check_carriable(value, what)
     return value
+
+
+def check_storable(value: Any, what: str) -> None:
+    """``Invalid`` (422) for a value a client sent that JSON allows but the store and the
+    events can't hold: an integer wider than 64 bits, lists or objects nested over 254
+    levels. Called before anything of the request is stored, so nothing is left behind."""
+    try:
+        orjson.dumps(value)
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        raise Invalid(
+            f"{what} cannot be stored ({exc}): integers are limited to 64 bits, "
+            "nesting to 254 levels"
+        ) from None

@@ -4,7 +4,8 @@
 calls its input lists as JSON (``[["delete", {"path": "a"}], ...]``) and then
 answers with the results it was given. ``asker`` is a custom flow that records a
 note, asks a question, and records the answer; ``chaotic`` is the same flow but
-records something different each time it runs, which a resumed run must refuse.
+records something different each time it runs, which a resumed run must refuse;
+``open`` asks without a schema, so any JSON value answers it.
 Tools write their side effects to the file named by ``TENET_TEST_EFFECTS`` (one
 line each), so a test, or another process, can count them.
 """
@@ -87,17 +88,28 @@ class CallingModel:
         )
 
 
+#: The schema of ``asker``'s question (``open`` asks without one).
+NAME_SCHEMA: dict[str, Any] = {"type": "string", "minLength": 1}
+
+
 class Asker(Agent):
     """Records a note, asks, records the answer: the note must be recorded once."""
 
-    def __init__(self, name: str = "asker", *, chaotic: bool = False) -> None:
+    def __init__(
+        self,
+        name: str = "asker",
+        *,
+        chaotic: bool = False,
+        schema: dict[str, Any] | None = NAME_SCHEMA,
+    ) -> None:
         super().__init__(name=name, description="Asks a question.", tools=[record])
         self.chaotic = chaotic
+        self.schema = schema
 
     async def run(self, ctx: RunContext, input: str) -> str:
         first = f"first {secrets.token_hex(4)}" if self.chaotic else f"first {input}"
         await ctx.call_tool("record", text=first)
-        name = await ctx.ask("What is your name?", schema={"type": "string", "minLength": 1})
+        name = await ctx.ask("What is your name?", schema=self.schema)
         await ctx.call_tool("record", text=f"hello {name}")
         return f"hello {name}"
 
@@ -122,6 +134,7 @@ def agents() -> list[Agent]:
         ),
         Asker(),
         Asker("chaotic", chaotic=True),
+        Asker("open", schema=None),
         Delegator(),
     ]
 

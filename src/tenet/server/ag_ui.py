@@ -78,6 +78,7 @@ from ..events import (
     is_terminal,
 )
 from ..store.ag_ui_threads import MAX_CLIENT_THREAD_ID, AgUiThreads
+from ..wire_value import check_storable
 from . import ag_ui_interrupts, ag_ui_messages
 from .auth import Caller, current_caller, server_state
 from .params import header_seq
@@ -461,6 +462,9 @@ async def run_agent(agent: str, request: Request, caller: CallerDep) -> Streamin
         tools = client_tools(state, agent, run_input)
     except Invalid as exc:
         return refused(run_input, exc)
+    context = [c.model_dump() for c in run_input.context or ()]
+    # Kept with the run (one level down in its metadata): refused now, before a thread is made.
+    check_storable([tools, results, run_input.state, context], "the body")
     thread_id = await threads.thread_for(
         caller.user_id, run_input.thread_id, limit=state.settings.max_threads_per_user
     )
@@ -471,7 +475,7 @@ async def run_agent(agent: str, request: Request, caller: CallerDep) -> Streamin
         (CLIENT_TOOLS_KEY, tools),
         (CLIENT_RESULTS_KEY, results),
         (CLIENT_STATE_KEY, run_input.state),
-        (CLIENT_CONTEXT_KEY, [c.model_dump() for c in run_input.context or ()]),
+        (CLIENT_CONTEXT_KEY, context),
     ):
         if value not in (None, {}, []):
             meta[key] = value

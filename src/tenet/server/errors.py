@@ -165,7 +165,11 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
 
 
-def _bad_text(body: bytes) -> bool:
+#: What is wrong with a body or frame that escapes a lone UTF-16 surrogate.
+NOT_UNICODE = "holds text that is not valid Unicode (an unpaired surrogate)"
+
+
+def unpaired_surrogate(body: bytes) -> bool:
     """Whether a JSON body escapes a UTF-16 surrogate that has no partner (``"\\ud83d"``).
 
     A lenient JSON parser turns such an escape into a string UTF-8 cannot encode,
@@ -218,8 +222,8 @@ class GuardMiddleware:
             if len(body) > self.max_body_bytes:
                 await self._too_large(scope, receive, send)
                 return
-        if _bad_text(body):
-            message = "the body holds text that is not valid Unicode (an unpaired surrogate)"
+        if unpaired_surrogate(body):
+            message = f"the body {NOT_UNICODE}"
             await error_response(422, "invalid", message)(scope, receive, send)
             return
         replayed = False

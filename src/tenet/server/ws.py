@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import deque
@@ -39,7 +40,7 @@ from ..ids import new_id
 from ..titles import title_metadata
 from .auth import Caller, bearer, caller_for_token
 from .cluster_limits import hold_place, release_place, take_request
-from .errors import STORE_DOWN_MESSAGE, is_store_outage
+from .errors import NOT_UNICODE, STORE_DOWN_MESSAGE, is_store_outage, unpaired_surrogate
 from .params import frame_seq
 from .routes import check_metadata
 from .state import ServerState
@@ -297,7 +298,10 @@ class Connection:
         try:
             frame = orjson.loads(text)
         except orjson.JSONDecodeError:
-            self._error(None, "invalid", "the frame is not JSON")
+            if unpaired_surrogate(text.encode()):  # JSON by its grammar: say what is wrong
+                self._error(_lenient_ref(text), "invalid", f"the frame {NOT_UNICODE}")
+            else:
+                self._error(None, "invalid", "the frame is not JSON")
             return
         if not isinstance(frame, dict):
             self._error(None, "invalid", "the frame is not a JSON object")
@@ -492,6 +496,23 @@ def _ref_of(text: str) -> str | None:
         return None
     ref = frame.get("ref") if isinstance(frame, dict) else None
     return ref if isinstance(ref, str) else None
+
+
+def _lenient_ref(text: str) -> str | None:
+    """The ``ref`` of a frame that escapes a lone surrogate (which the strict parser
+    refuses), read by the lenient standard parser; None if it has no clean one."""
+    try:
+        frame = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    ref = frame.get("ref") if isinstance(frame, dict) else None
+    if not isinstance(ref, str):
+        return None
+    try:
+        ref.encode()
+    except UnicodeEncodeError:  # the ref itself is the bad text
+        return None
+    return ref
 
 
 def _field(frame: dict[str, Any], name: str, *, kind: str = "id") -> str:

@@ -89,7 +89,7 @@ export class ApprovalRequest extends PendingRequest {
     const id = `args-${event.run_id}-${event.call_id}`;
     this.args = h("textarea", { id, class: "approval-args", rows: 4, spellcheck: "false" });
     this.args.value = pretty(this.original);
-    this.note = h("input", { type: "text", class: "approval-note", "aria-label": "Note", placeholder: "Note (optional)" });
+    this.note = h("input", { type: "text", class: "approval-note", "aria-label": "Note", placeholder: "Note (optional)", maxlength: "2000" });
     const approve = h("button", { type: "button", class: "approve" }, "Approve");
     const deny = h("button", { type: "button", class: "deny" }, "Deny");
     approve.addEventListener("click", () => this.answer(true));
