@@ -36,7 +36,8 @@ def settings(tmp_path: Path) -> Callable[..., Settings]:
 
 @pytest.fixture
 async def server(settings: Callable[..., Settings]) -> AsyncIterator[ServerHandle]:
-    async with running_server(settings(scripted_token_latency_ms=3)) as handle:
+    # Every word its own event (never joined): a run of well over 100 events.
+    async with running_server(settings(scripted_token_latency_ms=3, delta_interval_ms=0)) as handle:
         yield handle
 
 
