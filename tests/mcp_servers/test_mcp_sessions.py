@@ -61,9 +61,11 @@ async def test_fifty_users_over_http_each_see_only_their_own_state_and_credentia
 async def test_users_over_stdio_each_get_their_own_process_and_credential(
     tmp_path: Path,
 ) -> None:
-    # 12 users, not 50: each is a Python process of its own on a 2-core machine.
+    # 12 users, not 50: each is a Python process of its own on a 2-core machine, and
+    # 12 of them importing the MCP SDK at once can take longer than the default 10 s
+    # to open their sessions there: what is tested is whose process answers, not how fast.
     registry = echo_registry(None, stdio_command())
-    async with running_server(settings(tmp_path), registry) as srv:
+    async with running_server(settings(tmp_path, mcp_connect_timeout_s=60), registry) as srv:
         await _each_sees_only_its_own(srv, "proc", 12, bearer=False)
 
 

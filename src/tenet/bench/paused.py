@@ -218,7 +218,7 @@ def run_paused_bench(
     server = ServerProcess("tenet", admin_token=token, env={"TENET_LOG_LEVEL": "WARNING"})
     server.start()
     try:
-        target = _Target("tenet", server.url, server.ws_url, token, server)
+        target = _Target.started("tenet", server, token)
         tokens = create_users(target, users, f"paused-{secrets.token_hex(3)}", progress)
         return asyncio.run(_measure(server, tokens, n, min(sample, n), wait_s, timeout_s, progress))
     finally:

@@ -140,7 +140,7 @@ def run_protocol_bench(
     env = {"TENET_MAX_RUNS": str(max(256, users))}
     input = f"latency_ms=0 events={events}"
     with ServerProcess("tenet", admin_token=token, env=env) as server:
-        target = _Target("tenet", server.url, server.ws_url, token, server)
+        target = _Target.started("tenet", server, token)
         tokens = create_users(target, users, f"proto-{secrets.token_hex(3)}", progress)
         asyncio.run(_phase("ag-ui", server.url, tokens[:2], 1, input))  # warm both paths
         asyncio.run(_phase("tenet", server.url, tokens[:2], 1, input))

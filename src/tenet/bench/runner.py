@@ -116,9 +116,7 @@ def _server(config: BenchConfig, kind: str, env: dict[str, str]) -> Iterator[_Ta
     server = ServerProcess(kind, admin_token=token, env={**config.server_env, **env})
     server.start()
     try:
-        yield _Target(
-            kind, server.url, server.ws_url, token, server, ServerMeter("pid", server.pid)
-        )
+        yield _Target.started(kind, server, token)
     finally:
         server.stop()
 
@@ -133,6 +131,12 @@ class _Target:
     server: ServerProcess | None
     #: How its CPU and RSS are read (by PID on this machine, else from its ``/metrics``).
     meter: ServerMeter
+
+    @classmethod
+    def started(cls, kind: str, server: ServerProcess, admin_token: str) -> _Target:
+        """A server this bench started, measured by its PID."""
+        meter = ServerMeter("pid", server.pid)
+        return cls(kind, server.url, server.ws_url, admin_token, server, meter)
 
     def cpu(self) -> float | None:
         return self.meter.cpu_seconds()
