@@ -100,7 +100,9 @@ async def test_eviction_closes_the_users_sessions_and_kills_its_processes(
     tmp_path: Path, echo_http: str
 ) -> None:
     registry = echo_registry(echo_http, stdio_command())
-    async with running_server(settings(tmp_path, session_idle_s=0.3), registry) as srv:
+    # Idle long enough that the sessions are surely still open right after the last call
+    # (a loaded machine stalls the loop for a few hundred ms), short enough to wait for.
+    async with running_server(settings(tmp_path, session_idle_s=2), registry) as srv:
         alice = await new_caller(srv)
         await alice.set_secret("echo_token", "t")
         await alice.call("web__remember", value="before")
