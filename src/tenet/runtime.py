@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from .agents import Agent
 from .clock import now_us, wire_time
 from .context import RunContext, executing
-from .delta_stream import stream_reply
 from .errors import AgentFailed, DepthExceeded, ToolFailed
 from .events import (
     AGENT_COMPLETED,
@@ -39,7 +38,7 @@ from .ids import new_id, token_hex
 from .journal import Journal, RunPaused, key_of
 from .mcp_tools import MCPHub, UserMCPSessions
 from .models.base import ModelReply, ToolCall, Usage
-from .models.metered import counting, metered, unmetered
+from .models.metered import metered
 from .store.notes import UserNotes
 from .store.secrets import SecretBox, UserSecrets
 from .text import HalfJoiner, repair
@@ -99,7 +98,7 @@ class RunRuntime:
         mcp: MCPHub | None = None,
         secrets: SecretBox | None = None,
         conversations: Conversations | None = None,
-        calls: ModelCalls | None = None,
+        calls: ModelCalls,
         journal: Journal | None = None,
         approval_timeout_s: float = DEFAULT_APPROVAL_TIMEOUT_S,
     ) -> None:
@@ -173,30 +172,15 @@ class RunRuntime:
         entry = self.journal.replayed("model", None)
         if entry is not None:
             return _reply_of(entry["r"])
-        if self.calls is None:
-            token = counting.set(True)
-            try:
-                reply = await stream_reply(
-                    ctx,
-                    unmetered(model),
-                    messages,
-                    tools,
-                    on_delta=on_delta,
-                    on_reasoning=on_reasoning,
-                )
-            finally:
-                counting.reset(token)
-            self.usage.add(reply.usage)
-        else:
-            reply = await self.calls.complete(
-                self.usage,
-                ctx,
-                model,
-                messages,
-                tools,
-                on_delta=on_delta,
-                on_reasoning=on_reasoning,
-            )
+        reply = await self.calls.complete(
+            self.usage,
+            ctx,
+            model,
+            messages,
+            tools,
+            on_delta=on_delta,
+            on_reasoning=on_reasoning,
+        )
         self.journal.record("model", None, r=_reply_json(reply))
         return reply
 

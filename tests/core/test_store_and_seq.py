@@ -303,6 +303,7 @@ def _congested_runtime(store: Store) -> tuple[RunRuntime, RunContext]:
         session=None,  # type: ignore[arg-type]
         tool_timeout=1.0,
         max_steps=1,
+        calls=None,  # type: ignore[arg-type]
     )
     ids = {k: new_id(k) for k in ("usr", "thr", "run")}
     ctx = RunContext.for_run(
