@@ -38,6 +38,7 @@ import contextlib
 import multiprocessing
 import os
 import secrets
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -393,7 +394,7 @@ def _spread(before: list[float | None], during: list[float | None]) -> dict[str,
     )
     return {
         "baseline_spread": max(base) - min(base) if base else None,
-        "added_median": percentile(pairs, 50),
+        "added_median": statistics.median(pairs) if pairs else None,
         "added_min": pairs[0] if pairs else None,
         "added_max": pairs[-1] if pairs else None,
     }
@@ -524,3 +525,13 @@ def print_hostile(report: dict[str, Any], console: Any) -> None:
     console.print(
         f"goal: the hostile user adds under {report['goal_ms']:g} ms to p99: {verdict}{survived}"
     )
+    spreads = [
+        s["baseline_spread"]
+        for s in report.get("rounds_ms", {}).values()
+        if s and s["baseline_spread"] is not None
+    ]
+    if spreads and max(spreads) > report["goal_ms"]:
+        console.print(
+            f"[yellow]the baseline's own rounds spread up to {ms(max(spreads))}: this run "
+            f"cannot tell {report['goal_ms']:g} ms apart[/]"
+        )
