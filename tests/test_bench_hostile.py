@@ -42,4 +42,10 @@ def test_bench_hostile_reports_both_phases_and_the_server_survives(tmp_path: Pat
     assert set(report["added_ms"]) == {"run_p99_ms", "me_p99_ms"}
     assert report["rounds"] == 2
     assert report["baseline"]["server_cpu_per_s"] > 0 < report["hostile"]["server_cpu_per_s"]
+    for phase in ("baseline", "hostile"):  # each round's p99, so the spread can be read
+        assert len(report[phase]["round_run_p99_ms"]) == 2
+        assert report[phase]["server_cpu_wait_per_s"] is not None
+    for key in ("run_p99_ms", "me_p99_ms"):
+        spread = report["rounds_ms"][key]
+        assert set(spread) == {"baseline_spread", "added_median", "added_min", "added_max"}
     assert "GET /v1/me p99" in done.stdout

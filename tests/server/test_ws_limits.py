@@ -4,7 +4,9 @@ address, threads followed per socket."""
 from __future__ import annotations
 
 import json
+import logging
 
+import pytest
 from server_support import (
     ServerFactory,
     close_code,
@@ -63,6 +65,25 @@ async def test_unauthenticated_sockets_are_bounded_per_address(
                 await ready(fourth)
             await send(second, {"type": "ping"})
             assert await close_code(second) == 4401  # not an auth frame
+
+
+async def test_many_refused_sockets_log_a_bounded_number_of_lines_and_count_them_all(
+    server_factory: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A line per refused socket let anyone write the log as fast as they connect: the
+    refusals of one reason within an interval are one line, then one line counting them."""
+    caplog.set_level(logging.INFO, logger="tenet.server.ws")
+    refused = 40
+    async with server_factory(ws_max_unauthenticated=1, ws_auth_timeout_s=30) as server:
+        async with ws_connect(server):  # waits for its auth frame: the address's one place
+            for _ in range(refused):
+                async with ws_connect(server) as extra:
+                    assert await close_code(extra) == 4429
+    lines = [r.getMessage() for r in caplog.records if "4429" in r.getMessage()]
+    assert len(lines) <= 2, lines
+    # The first refusal's own line, then "(N more in 10 s)": every refusal is counted once.
+    counted = sum(int(ln.rsplit("(", 1)[1].split()[0]) if "more in" in ln else 1 for ln in lines)
+    assert counted == refused, lines
 
 
 async def test_a_socket_follows_a_bounded_number_of_threads(

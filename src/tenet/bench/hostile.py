@@ -17,7 +17,11 @@ during the bench weighs on both alike):
 
 The report gives the normal users' run latency (p50, p99) and the probe's
 ``GET /v1/me`` latency (p50, p99) in both phases, and what the hostile user
-added to each p99. The goal: under 20 ms.
+added to each p99. The goal: under 20 ms. So that a reader can tell an added
+figure from noise, it also gives each baseline round's p99 and their spread, and
+what each round's hostile phase added to its own round's baseline; and, per
+second of each phase, the server's CPU, how long its threads waited for a CPU
+(the machine's load), and the CPU of the hostile process and of this one.
 
 The hostile user's process runs on the same machine as the server, where a real
 one would not: its own start (a Python process importing its libraries takes a
@@ -34,6 +38,7 @@ import contextlib
 import multiprocessing
 import os
 import secrets
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,7 +48,7 @@ import httpx
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
-from .procs import ServerProcess, cpu_seconds, raise_file_limit
+from .procs import ServerProcess, cpu_seconds, cpu_wait_seconds, raise_file_limit
 
 #: The hostile user's goal: what it may add to the others' p99 (ms).
 GOAL_MS = 20.0
@@ -80,12 +85,35 @@ class PhaseResult:
     hostile_actions: int = 0
     #: The server process's CPU seconds (all threads) during this phase's rounds.
     server_cpu_s: float = 0.0
+    #: Seconds the server's threads waited for a CPU (the machine's load, not its work).
+    server_wait_s: float = 0.0
+    #: CPU seconds of the hostile user's process, and of this process (the normal users).
+    attacker_cpu_s: float = 0.0
+    driver_cpu_s: float = 0.0
     seconds: float = 0.0
+    #: Each round's p99 (ms) of the runs and of ``GET /v1/me``: the spread between rounds.
+    round_run_p99: list[float | None] = field(default_factory=list)
+    round_me_p99: list[float | None] = field(default_factory=list)
 
     def error(self, what: str) -> None:
         self.errors += 1
         if len(self.error_samples) < 5:
             self.error_samples.append(what[:200])
+
+    def add_round(self, other: PhaseResult) -> None:
+        """Pool one round's figures into this phase's."""
+        self.run_ms += other.run_ms
+        self.probe_ms += other.probe_ms
+        for what in other.error_samples:
+            self.error(what)
+        self.errors += other.errors - len(other.error_samples)
+        self.server_cpu_s += other.server_cpu_s
+        self.server_wait_s += other.server_wait_s
+        self.attacker_cpu_s += other.attacker_cpu_s
+        self.driver_cpu_s += other.driver_cpu_s
+        self.seconds += other.seconds
+        self.round_run_p99.append(percentile(other.run_ms, 99))
+        self.round_me_p99.append(percentile(other.probe_ms, 99))
 
 
 def percentile(values: list[float], p: float) -> float | None:
@@ -308,26 +336,67 @@ async def _users(url: str, admin: str, count: int, tag: str) -> list[str]:
 
 
 def _measured(
-    pid: int, url: str, normal: list[str], probe: str, config: HostileConfig, out: PhaseResult
+    pids: tuple[int, int],
+    url: str,
+    normal: list[str],
+    probe: str,
+    config: HostileConfig,
+    out: PhaseResult,
 ) -> None:
-    """One round of a phase, with the server's CPU time during it."""
-    cpu, wall = cpu_seconds(pid), time.monotonic()
-    asyncio.run(_phase(url, normal, probe, config, out))
-    out.server_cpu_s += cpu_seconds(pid) - cpu
-    out.seconds += time.monotonic() - wall
+    """One round of a phase, with the CPU time of the server, the attacker and this process."""
+    server, attacker = pids
+    round_ = PhaseResult()
+    cpu, wait, wall = cpu_seconds(server), cpu_wait_seconds(server), time.monotonic()
+    theirs, ours = cpu_seconds(attacker), time.process_time()
+    asyncio.run(_phase(url, normal, probe, config, round_))
+    round_.server_cpu_s = cpu_seconds(server) - cpu
+    round_.server_wait_s = cpu_wait_seconds(server) - wait
+    round_.attacker_cpu_s = cpu_seconds(attacker) - theirs
+    round_.driver_cpu_s = time.process_time() - ours
+    round_.seconds = time.monotonic() - wall
+    out.add_round(round_)
 
 
 def _summary(result: PhaseResult) -> dict[str, Any]:
+    def per_s(value: float) -> float | None:
+        return value / result.seconds if result.seconds else None
+
     return {
-        "server_cpu_per_s": result.server_cpu_s / result.seconds if result.seconds else None,
+        "server_cpu_per_s": per_s(result.server_cpu_s),
+        "server_cpu_wait_per_s": per_s(result.server_wait_s),
+        "attacker_cpu_per_s": per_s(result.attacker_cpu_s),
+        "driver_cpu_per_s": per_s(result.driver_cpu_s),
         "runs": len(result.run_ms),
         "run_p50_ms": percentile(result.run_ms, 50),
         "run_p99_ms": percentile(result.run_ms, 99),
         "probes": len(result.probe_ms),
         "me_p50_ms": percentile(result.probe_ms, 50),
         "me_p99_ms": percentile(result.probe_ms, 99),
+        "round_run_p99_ms": result.round_run_p99,
+        "round_me_p99_ms": result.round_me_p99,
         "errors": result.errors,
         "error_samples": result.error_samples,
+    }
+
+
+def _spread(before: list[float | None], during: list[float | None]) -> dict[str, float | None]:
+    """How far apart the baseline rounds' p99 are, and what each round's hostile phase added.
+
+    ``baseline_spread``: the largest minus the smallest baseline round: how much the
+    figure moves with no hostile user at all. ``added_median``/``min``/``max``: the
+    hostile phase's p99 minus its own round's baseline (the two run back to back, so
+    the machine's load drifts least between them). An added figure inside the
+    baseline's spread is not told apart from noise.
+    """
+    base = [b for b in before if b is not None]
+    pairs = sorted(
+        d - b for b, d in zip(before, during, strict=False) if b is not None and d is not None
+    )
+    return {
+        "baseline_spread": max(base) - min(base) if base else None,
+        "added_median": statistics.median(pairs) if pairs else None,
+        "added_min": pairs[0] if pairs else None,
+        "added_max": pairs[-1] if pairs else None,
     }
 
 
@@ -357,6 +426,8 @@ def run_hostile(
             target=_hostile_main, args=(server.url, hostile_token, config, sw), daemon=True
         )
         attacker.start()
+        assert attacker.pid is not None
+        pids = (server.pid, attacker.pid)
         try:
             sw.active.set()  # its first runs: it is started and attacking
             if not sw.ready.wait(ATTACKER_READY_S):
@@ -367,11 +438,11 @@ def run_hostile(
                 if not sw.idle.wait(ATTACKER_READY_S):
                     baseline.error("the hostile user's runs did not end before a baseline round")
                 progress(f"round {n}/{config.rounds}: baseline, {config.users} users, {each:g}s")
-                _measured(server.pid, server.url, normal, probe, config, baseline)
+                _measured(pids, server.url, normal, probe, config, baseline)
                 sw.active.set()
                 time.sleep(1.0)  # the attack is under way before the measure starts
                 progress(f"round {n}/{config.rounds}: the same with the hostile user")
-                _measured(server.pid, server.url, normal, probe, config, attacked)
+                _measured(pids, server.url, normal, probe, config, attacked)
                 sw.active.clear()
         finally:
             sw.stop.set()
@@ -394,6 +465,10 @@ def run_hostile(
         "baseline": before,
         "hostile": {**during, "hostile_actions": attacked.hostile_actions},
         "added_ms": added,
+        "rounds_ms": {
+            "run_p99_ms": _spread(before["round_run_p99_ms"], during["round_run_p99_ms"]),
+            "me_p99_ms": _spread(before["round_me_p99_ms"], during["round_me_p99_ms"]),
+        },
         "goal_ms": GOAL_MS,
         "server_survived": alive,
         "met": alive and all(v is not None and v < GOAL_MS for v in added.values()),
@@ -422,20 +497,41 @@ def print_hostile(report: dict[str, Any], console: Any) -> None:
         ("me_p99_ms", "GET /v1/me p99"),
     ):
         table.add_row(label, ms(before[key]), ms(during[key]), ms(added.get(key)))
-    cpu_before, cpu_during = before.get("server_cpu_per_s"), during.get("server_cpu_per_s")
-    if cpu_before is not None and cpu_during is not None:
-        table.add_row(
-            "server CPU (s/s)",
-            f"{cpu_before:.2f}",
-            f"{cpu_during:.2f}",
-            f"{cpu_during - cpu_before:+.2f}",
-        )
+    for key, label in (
+        ("server_cpu_per_s", "server CPU (s/s)"),
+        ("server_cpu_wait_per_s", "server waiting for a CPU (s/s)"),
+        ("attacker_cpu_per_s", "hostile process CPU (s/s)"),
+        ("driver_cpu_per_s", "normal users' process CPU (s/s)"),
+    ):
+        a, b = before.get(key), during.get(key)
+        if a is not None and b is not None:
+            table.add_row(label, f"{a:.2f}", f"{b:.2f}", f"{b - a:+.2f}")
     for key in ("runs", "probes", "errors"):
         table.add_row(key, str(before[key]), str(during[key]), "")
     table.add_row("hostile actions", "", str(during["hostile_actions"]), "")
     console.print(table)
+    for key, label in (("run_p99_ms", "run latency p99"), ("me_p99_ms", "GET /v1/me p99")):
+        spread = report.get("rounds_ms", {}).get(key)
+        if not spread or spread["added_median"] is None:
+            continue
+        rounds = ", ".join(ms(v) for v in before[f"round_{key}"])
+        console.print(
+            f"{label}, round by round: baseline {rounds} (spread {ms(spread['baseline_spread'])}); "
+            f"added {ms(spread['added_median'])} median "
+            f"({ms(spread['added_min'])} to {ms(spread['added_max'])})"
+        )
     verdict = "[green]met[/]" if report["met"] else "[red]not met[/]"
     survived = "" if report["server_survived"] else " (the server did not survive)"
     console.print(
         f"goal: the hostile user adds under {report['goal_ms']:g} ms to p99: {verdict}{survived}"
     )
+    spreads = [
+        s["baseline_spread"]
+        for s in report.get("rounds_ms", {}).values()
+        if s and s["baseline_spread"] is not None
+    ]
+    if spreads and max(spreads) > report["goal_ms"]:
+        console.print(
+            f"[yellow]the baseline's own rounds spread up to {ms(max(spreads))}: this run "
+            f"cannot tell {report['goal_ms']:g} ms apart[/]"
+        )

@@ -61,6 +61,23 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
+def cpu_wait_seconds(pid: int) -> float:
+    """Seconds the process's threads spent ready to run but waiting for a CPU.
+
+    The second field of ``/proc/PID/task/*/schedstat`` (nanoseconds on the run
+    queue), summed over the threads: on a shared machine, the part of a
+    latency that is the machine's load rather than the process's own work.
+    Threads that ended are not counted; 0.0 where the kernel keeps no schedstat.
+    """
+    total = 0
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                with open(f"/proc/{pid}/task/{task}/schedstat", "rb") as fh:
+                    total += int(fh.read().split()[1])
+    return total / 1e9
+
+
 def rss_bytes(pid: int) -> int:
     """Resident set size now (``/proc/PID/statm``: the cheapest read)."""
     with open(f"/proc/{pid}/statm", "rb") as fh:

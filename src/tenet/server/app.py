@@ -58,6 +58,8 @@ def create_app(
             yield
         finally:
             await live.close_all(1001)
+            state.ws_refusals.close()
+            state.jwt_refusals.close()
             if state.owns_service:
                 await service.close(grace_s=0)
             if state.jwt_users is not None:

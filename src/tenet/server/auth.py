@@ -16,7 +16,6 @@ user: it opens user management and ``/metrics``, nothing else.
 from __future__ import annotations
 
 import hmac
-import logging
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -28,8 +27,6 @@ from ..store.db import Store
 from .cluster_limits import take_request
 from .jwt_auth import JwtRefused, looks_like_jwt
 from .state import ServerState
-
-log = logging.getLogger("tenet.server.auth")
 
 MISSING = "missing or malformed bearer token"
 BAD_TOKEN = "invalid token"
@@ -68,7 +65,7 @@ async def authenticate(state: ServerState, token: str | None) -> Caller:
         try:
             identity, user = await jwt_users.identify(token)
         except JwtRefused as exc:
-            log.info("a JWT was refused: %s", exc.reason)
+            state.jwt_refusals.refused(f"a JWT was refused: {exc.reason}")
             raise Unauthorized(f"{BAD_TOKEN}: {exc.reason}") from None
         return Caller(
             user_id=user.user_id,

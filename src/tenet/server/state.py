@@ -6,6 +6,7 @@ nothing: no module-level registry, counter or connection list.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,7 @@ from .guard import IsolationGuard
 from .jwt_auth import JwtUsers
 from .live import LiveConnections
 from .metrics import Metrics
+from .refusal_log import RefusalLog
 
 
 @dataclass(eq=False)
@@ -30,6 +32,14 @@ class ServerState:
     pending: PendingSockets = field(default_factory=PendingSockets)
     #: Per-user limits shared through Redis in a cluster (see ``cluster_limits``); made on first use.
     cluster_limits: Any = None
+    #: Sockets refused before they authenticate, logged as a count per interval.
+    ws_refusals: RefusalLog = field(
+        default_factory=lambda: RefusalLog(logging.getLogger("tenet.server.ws"))
+    )
+    #: JWTs refused, logged as a count per interval.
+    jwt_refusals: RefusalLog = field(
+        default_factory=lambda: RefusalLog(logging.getLogger("tenet.server.auth"), logging.INFO)
+    )
 
     @property
     def settings(self) -> Settings:

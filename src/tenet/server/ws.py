@@ -584,7 +584,9 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     try:
         with state.pending.admit(address, limit) as admitted:
             if not admitted:
-                log.warning("too many unauthenticated sockets from one address; closing with 4429")
+                state.ws_refusals.refused(
+                    "too many unauthenticated sockets from one address; closing with 4429"
+                )
                 with contextlib.suppress(Exception):
                     await ws.close(CLOSE_TOO_MANY)
                 return
