@@ -704,8 +704,8 @@ PAUSE_RUN = statement(
     .where(*_users_run("running"))
     .values(status=const("requires_action"), resume_state=p("state", JSON)),
 )
-#: ``(kind, status, body, thread_id, execution_id, agent_name, round)`` of a request of
-#: the user's run.
+#: ``(kind, status, body, thread_id, execution_id, agent_name, round, expires_at)`` of a
+#: request of the user's run.
 SELECT_REQUEST = statement(
     "select_request",
     ("user_id", "run_id", "id"),
@@ -717,6 +717,7 @@ SELECT_REQUEST = statement(
         run_requests.c.execution_id,
         run_requests.c.agent_name,
         run_requests.c.round,
+        run_requests.c.expires_at,
     ).where(*_runs_requests(run_requests.c.id == p("id"))),
 )
 #: A pending request answered (the count says whether this answer was the first).
