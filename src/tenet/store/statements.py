@@ -730,8 +730,11 @@ ANSWER_REQUEST = statement(
 )
 #: A waiting run whose requests are all answered goes back to the queue (once: the
 #: count says which answer, or which pause, moved it). The requests are looked up by
-#: run *and user*: with the run's id and ``status`` alone SQLite searched
-#: ``ix_run_requests_expiry`` (status), every user's pending requests, on each answer.
+#: run *and user*, through ``ix_run_requests_run`` (run, user, status): with the run's id
+#: and ``status`` alone SQLite searched ``ix_run_requests_expiry`` (status), every user's
+#: pending requests, and without that index ``ix_run_requests_user`` (user, status), every
+#: pending request of the user, on each answer. Every statement below that reads a run's
+#: requests uses it too.
 RESUME_RUN = statement(
     "resume_run",
     ("user_id", "run_id"),
