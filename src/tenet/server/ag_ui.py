@@ -82,13 +82,14 @@ from ..wire_value import check_storable
 from . import ag_ui_interrupts, ag_ui_messages
 from .auth import Caller, current_caller, server_state
 from .params import header_seq
+from .query import OnceQueryRoute
 from .routes import ERROR_RESPONSES
 from .sse import check_stream_room, event_stream
 from .state import ServerState
 
 log = logging.getLogger("tenet.server.ag_ui")
 
-router = APIRouter(responses=ERROR_RESPONSES)
+router = APIRouter(responses=ERROR_RESPONSES, route_class=OnceQueryRoute)
 CallerDep = Annotated[Caller, Depends(current_caller)]
 
 #: Where a run started over AG-UI keeps the client's ids, in the run's ``metadata``.
