@@ -59,6 +59,7 @@ from .. import linear_re
 from ..bus.follow import follow
 from ..context import (
     CLIENT_CONTEXT_KEY,
+    CLIENT_FORWARDED_PROPS_KEY,
     CLIENT_RESULTS_KEY,
     CLIENT_STATE_KEY,
     CLIENT_TOOLS_KEY,
@@ -465,7 +466,8 @@ async def run_agent(agent: str, request: Request, caller: CallerDep) -> Streamin
         return refused(run_input, exc)
     context = [c.model_dump() for c in run_input.context or ()]
     # Kept with the run (one level down in its metadata): refused now, before a thread is made.
-    check_storable([tools, results, run_input.state, context], "the body")
+    forwarded = run_input.forwarded_props
+    check_storable([tools, results, run_input.state, context, forwarded], "the body")
     thread_id = await threads.thread_for(
         caller.user_id, run_input.thread_id, limit=state.settings.max_threads_per_user
     )
@@ -477,6 +479,7 @@ async def run_agent(agent: str, request: Request, caller: CallerDep) -> Streamin
         (CLIENT_RESULTS_KEY, results),
         (CLIENT_STATE_KEY, run_input.state),
         (CLIENT_CONTEXT_KEY, context),
+        (CLIENT_FORWARDED_PROPS_KEY, forwarded),
     ):
         if value not in (None, {}, []):
             meta[key] = value
