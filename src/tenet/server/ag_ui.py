@@ -99,6 +99,36 @@ META_KEY = "ag_ui"
 SNAPSHOT_KEY = "messages_snapshot"
 #: Where ``RUN_STARTED.metadata`` holds tenet's own ``run_id`` and ``thread_id``.
 TENET_METADATA_KEY = "tenet"
+#: In the run's ``ag_ui`` metadata: ``[[after, runId], ...]``, one per ``RunAgentInput``
+#: that resumed the run from interrupts: its events after ``seq`` ``after`` are that
+#: ``runId``'s (before the first: the ``runId`` that started it).
+RESUMED_KEY = "resumed"
+
+
+def _resumes(ids: dict[str, Any]) -> list[tuple[int, str]]:
+    """The well-formed ``[after, runId]`` entries of the run's resumes, in order."""
+    resumed = ids.get(RESUMED_KEY)
+    return [
+        (entry[0], str(entry[1]))
+        for entry in (resumed if isinstance(resumed, list) else ())
+        if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], int)
+    ]
+
+
+def resumed_at(ids: dict[str, Any]) -> set[int]:
+    """The ``seq`` after which the run went on under a new ``runId`` (its pauses' ends)."""
+    return {after for after, _ in _resumes(ids)}
+
+
+def client_run_id_after(run_id: str, ids: dict[str, Any], seq: int | None) -> str:
+    """The client's ``runId`` of the run's events after ``seq`` (None: from its start)."""
+    found = str(ids.get("run_id") or run_id)
+    if seq is None:
+        return found
+    for after, client_run_id in _resumes(ids):  # in the order they came: the last wins
+        if after <= seq:
+            found = client_run_id
+    return found
 
 
 class AgUiView:
@@ -524,6 +554,14 @@ async def resume_run(
     threads = AgUiThreads(store)
     first = await threads.run_first_seq(user_id, run.thread_id, run_id) or 1
     after = await store.last_seq(user_id, run.thread_id)  # before the answers' events
+    # Noted before answering, so a stream of the resumed run (this one, or a later resume
+    # with Last-Event-ID) labels what follows ``after`` with this runId. A resume refused
+    # below leaves an entry that a later one, from the same ``after``, supersedes.
+    meta = dict(run.meta or {})
+    ids = dict(meta.get(META_KEY) or {})
+    ids[RESUMED_KEY] = [*([a, r] for a, r in _resumes(ids)), [after, run_input.run_id]]
+    meta[META_KEY] = ids
+    await store.update_run(user_id, run_id, metadata=meta)
     await ag_ui_interrupts.answer(state, user_id, run_id, list(run_input.resume or ()))
     tenet = {"run_id": run_id, "thread_id": run.thread_id}
     view = AgUiView(
@@ -586,10 +624,21 @@ async def resume_stream(
     view = AgUiView(
         run_id=run_id,
         client_thread_id=client_thread_id,
-        client_run_id=str(ids.get("run_id") or run_id),
+        client_run_id=client_run_id_after(run_id, ids, resume),
         thread_id=thread_id,
         opening=opened,
     )
+    prelude: list[BaseEvent] = []
+    if resume is not None and resume >= first and resume in resumed_at(ids):
+        # The client has the interrupt and not yet the resumed run's RUN_STARTED.
+        tenet = {"run_id": run_id, "thread_id": thread_id}
+        prelude.append(
+            RunStartedEvent(
+                thread_id=client_thread_id,
+                run_id=view.client_run_id,
+                metadata={TENET_METADATA_KEY: tenet},
+            )
+        )
     frames = run_frames(
         state,
         caller.user_id,
@@ -597,5 +646,6 @@ async def resume_stream(
         view,
         after=first - 1,
         send_after=resume if resume is not None else 0,
+        prelude=prelude,
     )
     return await event_stream(state, caller, frames, name=f"ag-ui {run_id}")

@@ -392,6 +392,7 @@ UPDATABLE: dict[str, TypeEngine[Any] | type[TypeEngine[Any]]] = {
     "output": Text,
     "error": JSON,
     "attempts": Integer,
+    "metadata": JSON,
 }
 
 
