@@ -554,15 +554,22 @@ async def resume_run(
     threads = AgUiThreads(store)
     first = await threads.run_first_seq(user_id, run.thread_id, run_id) or 1
     after = await store.last_seq(user_id, run.thread_id)  # before the answers' events
-    # Noted before answering, so a stream of the resumed run (this one, or a later resume
-    # with Last-Event-ID) labels what follows ``after`` with this runId. A resume refused
-    # below leaves an entry that a later one, from the same ``after``, supersedes.
+    # Noted before answering (while the run waits: once answered it may end at once, and
+    # an ended run's row is not changed), so a later resume of this stream with
+    # Last-Event-ID labels what follows ``after`` with this runId; taken back if refused.
     meta = dict(run.meta or {})
     ids = dict(meta.get(META_KEY) or {})
     ids[RESUMED_KEY] = [*([a, r] for a, r in _resumes(ids)), [after, run_input.run_id]]
     meta[META_KEY] = ids
     await store.update_run(user_id, run_id, metadata=meta)
-    await ag_ui_interrupts.answer(state, user_id, run_id, list(run_input.resume or ()))
+    try:
+        await ag_ui_interrupts.answer(state, user_id, run_id, list(run_input.resume or ()))
+    except Exception:
+        try:
+            await store.update_run(user_id, run_id, metadata=run.meta or {})
+        except Exception:  # left as is: a later resume from the same point supersedes it
+            log.warning("taking back the refused resume of run %s failed", run_id)
+        raise
     tenet = {"run_id": run_id, "thread_id": run.thread_id}
     view = AgUiView(
         run_id=run_id,
