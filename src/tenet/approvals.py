@@ -15,7 +15,9 @@ side, the same on every process:
 - The timeout sweep resolves requests left unanswered past their stored
   ``expires_at`` (``TENET_APPROVAL_TIMEOUT_S``) ``by: "timeout"``: the call is
   denied, the question gets None. Every process sweeps; the store lets one
-  answer win.
+  answer win. A person's answer that comes after ``expires_at`` but before a
+  sweep does not count: it resolves the request by timeout itself and is
+  refused (``Conflict``), so the deadline is exact whatever the sweep's lag.
 - :meth:`Approvals.cancel_waiting` ends a waiting run that is cancelled: there is
   no task to stop, so the cancel's winner writes its ``run_cancelled``.
 """
@@ -168,8 +170,29 @@ class Approvals:
     async def _resolve(
         self, user_id: str, run_id: str, request_id: str, kind: str, answer: dict[str, Any]
     ) -> None:
-        """Store the answer (first wins), announce it, and resume the run if it was the last."""
-        found = await stored.answer(self.store, user_id, run_id, request_id, kind, answer)
+        """Store the answer (first wins), announce it, and resume the run if it was the last.
+
+        A person's answer to a request past its ``expires_at`` resolves it as the timeout
+        sweep would have (``by: "timeout"``, here and now) and is refused with
+        ``stored.Expired`` (a ``Conflict``): the sweep runs every few seconds, and an
+        answer in that lag must not count as the user's.
+        """
+        by_timeout = answer["by"] == "timeout"
+        try:
+            found = await stored.answer(
+                self.store,
+                user_id,
+                run_id,
+                request_id,
+                kind,
+                answer,
+                None if by_timeout else utc_now(),
+            )
+        except stored.Expired:
+            with contextlib.suppress(TenetError):  # the sweep may be resolving it right now
+                await self._resolve(user_id, run_id, request_id, kind, timeout_answer(kind))
+                self.timed_out += 1
+            raise
         ctx = RunContext(
             user_id=user_id,
             thread_id=found.thread_id,
@@ -256,14 +279,17 @@ class Approvals:
         """Resolve every request past its expiry by ``timeout``; returns how many this did."""
         done = 0
         for user_id, run_id, request_id, kind in await stored.expired(self.store, utc_now()):
-            if kind == stored.APPROVAL:
-                answer: dict[str, Any] = {"approved": False, "by": "timeout"}
-            else:
-                answer = {"value": None, "by": "timeout"}
             try:
-                await self._resolve(user_id, run_id, request_id, kind, answer)
+                await self._resolve(user_id, run_id, request_id, kind, timeout_answer(kind))
             except TenetError:  # answered, or its run deleted, meanwhile
                 continue
             done += 1
         self.timed_out += done
         return done
+
+
+def timeout_answer(kind: str) -> dict[str, Any]:
+    """The answer of a request nobody answered in time: a denial, or a null value."""
+    if kind == stored.APPROVAL:
+        return {"approved": False, "by": "timeout"}
+    return {"value": None, "by": "timeout"}

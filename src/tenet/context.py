@@ -111,6 +111,9 @@ CLIENT_RESULTS_KEY = "client_results"
 CLIENT_STATE_KEY = "client_state"
 #: ... what the caller says the run should know: ``[{"description", "value"}]``.
 CLIENT_CONTEXT_KEY = "client_context"
+#: ... what the caller's front end passes through to the agent (AG-UI ``forwardedProps``,
+#: any JSON value), readable as ``ctx.client_forwarded_props``.
+CLIENT_FORWARDED_PROPS_KEY = "client_forwarded_props"
 
 
 def client_tools_of(metadata: dict[str, Any] | None) -> tuple[dict[str, Any], ...]:
@@ -168,6 +171,8 @@ class ClientInput:
     state: Any = None
     #: ``{"description", "value"}`` items, both strings.
     context: tuple[dict[str, str], ...] = ()
+    #: What the caller's front end passes through (AG-UI ``forwardedProps``), as sent.
+    forwarded_props: Any = None
 
     def answers(self) -> dict[str, dict[str, Any]]:
         """The results by ``call_id``, each shaped as the ``tool_completed`` it is stored as."""
@@ -191,6 +196,7 @@ class ClientInput:
                 for c in (context if isinstance(context, list) else ())
                 if isinstance(c, dict)
             ),
+            forwarded_props=meta.get(CLIENT_FORWARDED_PROPS_KEY),
         )
 
 
@@ -263,7 +269,8 @@ class RunContext:
             agent_name=agent_name,
             depth=self.depth + 1,
             parent_execution_id=self.execution_id,
-            # Tools and results are the run's own agent's; state and context are the run's.
+            # Tools and results are the run's own agent's; state, context and forwarded
+            # props are the run's.
             client=replace(self.client, tools=(), results=()),
         )
 
@@ -283,6 +290,12 @@ class RunContext:
     def client_context(self) -> tuple[dict[str, str], ...]:
         """The caller's context items (AG-UI ``context``): ``{"description", "value"}``."""
         return self.client.context
+
+    @property
+    def client_forwarded_props(self) -> Any:
+        """What the caller's front end passed through (AG-UI ``forwardedProps``: any JSON
+        value, as sent; None if none). tenet does not read it: it is the agent's to use."""
+        return self.client.forwarded_props
 
     @property
     def runtime(self) -> RunServices:

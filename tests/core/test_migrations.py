@@ -8,14 +8,14 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection, event, text
+from sqlalchemy import Connection, event, insert, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tenet.ids import new_id
-from tenet.store import migrate
+from tenet.store import migrate, statements
 from tenet.store.db import Store
 from tenet.store.migrate import upgrade
-from tenet.store.tables import Base
+from tenet.store.tables import Base, RunRequest
 
 
 async def test_upgrading_an_empty_database_yields_the_declared_schema(database_url: str) -> None:
@@ -111,3 +111,86 @@ async def test_run_lookups_use_the_partial_run_index(sqlite_url: str) -> None:
                 assert "ix_events_run_marks" in details, (statement, details)
     finally:
         await store.close()
+
+
+#: The statements an answer runs (and a pause, a resume, a cancel) that read one run's requests.
+ONE_RUNS_REQUESTS = (
+    "select_request",
+    "answer_request",
+    "resume_run",
+    "pending_requests",
+    "answered_requests",
+    "cancel_requests",
+)
+
+
+async def test_answering_reads_only_the_runs_own_requests(database_url: str) -> None:
+    """A user with thousands of requests (answered and pending): each statement of an answer finds the run's
+    requests by the run (an index led by ``run_id``), never by searching all of the user's
+    (``ix_run_requests_user``) or all rows."""
+    engine = create_async_engine(database_url)
+    try:
+        await upgrade(engine)
+        now = datetime(2026, 11, 30, 6, 0, tzinfo=UTC)
+        user, thread = new_id("usr"), new_id("thr")
+        runs = [new_id("run") for _ in range(1000)]
+        requests = RunRequest.__table__
+        async with engine.begin() as conn:
+            await conn.execute(
+                text("INSERT INTO users (id, name, created_at) VALUES (:id, 'many', :t)"),
+                {"id": user, "t": now},
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO threads (id, user_id, metadata, created_at) "
+                    "VALUES (:id, :u, '{}', :t)"
+                ),
+                {"id": thread, "u": user, "t": now},
+            )
+            await conn.execute(
+                insert(requests),
+                [
+                    {
+                        "run_id": run_id,
+                        "id": f"call_{n}",
+                        "user_id": user,
+                        "thread_id": thread,
+                        "execution_id": new_id("exe"),
+                        "agent_name": "guarded",
+                        "kind": "approval",
+                        "round": 1,
+                        "body": {},
+                        "status": "answered" if n == 0 else "pending",
+                        "expires_at": now,
+                        "created_at": now,
+                    }
+                    for run_id in runs
+                    for n in range(3)
+                ],
+            )
+            if engine.dialect.name == "postgresql":
+                await conn.execute(text("ANALYZE run_requests"))
+        values = {"user_id": user, "run_id": runs[0], "id": "call_0", "round": 1, "answer": {}}
+        dialect = engine.dialect.name
+        by_name = {c.name: c for c in statements.compiled(dialect)}
+        catalogue = {s.name: s for s in statements.CATALOGUE}
+        async with engine.connect() as conn:
+            for name in ONE_RUNS_REQUESTS:
+                found = by_name[name]
+                args = found.args([values[p] for p in catalogue[name].params])
+                raw = await conn.get_raw_connection()
+                driver = raw.driver_connection
+                if dialect == "sqlite":
+                    plan = await driver.execute(f"EXPLAIN QUERY PLAN {found.sql}", tuple(args))
+                    lines = [str(row[-1]) for row in await plan.fetchall()]
+                    searches = [line for line in lines if " run_requests " in f"{line} "]
+                    assert searches, (name, lines)
+                    assert all("(run_id=?" in line for line in searches), (name, lines)
+                else:
+                    plan = await driver.fetch(f"EXPLAIN {found.sql}", *args)
+                    lines = [str(row[0]) for row in plan]
+                    details = " ".join(lines)
+                    assert "Seq Scan on run_requests" not in details, (name, lines)
+                    assert "ix_run_requests_user" not in details, (name, lines)
+    finally:
+        await engine.dispose()

@@ -230,6 +230,39 @@ async def test_state_and_context_reach_the_run_and_state_is_echoed(
         assert orjson.loads(frames[-1][1]["result"]) == {"state": state, "context": context}
 
 
+class Forwarded(Agent):
+    """Answers with the front end's ``forwardedProps`` as the run reads them."""
+
+    async def run(self, ctx: RunContext, input: str) -> str:
+        return json.dumps({"forwarded": ctx.client_forwarded_props})
+
+
+async def test_forwarded_props_reach_the_run_as_sent(server_factory: ServerFactory) -> None:
+    registry = AgentRegistry([*default_registry(), Forwarded("forwarded")])
+    async with server_factory(registry=registry) as server:
+        alice = await new_user(server)
+        props = {"mode": "fast", "ids": [1, 2], "nested": {"ok": True}}
+        body = run_input("x", "f", forwardedProps=props)
+        frames = await ag_ui(server, alice, "forwarded", body)
+        assert orjson.loads(frames[-1][1]["result"]) == {"forwarded": props}
+        # Kept with the run, not with the thread: a run sent none (or {}) reads None.
+        frames = await ag_ui(server, alice, "forwarded", run_input("y", "f"))
+        assert orjson.loads(frames[-1][1]["result"]) == {"forwarded": None}
+        body = run_input("z", "f")
+        del body["forwardedProps"]
+        frames = await ag_ui(server, alice, "forwarded", body)
+        assert orjson.loads(frames[-1][1]["result"]) == {"forwarded": None}
+        # A value the store cannot hold is refused before anything is made.
+        async with http(server, alice) as c:
+            deep: Any = []
+            for _ in range(300):  # deeper than the store's JSON encoder goes
+                deep = [deep]
+            r = await c.post(
+                "/v1/agents/forwarded/ag-ui", json=run_input("w", "g", forwardedProps=deep)
+            )
+            assert r.status_code == 422, r.text
+
+
 async def test_a_front_end_call_never_answered_is_left_out_of_the_history(
     server_factory: ServerFactory,
 ) -> None:

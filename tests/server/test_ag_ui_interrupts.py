@@ -138,3 +138,45 @@ async def test_a_question_is_an_interrupt_with_its_schema_and_resume_answers_it(
         assert types(frames)[-1] == "RUN_FINISHED"
         assert frames[-1][1]["result"] == "hello Ada"
         assert effects() == ["first q", "hello Ada"]
+
+
+async def test_a_resumed_stream_resumed_again_keeps_the_resuming_run_id(
+    server: ServerHandle, alice: User
+) -> None:
+    """After an interrupt the run goes on under the client's new ``runId``; a drop of that
+    stream resumed with ``Last-Event-ID`` labels the rest with it, not with the first."""
+    thread = "again-" + secrets.token_hex(3)
+    first = run_input("remember that the door code is 4711", thread)
+    await ag_ui(server, alice, "assistant", first)
+    asking = run_input("please forget my notes", thread)
+    frames = await ag_ui(server, alice, "assistant", asking)
+    [interrupt] = frames[-1][1]["outcome"]["interrupts"]
+    assert frames[-1][1]["runId"] == asking["runId"]
+
+    body = resume_input(thread, interrupt["id"], True)
+    resumed = await ag_ui(server, alice, "assistant", body)
+    assert resumed[0][1]["runId"] == resumed[-1][1]["runId"] == body["runId"]
+    # The client dropped right after the resumed stream's first group.
+    cut = next(i for i, (event_id, _) in enumerate(resumed) if event_id is not None)
+    async with http(server, alice) as c, asyncio.timeout(30):
+        async with c.stream(
+            "GET",
+            f"/v1/agents/assistant/ag-ui/{thread}/stream",
+            headers={"Last-Event-ID": str(resumed[cut][0])},
+        ) as r:
+            assert r.status_code == 200
+            rest = await read_sse(r)
+    assert types(rest) == types(resumed[cut + 1 :])
+    labelled = [d["runId"] for _, d in rest if "runId" in d]
+    assert labelled and set(labelled) == {body["runId"]}, labelled
+    # Dropped right after the interrupt: the rest is the resumed run, from its RUN_STARTED.
+    async with http(server, alice) as c, asyncio.timeout(30):
+        async with c.stream(
+            "GET",
+            f"/v1/agents/assistant/ag-ui/{thread}/stream",
+            headers={"Last-Event-ID": str(frames[-1][0])},
+        ) as r:
+            assert r.status_code == 200
+            rest = await read_sse(r)
+    assert types(rest) == types(resumed)
+    assert rest[0][1]["runId"] == rest[-1][1]["runId"] == body["runId"]

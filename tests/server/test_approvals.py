@@ -576,7 +576,8 @@ async def test_a_run_answered_as_its_process_stopped_resumes_at_the_next_start(
             asked = (await frames_until(ws, of_type("approval_requested")))[-1]
         answer = {"approved": True, "by": "user"}
         store = srv.service.store
-        await stored_requests.answer(store, alice.user_id, run_id, "call_0", "approval", answer)
+        user, now = alice.user_id, utc_now()
+        await stored_requests.answer(store, user, run_id, "call_0", "approval", answer, now)
     async with server_factory(registry=registry(), database_url=database_url) as srv:
         async with ws_connect(srv, alice) as ws:
             await ready(ws)

@@ -59,6 +59,7 @@ from .. import linear_re
 from ..bus.follow import follow
 from ..context import (
     CLIENT_CONTEXT_KEY,
+    CLIENT_FORWARDED_PROPS_KEY,
     CLIENT_RESULTS_KEY,
     CLIENT_STATE_KEY,
     CLIENT_TOOLS_KEY,
@@ -82,13 +83,14 @@ from ..wire_value import check_storable
 from . import ag_ui_interrupts, ag_ui_messages
 from .auth import Caller, current_caller, server_state
 from .params import header_seq
+from .query import OnceQueryRoute
 from .routes import ERROR_RESPONSES
 from .sse import check_stream_room, event_stream
 from .state import ServerState
 
 log = logging.getLogger("tenet.server.ag_ui")
 
-router = APIRouter(responses=ERROR_RESPONSES)
+router = APIRouter(responses=ERROR_RESPONSES, route_class=OnceQueryRoute)
 CallerDep = Annotated[Caller, Depends(current_caller)]
 
 #: Where a run started over AG-UI keeps the client's ids, in the run's ``metadata``.
@@ -97,6 +99,36 @@ META_KEY = "ag_ui"
 SNAPSHOT_KEY = "messages_snapshot"
 #: Where ``RUN_STARTED.metadata`` holds tenet's own ``run_id`` and ``thread_id``.
 TENET_METADATA_KEY = "tenet"
+#: In the run's ``ag_ui`` metadata: ``[[after, runId], ...]``, one per ``RunAgentInput``
+#: that resumed the run from interrupts: its events after ``seq`` ``after`` are that
+#: ``runId``'s (before the first: the ``runId`` that started it).
+RESUMED_KEY = "resumed"
+
+
+def _resumes(ids: dict[str, Any]) -> list[tuple[int, str]]:
+    """The well-formed ``[after, runId]`` entries of the run's resumes, in order."""
+    resumed = ids.get(RESUMED_KEY)
+    return [
+        (entry[0], str(entry[1]))
+        for entry in (resumed if isinstance(resumed, list) else ())
+        if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], int)
+    ]
+
+
+def resumed_at(ids: dict[str, Any]) -> set[int]:
+    """The ``seq`` after which the run went on under a new ``runId`` (its pauses' ends)."""
+    return {after for after, _ in _resumes(ids)}
+
+
+def client_run_id_after(run_id: str, ids: dict[str, Any], seq: int | None) -> str:
+    """The client's ``runId`` of the run's events after ``seq`` (None: from its start)."""
+    found = str(ids.get("run_id") or run_id)
+    if seq is None:
+        return found
+    for after, client_run_id in _resumes(ids):  # in the order they came: the last wins
+        if after <= seq:
+            found = client_run_id
+    return found
 
 
 class AgUiView:
@@ -464,7 +496,8 @@ async def run_agent(agent: str, request: Request, caller: CallerDep) -> Streamin
         return refused(run_input, exc)
     context = [c.model_dump() for c in run_input.context or ()]
     # Kept with the run (one level down in its metadata): refused now, before a thread is made.
-    check_storable([tools, results, run_input.state, context], "the body")
+    forwarded = run_input.forwarded_props
+    check_storable([tools, results, run_input.state, context, forwarded], "the body")
     thread_id = await threads.thread_for(
         caller.user_id, run_input.thread_id, limit=state.settings.max_threads_per_user
     )
@@ -476,6 +509,7 @@ async def run_agent(agent: str, request: Request, caller: CallerDep) -> Streamin
         (CLIENT_RESULTS_KEY, results),
         (CLIENT_STATE_KEY, run_input.state),
         (CLIENT_CONTEXT_KEY, context),
+        (CLIENT_FORWARDED_PROPS_KEY, forwarded),
     ):
         if value not in (None, {}, []):
             meta[key] = value
@@ -520,7 +554,22 @@ async def resume_run(
     threads = AgUiThreads(store)
     first = await threads.run_first_seq(user_id, run.thread_id, run_id) or 1
     after = await store.last_seq(user_id, run.thread_id)  # before the answers' events
-    await ag_ui_interrupts.answer(state, user_id, run_id, list(run_input.resume or ()))
+    # Noted before answering (while the run waits: once answered it may end at once, and
+    # an ended run's row is not changed), so a later resume of this stream with
+    # Last-Event-ID labels what follows ``after`` with this runId; taken back if refused.
+    meta = dict(run.meta or {})
+    ids = dict(meta.get(META_KEY) or {})
+    ids[RESUMED_KEY] = [*([a, r] for a, r in _resumes(ids)), [after, run_input.run_id]]
+    meta[META_KEY] = ids
+    await store.update_run(user_id, run_id, metadata=meta)
+    try:
+        await ag_ui_interrupts.answer(state, user_id, run_id, list(run_input.resume or ()))
+    except Exception:
+        try:
+            await store.update_run(user_id, run_id, metadata=run.meta or {})
+        except Exception:  # left as is: a later resume from the same point supersedes it
+            log.warning("taking back the refused resume of run %s failed", run_id)
+        raise
     tenet = {"run_id": run_id, "thread_id": run.thread_id}
     view = AgUiView(
         run_id=run_id,
@@ -582,10 +631,21 @@ async def resume_stream(
     view = AgUiView(
         run_id=run_id,
         client_thread_id=client_thread_id,
-        client_run_id=str(ids.get("run_id") or run_id),
+        client_run_id=client_run_id_after(run_id, ids, resume),
         thread_id=thread_id,
         opening=opened,
     )
+    prelude: list[BaseEvent] = []
+    if resume is not None and resume >= first and resume in resumed_at(ids):
+        # The client has the interrupt and not yet the resumed run's RUN_STARTED.
+        tenet = {"run_id": run_id, "thread_id": thread_id}
+        prelude.append(
+            RunStartedEvent(
+                thread_id=client_thread_id,
+                run_id=view.client_run_id,
+                metadata={TENET_METADATA_KEY: tenet},
+            )
+        )
     frames = run_frames(
         state,
         caller.user_id,
@@ -593,5 +653,6 @@ async def resume_stream(
         view,
         after=first - 1,
         send_after=resume if resume is not None else 0,
+        prelude=prelude,
     )
     return await event_stream(state, caller, frames, name=f"ag-ui {run_id}")

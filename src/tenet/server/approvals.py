@@ -22,11 +22,12 @@ from ..approvals import NOTE_MAX_CHARS
 from ..run_lifecycle import RunStatus
 from ..store import approvals as stored
 from .auth import Caller, current_caller, state_dependency
+from .query import OnceQueryRoute
 from .routes import ERROR_RESPONSES
 from .state import ServerState
 from .wire import json_response, run_json
 
-router = APIRouter(responses=ERROR_RESPONSES)
+router = APIRouter(responses=ERROR_RESPONSES, route_class=OnceQueryRoute)
 CallerDep = Annotated[Caller, Depends(current_caller)]
 StateDep = Annotated[ServerState, Depends(state_dependency)]
 RequestIdDep = Annotated[str, Path(min_length=1, max_length=200)]

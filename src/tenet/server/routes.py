@@ -31,6 +31,7 @@ from .auth import Caller, current_caller, require_admin, server_state, state_dep
 from .live import TOKEN_REVOKED
 from .metrics import CONTENT_TYPE
 from .params import SeqQuery
+from .query import OnceQueryRoute
 from .state import ServerState
 from .wire import events_response, json_response, message_json, run_json, thread_json
 
@@ -70,7 +71,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     }.items()
 }
 
-router = APIRouter(responses=ERROR_RESPONSES)
+router = APIRouter(responses=ERROR_RESPONSES, route_class=OnceQueryRoute)
 CallerDep = Annotated[Caller, Depends(current_caller)]
 StateDep = Annotated[ServerState, Depends(state_dependency)]
 

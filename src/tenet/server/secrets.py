@@ -21,13 +21,14 @@ from starlette.responses import Response
 from ..errors import NotFound
 from ..store.secrets import MAX_SECRET_CHARS, check_name
 from .auth import Caller, current_caller, state_dependency
+from .query import OnceQueryRoute
 from .routes import ERROR_RESPONSES
 from .state import ServerState
 from .wire import json_response
 
 log = logging.getLogger("tenet.server")
 
-router = APIRouter(responses=ERROR_RESPONSES)
+router = APIRouter(responses=ERROR_RESPONSES, route_class=OnceQueryRoute)
 CallerDep = Annotated[Caller, Depends(current_caller)]
 StateDep = Annotated[ServerState, Depends(state_dependency)]
 #: A secret's name in the path (``store.secrets.SECRET_NAME``, stated for the schema).

@@ -28,12 +28,13 @@ from ..ids import new_id
 from .auth import Caller, current_caller, server_state
 from .cluster_limits import hold_place, places_taken, release_place
 from .params import SeqQuery, header_seq
+from .query import OnceQueryRoute
 from .routes import ERROR_RESPONSES
 from .state import ServerState
 
 log = logging.getLogger("tenet.server.sse")
 
-router = APIRouter(responses=ERROR_RESPONSES)
+router = APIRouter(responses=ERROR_RESPONSES, route_class=OnceQueryRoute)
 _STOP = object()
 
 

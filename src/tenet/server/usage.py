@@ -18,11 +18,12 @@ from ..clock import format_time
 from ..store.usage import usage_by_agent
 from ..usage import day_start
 from .auth import Caller, current_caller, state_dependency
+from .query import OnceQueryRoute
 from .routes import ERROR_RESPONSES
 from .state import ServerState
 from .wire import json_response
 
-router = APIRouter(responses=ERROR_RESPONSES)
+router = APIRouter(responses=ERROR_RESPONSES, route_class=OnceQueryRoute)
 
 
 def since_or_today(value: datetime | None) -> datetime:

@@ -16,6 +16,7 @@ from fastapi import APIRouter
 from starlette.responses import FileResponse, Response
 
 from ..errors import NotFound
+from .query import OnceQueryRoute
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -57,7 +58,7 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-cache",
 }
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=OnceQueryRoute)
 
 
 def _file(name: str) -> Response:

@@ -75,17 +75,40 @@ async def request(store: Store, user_id: str, run_id: str, request_id: str, kind
     return Answered(row[0], row[2] or {}, row[3], row[4], row[5])
 
 
+class Expired(Conflict):
+    """A person's answer to a request past its ``expires_at``: the timeout resolves it."""
+
+    def __init__(self) -> None:
+        super().__init__("this request expired before it was answered; it was resolved by timeout")
+
+
 async def answer(
-    store: Store, user_id: str, run_id: str, request_id: str, kind: str, value: dict[str, Any]
+    store: Store,
+    user_id: str,
+    run_id: str,
+    request_id: str,
+    kind: str,
+    value: dict[str, Any],
+    now: datetime | None,
 ) -> Answered:
-    """Store the first answer to a pending request; ``NotFound`` / ``Conflict`` otherwise."""
+    """Store the first answer to a pending request; ``NotFound`` / ``Conflict`` otherwise.
+
+    A person's answer passes ``now``: a request whose ``expires_at`` is not after it is
+    not answered but refused with :class:`Expired` (in the same transaction as the
+    check, so the timeout sweep's lag never lets a late answer in). The timeout's own
+    answer passes None.
+    """
     if not is_valid(run_id, "run") or not request_id or len(request_id) > 200:
         raise NotFound()
-    found = await store.executor.run(units.answer_request, user_id, run_id, request_id, kind, value)
+    found = await store.executor.run(
+        units.answer_request, user_id, run_id, request_id, kind, value, now
+    )
     if found == "not_found":
         raise NotFound()
     if found == "conflict":
         raise Conflict("this request was already answered")
+    if found == "expired":
+        raise Expired()
     return Answered(found[0], found[2] or {}, found[3], found[4], found[5])
 
 

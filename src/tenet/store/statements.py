@@ -392,6 +392,7 @@ UPDATABLE: dict[str, TypeEngine[Any] | type[TypeEngine[Any]]] = {
     "output": Text,
     "error": JSON,
     "attempts": Integer,
+    "metadata": JSON,
 }
 
 
@@ -704,8 +705,8 @@ PAUSE_RUN = statement(
     .where(*_users_run("running"))
     .values(status=const("requires_action"), resume_state=p("state", JSON)),
 )
-#: ``(kind, status, body, thread_id, execution_id, agent_name, round)`` of a request of
-#: the user's run.
+#: ``(kind, status, body, thread_id, execution_id, agent_name, round, expires_at)`` of a
+#: request of the user's run.
 SELECT_REQUEST = statement(
     "select_request",
     ("user_id", "run_id", "id"),
@@ -717,6 +718,7 @@ SELECT_REQUEST = statement(
         run_requests.c.execution_id,
         run_requests.c.agent_name,
         run_requests.c.round,
+        run_requests.c.expires_at,
     ).where(*_runs_requests(run_requests.c.id == p("id"))),
 )
 #: A pending request answered (the count says whether this answer was the first).
@@ -729,8 +731,11 @@ ANSWER_REQUEST = statement(
 )
 #: A waiting run whose requests are all answered goes back to the queue (once: the
 #: count says which answer, or which pause, moved it). The requests are looked up by
-#: run *and user*: with the run's id and ``status`` alone SQLite searched
-#: ``ix_run_requests_expiry`` (status), every user's pending requests, on each answer.
+#: run *and user*, through ``ix_run_requests_run`` (run, user, status): with the run's id
+#: and ``status`` alone SQLite searched ``ix_run_requests_expiry`` (status), every user's
+#: pending requests, and without that index ``ix_run_requests_user`` (user, status), every
+#: pending request of the user, on each answer. Every statement below that reads a run's
+#: requests uses it too.
 RESUME_RUN = statement(
     "resume_run",
     ("user_id", "run_id"),

@@ -237,6 +237,8 @@ class RunRequest(Base):
     __table_args__ = (
         Index("ix_run_requests_expiry", "status", "expires_at"),
         Index("ix_run_requests_user", "user_id", "status"),
+        # A run's requests, by run and owner (an answer must not cost the user's other runs).
+        Index("ix_run_requests_run", "run_id", "user_id", "status"),
     )
 
     run_id: Mapped[str] = mapped_column(String(32), primary_key=True)

@@ -208,14 +208,20 @@ def pause_run(user_id: str, run_id: str, state: dict[str, Any]) -> Steps:
     yield count(q.PAUSE_RUN, user_id, run_id, state)
 
 
-def answer_request(user_id: str, run_id: str, request_id: str, kind: str, answer: Any) -> Steps:
+def answer_request(
+    user_id: str, run_id: str, request_id: str, kind: str, answer: Any, now: datetime | None
+) -> Steps:
     """Answer a pending request of the user's run: its row (``SELECT_REQUEST``), or
-    ``"not_found"`` (missing, another user's, another kind) or ``"conflict"`` (answered)."""
+    ``"not_found"`` (missing, another user's, another kind), ``"conflict"`` (answered) or
+    ``"expired"`` (its ``expires_at`` is not after ``now``: too late for a person's answer,
+    whether or not the timeout sweep has come by; ``now`` None, the timeout's own, skips it)."""
     row = yield one(q.SELECT_REQUEST, user_id, run_id, request_id)
     if row is None or row[0] != kind:
         return "not_found"
     if row[1] != "pending":
         return "conflict"
+    if now is not None and row[7] <= now:
+        return "expired"
     stored = yield count(q.ANSWER_REQUEST, user_id, run_id, request_id, answer)
     return tuple(row) if stored else "conflict"
 
