@@ -115,12 +115,18 @@ class Run(Base):
 RUN_MARKS = "type IN ('agent_started', 'agent_completed', 'agent_error', 'run_cancelled')"
 
 
-#: The events a thread's conversation is built from (``tenet.conversation``): the partial
-#: index on them lets a history read skip streamed text and reasoning without reading them.
-TURN_MARKS = (
-    "type IN ('agent_started', 'tool_executing', 'tool_completed', "
-    "'agent_completed', 'agent_error', 'run_cancelled')"
+#: The event types a thread's conversation is built from (``tenet.conversation``).
+TURN_TYPES = (
+    "agent_started",
+    "tool_executing",
+    "tool_completed",
+    "agent_completed",
+    "agent_error",
+    "run_cancelled",
 )
+#: The partial index on ``TURN_TYPES`` lets a history read skip streamed text and reasoning
+#: without reading them; its predicate, word for word as migration 0008 wrote it.
+TURN_MARKS = "type IN (" + ", ".join(f"'{t}'" for t in TURN_TYPES) + ")"
 
 
 class EventRow(Base):
