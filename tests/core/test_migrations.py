@@ -12,7 +12,7 @@ from sqlalchemy import Connection, event, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tenet.ids import new_id
-from tenet.store import migrate
+from tenet.store import migrate, statements
 from tenet.store.db import Store
 from tenet.store.migrate import upgrade
 from tenet.store.tables import Base
@@ -111,3 +111,27 @@ async def test_run_lookups_use_the_partial_run_index(sqlite_url: str) -> None:
                 assert "ix_events_run_marks" in details, (statement, details)
     finally:
         await store.close()
+
+
+async def test_a_history_read_of_turn_marks_never_touches_the_table(sqlite_url: str) -> None:
+    """A thread's turn marks (seq, run, type; filtered by user) come from
+    ``ix_events_turn_marks`` alone; their text is read only by range, through the index."""
+    engine = create_async_engine(sqlite_url)
+    await upgrade(engine)
+    try:
+        plans: dict[str, str] = {}
+        async with engine.connect() as conn:
+            for name in ("turn_marks_before", "turn_bodies_between"):
+                found = statements.compiled("sqlite")[statements_named(name).index]
+                params = tuple(1 for _ in range(found.sql.count("?")))
+                plan = await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {found.sql}", params)
+                plans[name] = " ".join(str(row[-1]) for row in plan)
+    finally:
+        await engine.dispose()
+    assert "COVERING INDEX ix_events_turn_marks" in plans["turn_marks_before"], plans
+    assert "INDEX ix_events_turn_marks" in plans["turn_bodies_between"], plans
+
+
+def statements_named(name: str) -> statements.Statement:
+    """The catalogue's statement called ``name``."""
+    return next(s for s in statements.CATALOGUE if s.name == name)

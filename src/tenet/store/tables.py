@@ -136,7 +136,8 @@ class EventRow(Base):
     ``(thread_id, seq)`` is the key, and no other index is kept on every row:
     each index with a random key (an event id, a user id) cost a B-tree insert per
     event and was most of the store's work. The run index holds only the events
-    recovery looks for (``RUN_MARKS``).
+    recovery looks for (``RUN_MARKS``), the turn index only those a conversation is
+    built from (``TURN_MARKS``).
     """
 
     __tablename__ = "events"
@@ -147,10 +148,15 @@ class EventRow(Base):
             sqlite_where=text(RUN_MARKS),
             postgresql_where=text(RUN_MARKS),
         ),
+        # Every column a history read filters on or returns but the body: the read of
+        # a thread's turn marks is answered from the index alone.
         Index(
-            "ix_events_turns",
+            "ix_events_turn_marks",
             "thread_id",
             "seq",
+            "user_id",
+            "run_id",
+            "type",
             sqlite_where=text(TURN_MARKS),
             postgresql_where=text(TURN_MARKS),
         ),
