@@ -8,7 +8,9 @@ chat-completions messages a model is sent. The default agent loop,
 ``ctx.history()`` and anything else that needs the conversation read it through
 here, from the store, on every run; the only thing kept is what cannot change:
 a finished run's messages (:class:`TurnCache`), used only for runs the store
-has just returned.
+has just returned. A run keeps its own turn there as it ends
+(:meth:`Conversations.keep_turn`, built from the text it stored), so the next
+run of the thread builds none.
 
 The rules (OpenAI answers 400 to any breach of the first two):
 
@@ -298,7 +300,9 @@ class TurnCache:
 
     A run's turn events are final once its terminal event is stored, so its
     messages can be kept: they never go stale, in this process or because of
-    another. The cache is only ever asked about runs that the store has just
+    another. They are put here by a read that built them, or by the run itself as
+    it ends in this process (a run that ended in another is built by the first
+    read here that needs it). The cache is only ever asked about runs that the store has just
     returned for the caller's own thread (keyed by user and run), so it cannot
     widen what a read returns: a deleted thread's runs are no longer returned, and
     their entries age out. Kept as bytes, each use decodes a fresh copy, so a
