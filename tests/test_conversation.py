@@ -9,6 +9,7 @@ questions about the conversation from what it is sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ from typing import Any
 import httpx
 import orjson
 
-from tenet import Agent, AgentRegistry, RunContext, Service, Settings, tool
+from tenet import Agent, AgentRegistry, RunContext, Service, Settings, ToolFailed, tool
+from tenet.conversation import TURN_CACHE_BYTES, TurnCache
 from tenet.events import make_event
 from tenet.examples import default_registry
 from tenet.ids import new_id
@@ -450,3 +452,74 @@ async def test_turns_no_longer_kept_are_read_again_from_the_store(tmp_path: Path
         before = await turn(service, user.id, thread.id, "what did I say before?")
     assert first["final_response"] == "You first said: the sky is green"
     assert before["final_response"] == "You said: what did I say first?"
+
+
+async def test_a_runs_own_turn_kept_at_its_end_is_what_a_read_of_the_store_builds(
+    tmp_path: Path,
+) -> None:
+    """A run keeps its own finished turn built as it ends, so the next run does not build
+    it from the store; what it keeps is exactly what a read of the store builds: every
+    tool call with its result (a failed one's error, a long one cut), not a delegated
+    agent's, not streamed text."""
+
+    @tool
+    async def lookup(key: str) -> str:
+        """Look a key up."""
+        return f"value of {key} " + "x" * 300  # longer than the cut below
+
+    @tool
+    async def broken() -> str:
+        """Always fails."""
+        raise ValueError("no luck")
+
+    class Worker(Agent):
+        async def run(self, ctx: RunContext, input: str) -> str:
+            await ctx.say("working on it")
+            found = await ctx.call_tool("lookup", key=input)
+            with contextlib.suppress(ToolFailed):
+                await ctx.call_tool("broken")
+            await ctx.delegate("helper", f"help with {input}")
+            if input == "fail":
+                raise ValueError("the flow gave up")
+            return f"done: {str(found)[:20]}"
+
+    class Helper(Agent):
+        async def run(self, ctx: RunContext, input: str) -> str:
+            await ctx.call_tool("lookup", key="inner")
+            return "helped"
+
+    registry = AgentRegistry(
+        [
+            Worker(name="worker", tools=[lookup, broken]),
+            Helper(name="helper", tools=[lookup]),
+        ]
+    )
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'tenet.db'}", tool_result_max_chars=100
+    )
+    async with Service(settings, registry) as service:
+        conversations = service.engine.conversations
+        kept = conversations.turns_kept
+        user, _ = await service.store.create_user("keeper")
+        thread = await service.store.create_thread(user.id)
+        ends = []
+        for text in ("alpha", "fail", "beta"):
+            end = await turn(service, user.id, thread.id, text, "worker")
+            ends.append(end)
+            # Kept by the run itself as it ended: no read has built it yet.
+            assert (user.id, end["run_id"]) in kept.entries
+            assert kept.hint((user.id, thread.id)) == end["seq"]
+        assert [e["type"] for e in ends] == ["agent_completed", "agent_error", "agent_completed"]
+        later = "run_" + "0" * 26  # a run after all of them
+        warm = await conversations.turns(user.id, thread.id, later)
+        conversations.turns_kept = TurnCache(TURN_CACHE_BYTES)  # nothing built: all from the store
+        cold = await conversations.turns(user.id, thread.id, later)
+    assert warm == cold
+    assert [rid for rid, _ in cold] == [e["run_id"] for e in ends]
+    for (rid, messages), end in zip(cold, ends, strict=True):
+        assert orjson.loads(kept.entries[(user.id, rid)][0]) == messages
+        roles = [m["role"] for m in messages]
+        last = ["assistant"] if end["type"] == "agent_completed" else []
+        assert roles == ["user", "assistant", "tool", "assistant", "tool", *last]
+        assert "no luck" in messages[4]["content"]
+        assert "[cut: " in messages[2]["content"]

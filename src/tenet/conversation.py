@@ -8,7 +8,9 @@ chat-completions messages a model is sent. The default agent loop,
 ``ctx.history()`` and anything else that needs the conversation read it through
 here, from the store, on every run; the only thing kept is what cannot change:
 a finished run's messages (:class:`TurnCache`), used only for runs the store
-has just returned.
+has just returned. A run keeps its own turn there as it ends
+(:meth:`Conversations.keep_turn`, built from the text it stored), so the next
+run of the thread builds none.
 
 The rules (OpenAI answers 400 to any breach of the first two):
 
@@ -274,11 +276,22 @@ def _ended(events: Sequence[dict[str, Any]]) -> bool:
     """Whether a run's turn events (ascending) end with the run's own end: then they are
     final (nothing is ever added to a run after its terminal event). Its messages are
     final too unless it handed calls to its client (answered by a later run) or
-    carries answers to an earlier run's (see :meth:`Conversations.turns`)."""
+    carries answers to an earlier run's (see :func:`_final`)."""
     last = events[-1]
     kind = last["type"]
     return kind == "run_cancelled" or (
         kind in ("agent_completed", "agent_error") and last.get("depth") == 0
+    )
+
+
+def _final(events: Sequence[dict[str, Any]], carried: dict[str, dict[str, Any]]) -> bool:
+    """Whether a run's messages (from its whole turn, ascending) can never change, so may
+    be kept: it has ended, handed no call to its client (a later run answers those) and
+    carries no answer (``carried``) to an earlier run's call."""
+    return (
+        not carried
+        and _ended(events)
+        and not any(e["type"] == "tool_completed" and handed_over(e) for e in events)
     )
 
 
@@ -287,7 +300,9 @@ class TurnCache:
 
     A run's turn events are final once its terminal event is stored, so its
     messages can be kept: they never go stale, in this process or because of
-    another. The cache is only ever asked about runs that the store has just
+    another. They are put here by a read that built them, or by the run itself as
+    it ends in this process (a run that ended in another is built by the first
+    read here that needs it). The cache is only ever asked about runs that the store has just
     returned for the caller's own thread (keyed by user and run), so it cannot
     widen what a read returns: a deleted thread's runs are no longer returned, and
     their entries age out. Kept as bytes, each use decodes a fresh copy, so a
@@ -322,15 +337,19 @@ class TurnCache:
             self.entries.move_to_end(key)
         return found
 
-    def put(self, key: tuple[str, str], messages: list[ChatMessage], chars: list[int]) -> None:
+    def put(self, key: tuple[str, str], messages: list[ChatMessage], chars: list[int]) -> bool:
+        """Keep a turn's messages (``chars``: each one's characters); whether it is kept."""
+        if key in self.entries:
+            return True
         data = orjson.dumps(messages)
-        if len(data) > self.max_bytes // 16 or key in self.entries:
-            return  # one huge turn does not push out many others
+        if len(data) > self.max_bytes // 16:
+            return False  # one huge turn does not push out many others
         self.entries[key] = [data, chars, 0.0, 0]
         self.size += len(data)
         while self.size > self.max_bytes:
             _, old = self.entries.popitem(last=False)
             self.size -= len(old[0])
+        return True
 
 
 class Conversations:
@@ -443,14 +462,7 @@ class Conversations:
                     messages = turn_messages(found, max_tool_chars, answered)
                     chars = [message_chars(m) for m in messages]
                     cost = _cost(chars, ratio)
-                    # Kept only when nothing can change it: the run has ended, handed no
-                    # call to its client and carries no answer to an earlier run's.
-                    if (
-                        not carried
-                        and _ended(found)
-                        and not any(e["type"] == "tool_completed" and handed_over(e) for e in found)
-                    ):
-                        cache.put((user_id, rid), messages, chars)
+                    if _final(found, carried) and cache.put((user_id, rid), messages, chars):
                         kept = max(kept, newest[rid])
                 if cost > remaining:
                     full = True
@@ -477,6 +489,36 @@ class Conversations:
             cache.set_hint(thread_key, kept)
         turns.reverse()
         return turns
+
+    def keep_turn(
+        self, user_id: str, thread_id: str, run_id: str, bodies: Sequence[str], newest: int
+    ) -> bool:
+        """Keep the turn a run just stored, built, so that the next run need not build it.
+
+        ``bodies``: the run's turn events (``store.tables.TURN_TYPES``, its root ``agent_started``
+        first, its terminal event last) exactly as stored, ascending; ``newest``: the
+        terminal event's ``seq``. Called by the run itself once its terminal event is
+        stored. Kept by the same rule as a read keeps a turn (:func:`_final`), built by
+        the same function from the same stored text, so the next read is given what it
+        would have built from the store. Returns whether it was kept.
+        """
+        if len(bodies) < 2:
+            return False
+        loads = orjson.loads
+        events = [loads(b) for b in bodies]
+        first = events[0]
+        if first.get("type") != "agent_started" or first.get("depth") != 0:
+            return False
+        if not _final(events, client_results_in(events)):
+            return False
+        messages = turn_messages(events, self.tool_result_max_chars)
+        cache = self.turns_kept
+        if not cache.put((user_id, run_id), messages, [message_chars(m) for m in messages]):
+            return False
+        key = (user_id, thread_id)
+        if newest > cache.hint(key):  # the next read need not fetch this turn's text
+            cache.set_hint(key, newest)
+        return True
 
     async def messages(
         self,

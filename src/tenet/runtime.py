@@ -41,6 +41,7 @@ from .models.base import ModelReply, ToolCall, Usage
 from .models.metered import metered
 from .store.notes import UserNotes
 from .store.secrets import SecretBox, UserSecrets
+from .store.tables import TURN_TYPES
 from .text import HalfJoiner, repair
 from .usage import RunUsage
 
@@ -67,6 +68,9 @@ DEFAULT_APPROVAL_TIMEOUT_S = 86_400.0
 #: A run waits for its events' commit at least this often (and before its end). It bounds
 #: the burst one thread can publish at once: keep TENET_WS_QUEUE well above it.
 FLUSH_EVERY = 16
+
+#: The event types a turn is built from (``tenet.conversation``), collected as the run stores them.
+_TURN_TYPES = frozenset(TURN_TYPES)
 
 
 def error_of(exc: BaseException) -> dict[str, str]:
@@ -144,6 +148,14 @@ class RunRuntime:
         self.asked = False
         #: Approval decisions of the current model turn, by call id, until its tools run.
         self._decisions: dict[str, dict[str, Any]] = {}
+        #: The stored text of the run's turn events so far (``TURN_TYPES``), kept built for
+        #: the thread's next run once the run's end is stored (:meth:`_keep_turn`). None: not
+        #: kept (no conversations; a resumed run, whose earlier events this process did not
+        #: make; an event that may not have been stored; a turn too long to keep).
+        self._turn: list[str] | None = (
+            [] if conversations is not None and self.journal.execution_id is None else None
+        )
+        self._turn_bytes = 0
 
     async def history(self, ctx: RunContext) -> list[ChatMessage]:
         """The thread's turns before this run, within the context budget (a fresh list)."""
@@ -231,16 +243,43 @@ class RunRuntime:
             await self.flush()
 
     async def flush(self) -> None:
-        """Wait until every event submitted so far is stored; raises if one could not be."""
+        """Wait until every event submitted so far is stored; raises if one could not be.
+
+        Once the run's terminal event is stored, its turn is kept built for the
+        thread's next run (:meth:`_keep_turn`)."""
         pending, self._unflushed = self._unflushed, []
         if not pending:
             return
         # The writer settles events in the order they were submitted: once the last is
         # settled, so is every one before it.
-        await asyncio.shield(self.sink.settled(pending[-1]))
+        try:
+            await asyncio.shield(self.sink.settled(pending[-1]))
+        except BaseException:
+            self._turn = None  # these events' text is not collected: the turn is not kept
+            raise
         for event in pending:
             if event.error is not None:
+                self._turn = None  # the store may lack one of the run's turn events
                 raise event.error
+        if self._turn is not None:
+            self._collect_turn(pending)
+
+    def _collect_turn(self, stored: list[Event]) -> None:
+        """Add the stored text of the turn events among ``stored`` to the run's turn; keep
+        the turn once its terminal event (the run's last) is among them."""
+        turn = self._turn
+        assert turn is not None and self.conversations is not None
+        for event in stored:
+            if event.type in _TURN_TYPES:
+                turn.append(event.json)
+                self._turn_bytes += len(event.json)
+        if self._turn_bytes > self.conversations.turns_kept.max_bytes // 16:
+            self._turn = None  # a turn this long would not be kept
+            return
+        last = stored[-1]
+        if last.end is not None:
+            self._turn = None
+            self.conversations.keep_turn(last.user_id, last.thread_id, last.run_id, turn, last.seq)
 
     async def say(self, ctx: RunContext, text: str) -> None:
         """Emit a piece of the answer; a surrogate half split across pieces is joined."""

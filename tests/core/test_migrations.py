@@ -194,3 +194,27 @@ async def test_answering_reads_only_the_runs_own_requests(database_url: str) -> 
                     assert "ix_run_requests_user" not in details, (name, lines)
     finally:
         await engine.dispose()
+
+
+async def test_a_history_read_of_turn_marks_never_touches_the_table(sqlite_url: str) -> None:
+    """A thread's turn marks (seq, run, type; filtered by user) come from
+    ``ix_events_turn_marks`` alone; their text is read only by range, through the index."""
+    engine = create_async_engine(sqlite_url)
+    await upgrade(engine)
+    try:
+        plans: dict[str, str] = {}
+        async with engine.connect() as conn:
+            for name in ("turn_marks_before", "turn_bodies_between"):
+                found = statements.compiled("sqlite")[statements_named(name).index]
+                params = tuple(1 for _ in range(found.sql.count("?")))
+                plan = await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {found.sql}", params)
+                plans[name] = " ".join(str(row[-1]) for row in plan)
+    finally:
+        await engine.dispose()
+    assert "COVERING INDEX ix_events_turn_marks" in plans["turn_marks_before"], plans
+    assert "INDEX ix_events_turn_marks" in plans["turn_bodies_between"], plans
+
+
+def statements_named(name: str) -> statements.Statement:
+    """The catalogue's statement called ``name``."""
+    return next(s for s in statements.CATALOGUE if s.name == name)

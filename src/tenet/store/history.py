@@ -5,12 +5,16 @@ context budget is spent, so what is read is bounded by the budget, not by the
 length of the thread. Only the event types a conversation is made of are
 returned (a run's start and end, its tool calls and results, ``TURN_MARKS``),
 through a partial index on them: streamed text and reasoning are not even read.
+The index holds every column of a turn's mark (``seq``, run, type, user), so the
+marks are read from it alone; the text of a mark is read only for the events a
+reader does not hold built already.
 Every read filters by the caller's ``user_id`` beside the thread id: another
 user's events are never returned, even for a thread id they share.
 
-The read is one statement of the catalogue (``statements.TURN_EVENTS_BEFORE``)
-run as a unit (``units.turn_events_before``) by the store's executor, the same
-on every database.
+The read is a unit (``units.turn_events_before``): the marks
+(``statements.TURN_MARKS_BEFORE``), then, only if some are above the reader's
+hint, those marks' text (``statements.TURN_BODIES_BETWEEN``); the store's
+executor runs it the same way on every database.
 """
 
 from __future__ import annotations

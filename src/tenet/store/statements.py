@@ -509,20 +509,15 @@ INSERT_EVENT = statement(
     insert(events).values({c: p(c, events.c[c].type) for c in EVENT_COLUMNS}),
 )
 
-#: Up to ``limit`` ``(seq, run_id, type, body)`` of a thread's turn events (``TURN_MARKS``:
-#: the types a conversation is made of, the predicate of the partial index
-#: ``ix_events_turns``) with ``seq < before``, newest first, leaving out the run
-#: ``skip_run`` (the one asking). ``body`` is NULL for ``seq <= fresh``: the reader already
-#: holds those runs built and is spared their text.
-TURN_EVENTS_BEFORE = statement(
-    "turn_events_before",
-    ("user_id", "thread_id", "before", "skip_run", "fresh", "limit"),
-    select(
-        events.c.seq,
-        events.c.run_id,
-        events.c.type,
-        case((events.c.seq > p("fresh", events.c.seq.type), events.c.body), else_=None),
-    )
+#: Up to ``limit`` ``(seq, run_id, type)`` of a thread's turn events (``TURN_MARKS``: the
+#: types a conversation is made of, the predicate of the partial index
+#: ``ix_events_turn_marks``) with ``seq < before``, newest first, leaving out the run
+#: ``skip_run`` (the one asking). Every column it reads is in that index, so the read never
+#: touches the table (the bodies it needs are read by ``TURN_BODIES_BETWEEN``).
+TURN_MARKS_BEFORE = statement(
+    "turn_marks_before",
+    ("user_id", "thread_id", "before", "skip_run", "limit"),
+    select(events.c.seq, events.c.run_id, events.c.type)
     .where(
         events.c.thread_id == p("thread_id"),
         events.c.user_id == p("user_id"),
@@ -536,7 +531,7 @@ TURN_EVENTS_BEFORE = statement(
 )
 
 #: ``(seq, body)`` of the thread's turn events with ``low <= seq <= high``, leaving out
-#: ``skip_run``: the bodies a read of ``TURN_EVENTS_BEFORE`` left out but needs after all.
+#: ``skip_run``: the bodies of the turn marks a reader does not hold built.
 TURN_BODIES_BETWEEN = statement(
     "turn_bodies_between",
     ("user_id", "thread_id", "low", "high", "skip_run"),

@@ -115,12 +115,18 @@ class Run(Base):
 RUN_MARKS = "type IN ('agent_started', 'agent_completed', 'agent_error', 'run_cancelled')"
 
 
-#: The events a thread's conversation is built from (``tenet.conversation``): the partial
-#: index on them lets a history read skip streamed text and reasoning without reading them.
-TURN_MARKS = (
-    "type IN ('agent_started', 'tool_executing', 'tool_completed', "
-    "'agent_completed', 'agent_error', 'run_cancelled')"
+#: The event types a thread's conversation is built from (``tenet.conversation``).
+TURN_TYPES = (
+    "agent_started",
+    "tool_executing",
+    "tool_completed",
+    "agent_completed",
+    "agent_error",
+    "run_cancelled",
 )
+#: The partial index on ``TURN_TYPES`` lets a history read skip streamed text and reasoning
+#: without reading them; its predicate, word for word as migration 0008 wrote it.
+TURN_MARKS = "type IN (" + ", ".join(f"'{t}'" for t in TURN_TYPES) + ")"
 
 
 class EventRow(Base):
@@ -130,7 +136,8 @@ class EventRow(Base):
     ``(thread_id, seq)`` is the key, and no other index is kept on every row:
     each index with a random key (an event id, a user id) cost a B-tree insert per
     event and was most of the store's work. The run index holds only the events
-    recovery looks for (``RUN_MARKS``).
+    recovery looks for (``RUN_MARKS``), the turn index only those a conversation is
+    built from (``TURN_MARKS``).
     """
 
     __tablename__ = "events"
@@ -141,10 +148,15 @@ class EventRow(Base):
             sqlite_where=text(RUN_MARKS),
             postgresql_where=text(RUN_MARKS),
         ),
+        # Every column a history read filters on or returns but the body: the read of
+        # a thread's turn marks is answered from the index alone.
         Index(
-            "ix_events_turns",
+            "ix_events_turn_marks",
             "thread_id",
             "seq",
+            "user_id",
+            "run_id",
+            "type",
             sqlite_where=text(TURN_MARKS),
             postgresql_where=text(TURN_MARKS),
         ),

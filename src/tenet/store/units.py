@@ -132,9 +132,16 @@ def turn_events_before(
 ) -> Steps:
     """Up to ``limit`` ``(seq, run_id, type, body)`` of the thread's turn events with
     ``seq < before``, newest first, leaving out the run ``skip_run``; ``body`` is None
-    for ``seq <= fresh``."""
-    found = yield rows(q.TURN_EVENTS_BEFORE, user_id, thread_id, before, skip_run, fresh, limit)
-    return [(int(r[0]), r[1], r[2], r[3]) for r in found]
+    for ``seq <= fresh``. The marks come from the index alone; the bodies above ``fresh``,
+    if any, by a second statement."""
+    marks = yield rows(q.TURN_MARKS_BEFORE, user_id, thread_id, before, skip_run, limit)
+    if not marks or int(marks[0][0]) <= fresh:  # every text left out: one index-only read
+        return [(int(r[0]), r[1], r[2], None) for r in marks]
+    low = max(fresh + 1, int(marks[-1][0]))
+    found = yield rows(q.TURN_BODIES_BETWEEN, user_id, thread_id, low, int(marks[0][0]), skip_run)
+    bodies = {int(r[0]): r[1] for r in found}
+    get = bodies.get
+    return [(seq := int(r[0]), r[1], r[2], get(seq)) for r in marks]
 
 
 def turn_bodies_between(user_id: str, thread_id: str, low: int, high: int, skip_run: str) -> Steps:
