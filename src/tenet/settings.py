@@ -123,6 +123,11 @@ class Settings(BaseSettings):
     ws_max_subscriptions: int = Field(100, ge=1)
     ws_auth_timeout_s: float = Field(10.0, gt=0)
     ws_ping_s: float = Field(20.0, gt=0)
+    #: How long an idle HTTP/1.1 connection is kept open for its next request (seconds).
+    #: Longer than clients and proxies keep theirs (httpx 5 s, load balancers 60 s): a
+    #: server that closes first races the client's next request on that connection, which
+    #: then fails with a reset instead of an answer.
+    http_keep_alive_s: float = Field(75.0, gt=0)
     #: permessage-deflate costs ~100 KiB of zlib state per socket and a third of the send
     #: path's CPU, for small JSON frames that compress little: off unless asked for.
     ws_compression: bool = False

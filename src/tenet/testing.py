@@ -86,7 +86,8 @@ class TenetServer(uvicorn.Server):
 
 
 def uvicorn_config(app: FastAPI, settings: Settings, **kwargs: Any) -> uvicorn.Config:
-    """The uvicorn settings tenet needs: protocol-level keep-alive pings, lifespan on."""
+    """The uvicorn settings tenet needs: protocol-level keep-alive pings, an idle HTTP
+    connection kept longer than its client keeps it (``TENET_HTTP_KEEP_ALIVE_S``), lifespan on."""
     kwargs.setdefault("log_level", "warning")
     return uvicorn.Config(
         app,
@@ -94,6 +95,7 @@ def uvicorn_config(app: FastAPI, settings: Settings, **kwargs: Any) -> uvicorn.C
         ws_ping_timeout=settings.ws_ping_s,
         ws_per_message_deflate=settings.ws_compression,
         ws_max_size=settings.ws_transport_max_bytes,  # refused from the frame's header: 1009
+        timeout_keep_alive=settings.http_keep_alive_s,
         lifespan="on",
         timeout_graceful_shutdown=5,
         **kwargs,

@@ -400,3 +400,28 @@ async def test_api_requests_never_hop_to_a_worker_thread(
         ):
             assert (await client.get(path)).status_code == 200, path
     assert hops == []
+
+
+async def test_an_idle_connection_outlives_the_clients_own_keep_alive(
+    server: ServerHandle,
+) -> None:
+    """A connection idle for longer than httpx keeps one (5 s) still answers its next request.
+
+    A server that closes an idle connection first races the client's next request on it
+    (the request meets a closed socket: a reset, not an answer); so the server keeps it
+    open longer than clients and proxies keep theirs (``TENET_HTTP_KEEP_ALIVE_S``).
+    """
+    host, port = server.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    request = f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    try:
+        for _ in range(2):
+            writer.write(request)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert head.startswith(b"HTTP/1.1 200"), head
+            length = re.search(rb"content-length: (\d+)", head, re.IGNORECASE)
+            assert length is not None, head
+            await reader.readexactly(int(length.group(1)))
+            await asyncio.sleep(6)  # idle past the client's own 5 s
+    finally:
+        writer.close()
