@@ -21,35 +21,82 @@ import logging
 import time
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 log = logging.getLogger("tenet.sessions")
 
 
-@dataclass(eq=False)
 class UserSession:
-    """Everything tenet holds in memory for one user."""
+    """Everything tenet holds in memory for one user.
 
-    user_id: str
-    running: int = 0
-    queued: int = 0
-    ready_threads: deque[str] = field(default_factory=deque)
-    in_ready_users: bool = False
-    connections: set[Any] = field(default_factory=set)
-    #: Open SSE streams (counted apart from WebSockets: ``TENET_SSE_MAX_STREAMS``).
-    streams: set[Any] = field(default_factory=set)
-    state: dict[str, Any] = field(default_factory=dict)
-    last_active: float = field(default_factory=time.monotonic)
-    #: The user's request-rate token bucket (see :meth:`take`): tokens left, last refill.
-    bucket: float | None = None
-    bucket_at: float = 0.0
-    #: Per-user resources by name; those with an ``aclose()`` are closed with the session.
-    resources: dict[str, Any] = field(default_factory=dict)
+    Slotted, and what only some users need (the ready-threads queue, SSE streams,
+    agent state, resources) is made on first use: a user who is only connected
+    costs the object and the set of their connections.
+    """
+
+    __slots__ = (
+        "_ready_threads",
+        "_resources",
+        "_state",
+        "_streams",
+        "bucket",
+        "bucket_at",
+        "connections",
+        "in_ready_users",
+        "last_active",
+        "queued",
+        "running",
+        "user_id",
+    )
+
+    def __init__(self, user_id: str) -> None:
+        self.user_id = user_id
+        self.running = 0
+        self.queued = 0
+        self.in_ready_users = False
+        #: Open WebSocket connections.
+        self.connections: set[Any] = set()
+        self.last_active = time.monotonic()
+        #: The user's request-rate token bucket (see :meth:`take`): tokens left, last refill.
+        self.bucket: float | None = None
+        self.bucket_at = 0.0
+        self._ready_threads: deque[str] | None = None
+        self._streams: set[Any] | None = None
+        self._state: dict[str, Any] | None = None
+        self._resources: dict[str, Any] | None = None
+
+    @property
+    def ready_threads(self) -> deque[str]:
+        """The user's threads with a run ready to start, oldest first (the engine's)."""
+        if self._ready_threads is None:
+            self._ready_threads = deque()
+        return self._ready_threads
+
+    @property
+    def streams(self) -> set[Any]:
+        """Open SSE streams (counted apart from WebSockets: ``TENET_SSE_MAX_STREAMS``)."""
+        if self._streams is None:
+            self._streams = set()
+        return self._streams
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """Per-user agent state."""
+        if self._state is None:
+            self._state = {}
+        return self._state
+
+    @property
+    def resources(self) -> dict[str, Any]:
+        """Per-user resources by name; those with an ``aclose()`` are closed with the session."""
+        if self._resources is None:
+            self._resources = {}
+        return self._resources
 
     async def aclose(self) -> None:
         """Close the session's resources (each one's failure is logged, not raised)."""
-        resources, self.resources = list(self.resources.values()), {}
+        resources = list(self._resources.values()) if self._resources else []
+        self._resources = None
         for resource in resources:
             aclose = getattr(resource, "aclose", None)
             if aclose is None:
@@ -61,7 +108,7 @@ class UserSession:
 
     @property
     def idle(self) -> bool:
-        return self.running == 0 and self.queued == 0 and not self.connections and not self.streams
+        return self.running == 0 and self.queued == 0 and not self.connections and not self._streams
 
     def touch(self) -> None:
         self.last_active = time.monotonic()
@@ -130,7 +177,7 @@ class UserSessions:
         ]
         for uid in gone:
             session = self._sessions.pop(uid)
-            if session.resources:
+            if session._resources:
                 task = asyncio.ensure_future(session.aclose())
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)

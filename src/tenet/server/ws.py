@@ -2,9 +2,11 @@
 
 Each connection has:
 
+* one reader: the socket's own ASGI task reads client frames and handles them,
+  one after another;
 * one bounded send queue (``TENET_WS_QUEUE`` frames), drained by one writer
-  task, which is the only code that writes to the socket; control frames and
-  events share it, so what is queued is sent in that order;
+  task, which is the only code that writes to the socket once ``ready`` is sent;
+  control frames and events share it, so what is queued is sent in that order;
 * one bus :class:`~tenet.bus.Subscription` shared by all the threads it is
   subscribed to, read by one pump task that runs each event through the
   thread's :class:`~tenet.bus.follow.ThreadCursor` (dedupe and gap backfill)
@@ -12,6 +14,12 @@ Each connection has:
 * one delivery lock, held while the pump handles an event and while a client
   frame changes subscriptions, so a replay, a ``run_accepted`` or an
   ``unsubscribed`` is never interleaved with a live event of the same thread.
+
+An idle socket holds only what it needs to read: the send queue and its writer
+are made with the first frame queued after ``ready``, the subscription and its
+pump with the first thread followed (``subscribe`` or ``run``). Tens of
+thousands of connected, idle users then cost little more than the sockets
+themselves (see docs/benchmarks.md, "Memory").
 
 A client too slow to read overflows its queue (or its subscription) and only its
 own socket is closed, with 4008; it reconnects and resubscribes with ``after``.
@@ -66,6 +74,32 @@ FLUSH_TIMEOUT_S = 2.0
 class Connection:
     """One authenticated socket; see the module docstring."""
 
+    __slots__ = (
+        "_capacity",
+        "_closed",
+        "_closed_event",
+        "_closer",
+        "_cursors",
+        "_expiry",
+        "_has_frames",
+        "_has_room",
+        "_lock",
+        "_max_frame",
+        "_pump",
+        "_queue",
+        "_reading",
+        "_serving",
+        "_stop_asked",
+        "_writer",
+        "close_code",
+        "connection_id",
+        "state",
+        "sub",
+        "token_hash",
+        "user_id",
+        "ws",
+    )
+
     def __init__(self, ws: WebSocket, state: ServerState, caller: Caller) -> None:
         self.ws = ws
         self.state = state
@@ -75,17 +109,24 @@ class Connection:
         settings = state.settings
         self._capacity = settings.ws_queue
         self._max_frame = settings.ws_max_frame_bytes
-        self._queue: deque[str] = deque()
-        self._has_frames = asyncio.Event()
-        self._has_room = asyncio.Event()
-        self._has_room.set()
-        self.sub = Subscription(settings.ws_queue)
+        # The send queue, its two signals and its writer: made by the first _push.
+        self._queue: deque[str] | None = None
+        self._has_frames: asyncio.Event | None = None
+        self._has_room: asyncio.Event | None = None
+        self._writer: asyncio.Task[None] | None = None
+        # The subscription and its pump: made when the first thread is followed.
+        self.sub: Subscription | None = None
+        self._pump: asyncio.Task[None] | None = None
         self._cursors: dict[str, ThreadCursor] = {}
         self._lock = asyncio.Lock()
         self.close_code: int | None = None
-        self._closed = asyncio.Event()
-        self._reader: asyncio.Task[None] | None = None
-        self._writer: asyncio.Task[None] | None = None
+        self._closed = False
+        self._closed_event: asyncio.Event | None = None
+        #: The task that runs :meth:`serve` (the socket's ASGI task), which reads.
+        self._serving: asyncio.Task[Any] | None = None
+        #: True only while that task is inside the read loop (so it may be cancelled there).
+        self._reading = False
+        self._stop_asked = False
         self._closer: asyncio.Task[None] | None = None
         self._expiry: asyncio.TimerHandle | None = None
         self._expire_at(caller.expires_at)
@@ -93,35 +134,79 @@ class Connection:
     # Lifecycle --------------------------------------------------------------------------------
 
     async def serve(self, *, ready_ref: str | None = None) -> None:
-        """Run the connection until the client leaves or the server closes it."""
-        self._writer = asyncio.create_task(
-            self._write_loop(), name=f"ws-writer {self.connection_id}"
-        )
-        pump = asyncio.create_task(self._pump_loop(), name=f"ws-pump {self.connection_id}")
-        self._reader = asyncio.create_task(
-            self._read_loop(), name=f"ws-reader {self.connection_id}"
-        )
-        self._answer(
-            ready_ref,
-            {"type": "ready", "user_id": self.user_id, "connection_id": self.connection_id},
-        )
+        """Send ``ready``, then read until the client leaves or the server closes the socket.
+
+        Runs in the socket's own task, which is the reader: no task of its own for an
+        idle socket. ``ready`` is written directly (nothing else can be queued before
+        it: nothing is followed yet and no frame has been read).
+        """
+        self._serving = asyncio.current_task()
+        ready: dict[str, Any] = {
+            "type": "ready",
+            "user_id": self.user_id,
+            "connection_id": self.connection_id,
+        }
+        if ready_ref is not None:
+            ready["ref"] = ready_ref
         try:
-            await asyncio.wait({self._reader})
+            self._reading = True
+            try:
+                if self.close_code is None:
+                    await self.ws.send_text(orjson.dumps(ready).decode())
+                await self._read_loop()
+            except asyncio.CancelledError:
+                self._reading = False
+                # Our own stop (see _stop_reading) ends the read; any other cancel goes on.
+                if not self._stop_asked or self._consume_stop() > 0:
+                    raise
+            except (WebSocketDisconnect, RuntimeError, OSError):
+                pass
+            finally:
+                self._reading = False
+            if self._stop_asked:
+                # Asked while a handler swallowed the cancel, or as the loop ended: settle it.
+                self._consume_stop()
         finally:
             self._expire_at(None)
-            self._reader.cancel()
             self._detach_all()
-            pump.cancel()
+            if self._pump is not None:
+                self._pump.cancel()
             if self._closer is not None:
                 with contextlib.suppress(BaseException):
                     await self._closer
             elif self._writer is not None:
                 self._writer.cancel()
-            for task in (pump, self._writer):
+            for task in (self._pump, self._writer):
                 if task is not None:
                     with contextlib.suppress(BaseException):
                         await task
-            self._closed.set()
+            self._closed = True
+            if self._closed_event is not None:
+                self._closed_event.set()
+
+    def _consume_stop(self) -> int:
+        """Withdraw the cancel :meth:`_stop_reading` asked for; returns the cancels still asked."""
+        task = self._serving
+        self._stop_asked = False
+        if task is None or task.cancelling() == 0:
+            return 0
+        return task.uncancel()
+
+    def _stop_reading(self) -> None:
+        """End the read loop (a client that does not answer a close, a write that failed).
+
+        Only while the serving task waits inside the read loop: the cancel then lands
+        there, never in the clean-up that follows it.
+        """
+        task = self._serving
+        if (
+            self._reading
+            and not self._stop_asked
+            and task is not None
+            and task is not asyncio.current_task()
+        ):
+            self._stop_asked = True
+            task.cancel()
 
     def request_close(self, code: int) -> None:
         """Close with ``code``, dropping whatever is still queued; safe to call from anywhere."""
@@ -131,16 +216,22 @@ class Connection:
         # Shutdown (1001) first sends what is queued, so a client sees its runs' last events;
         # any other close drops it (a client too slow or no longer allowed).
         flush = code == CLOSE_GOING_AWAY
-        if not flush:
+        if not flush and self._queue is not None:
             self._queue.clear()
-        self._has_room.set()
-        self.sub.close()
+        if self._has_room is not None:
+            self._has_room.set()
+        if self.sub is not None:
+            self.sub.close()
         self._closer = asyncio.create_task(
             self._close(code, flush=flush), name=f"ws-close {self.connection_id}"
         )
 
     async def wait_closed(self) -> None:
-        await self._closed.wait()
+        if self._closed:
+            return
+        if self._closed_event is None:
+            self._closed_event = asyncio.Event()
+        await self._closed_event.wait()
 
     async def _close(self, code: int, *, flush: bool = False) -> None:
         writer = self._writer
@@ -159,31 +250,61 @@ class Connection:
         except Exception:
             pass
         finally:
-            if self._reader is not None:
-                self._reader.cancel()
+            self._stop_reading()
 
     def _detach_all(self) -> None:
+        if self.sub is None:
+            return
         for thread_id in list(self._cursors):
             self.state.service.bus.unsubscribe(thread_id, self.sub)
         self._cursors.clear()
         self.sub.close()
+
+    def _following(self) -> Subscription:
+        """The socket's subscription, made (with its pump) when it first follows a thread."""
+        sub = self.sub
+        if sub is None:
+            sub = self.sub = Subscription(self._capacity)
+            if self.close_code is not None:
+                sub.close()
+            self._pump = asyncio.create_task(
+                self._pump_loop(sub), name=f"ws-pump {self.connection_id}"
+            )
+        return sub
 
     # Sending ----------------------------------------------------------------------------------
 
     def _push(self, frame: str) -> bool:
         if self.close_code is not None:
             return False
-        if len(self._queue) >= self._capacity:
+        queue = self._queue
+        if queue is None:
+            queue = self._start_writer()
+        if len(queue) >= self._capacity:
             self._overflowed("send queue")
             return False
-        self._queue.append(frame)
-        if len(self._queue) >= self._capacity:
+        queue.append(frame)
+        assert self._has_frames is not None and self._has_room is not None
+        if len(queue) >= self._capacity:
             self._has_room.clear()
         self._has_frames.set()
         return True
 
+    def _start_writer(self) -> deque[str]:
+        """The send queue and its writer task, made by the first frame queued after ``ready``."""
+        queue: deque[str] = deque()
+        self._queue = queue
+        self._has_frames = asyncio.Event()
+        self._has_room = asyncio.Event()
+        self._has_room.set()
+        self._writer = asyncio.create_task(
+            self._write_loop(queue, self._has_frames, self._has_room),
+            name=f"ws-writer {self.connection_id}",
+        )
+        return queue
+
     def send_control(self, frame: dict[str, Any]) -> bool:
-        """Queue a control frame (ready, run_accepted, error, pong, ...)."""
+        """Queue a control frame (run_accepted, error, pong, ...)."""
         return self._push(orjson.dumps(frame).decode())
 
     def send_event(self, body: str) -> bool:
@@ -194,7 +315,12 @@ class Connection:
 
     async def _send_event_when_room(self, body: str) -> bool:
         """Like :meth:`send_event`, but waits for room: a replay is paced by the client."""
-        while len(self._queue) >= self._capacity and self.close_code is None:
+        while (
+            self._queue is not None
+            and self._has_room is not None
+            and len(self._queue) >= self._capacity
+            and self.close_code is None
+        ):
             await self._has_room.wait()
         return self.send_event(body)
 
@@ -207,28 +333,29 @@ class Connection:
         )
         self.request_close(CLOSE_TOO_SLOW)
 
-    async def _write_loop(self) -> None:
+    async def _write_loop(
+        self, queue: deque[str], has_frames: asyncio.Event, has_room: asyncio.Event
+    ) -> None:
         try:
             while True:
-                while not self._queue:
-                    self._has_frames.clear()
-                    await self._has_frames.wait()
-                frame = self._queue.popleft()
-                if len(self._queue) < self._capacity:
-                    self._has_room.set()
+                while not queue:
+                    has_frames.clear()
+                    await has_frames.wait()
+                frame = queue.popleft()
+                if len(queue) < self._capacity:
+                    has_room.set()
                 await self.ws.send_text(frame)
         except (WebSocketDisconnect, RuntimeError, OSError):
-            if self._reader is not None:
-                self._reader.cancel()
+            self._stop_reading()
 
     # Live events --------------------------------------------------------------------------------
 
-    async def _pump_loop(self) -> None:
+    async def _pump_loop(self, sub: Subscription) -> None:
         while True:
             try:
-                event: Event | None = await self.sub.get()
+                event: Event | None = await sub.get()
             except SubscriptionOverflow:
-                if self.sub.resumed_by_bus:
+                if sub.resumed_by_bus:
                     self.state.metrics.bus_resumes.inc()
                     log.warning("live delivery broke; closing with 4008 so the client resumes")
                     self.request_close(CLOSE_TOO_SLOW)
@@ -244,7 +371,7 @@ class Connection:
                     if not await self._deliver(event):
                         return
                     try:
-                        event = self.sub.get_nowait()
+                        event = sub.get_nowait()
                     except SubscriptionOverflow:
                         break  # the next get() reports it
 
@@ -373,7 +500,8 @@ class Connection:
         async with self._lock:
             if thread_id not in self._cursors:
                 check_room(len(self._cursors), self.state.settings.ws_max_subscriptions)
-            bus.subscribe(thread_id, after, into=self.sub)  # live first, so nothing falls between
+            # Live first, so nothing falls between.
+            bus.subscribe(thread_id, after, into=self._following())
             cursor = self._cursors[thread_id] = ThreadCursor(store, self.user_id, thread_id, after)
             last_seq = await store.last_seq(self.user_id, thread_id)
             self._answer(ref, {"type": "subscribed", "thread_id": thread_id, "last_seq": last_seq})
@@ -386,7 +514,8 @@ class Connection:
         if thread_id not in self._cursors:
             await self.state.service.store.get_thread(self.user_id, thread_id)
         async with self._lock:
-            self.state.service.bus.unsubscribe(thread_id, self.sub)
+            if self.sub is not None:
+                self.state.service.bus.unsubscribe(thread_id, self.sub)
             self._cursors.pop(thread_id, None)
             self._answer(ref, {"type": "unsubscribed", "thread_id": thread_id})
 
@@ -426,11 +555,12 @@ class Connection:
             # still under the lock, so the pump cannot hand it an event before run_accepted
             # is queued.
             fresh = thread_id not in self._cursors
+            sub = self._following()
             if fresh:
                 for oldest in make_room(self._cursors, self.state.settings.ws_max_subscriptions):
-                    bus.unsubscribe(oldest, self.sub)
+                    bus.unsubscribe(oldest, sub)
                     self._answer(None, {"type": "unsubscribed", "thread_id": oldest})
-                bus.subscribe(thread_id, 0, into=self.sub)
+                bus.subscribe(thread_id, 0, into=sub)
             after = 0
             try:
                 if fresh and not created:
@@ -444,7 +574,7 @@ class Connection:
                 )
             except BaseException:
                 if fresh:
-                    bus.unsubscribe(thread_id, self.sub)
+                    bus.unsubscribe(thread_id, sub)
                 raise
             if fresh:
                 self._cursors[thread_id] = ThreadCursor(store, self.user_id, thread_id, after)

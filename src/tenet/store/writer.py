@@ -42,7 +42,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tenet.writer")
 
-#: Threads whose last ``seq`` is kept; any other costs one indexed lookup in its next batch.
+#: Threads whose last ``seq`` is kept (those with a run executing: a thread's entry goes
+#: with its run's end); any other costs one indexed lookup in its next batch.
 _SEQ_CACHE_MAX = 4_096
 #: Extra tries of one thread's batch that met a stale ``seq`` (another process wrote there):
 #: each numbers the batch afresh from the store, so only a thread written without pause by
@@ -90,6 +91,11 @@ class EventWriter:
     @property
     def bus(self) -> Bus:
         return self._bus
+
+    @property
+    def cached_threads(self) -> int:
+        """How many threads' last ``seq`` is cached (those with a run executing here)."""
+        return len(self._last_seq)
 
     def forget(self, thread_id: str) -> None:
         """Drop the cached last ``seq`` of a thread (another process may write to it next)."""
@@ -259,12 +265,15 @@ class EventWriter:
         assigned = await self._store.executor.run(
             self._transaction, events, unknown, marked, atomic=bool(marked)
         )
-        for event in marked:
-            if event.end is not None:
-                self.cancel_reasons.pop(event.run_id, None)
         for thread_id, seq in assigned.items():
             self._last_seq[thread_id] = seq
             self._last_seq.move_to_end(thread_id)
+        for event in marked:
+            if event.end is not None:
+                self.cancel_reasons.pop(event.run_id, None)
+                # The run's end: its thread's seq is read again (one indexed lookup) by the
+                # thread's next run, so users who ran and left leave nothing behind here.
+                self._last_seq.pop(event.thread_id, None)
         while len(self._last_seq) > _SEQ_CACHE_MAX:
             self._last_seq.popitem(last=False)
 
