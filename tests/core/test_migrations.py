@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,7 +13,7 @@ from sqlalchemy import Connection, event, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tenet.ids import new_id
-from tenet.store import migrate
+from tenet.store import migrate, statements
 from tenet.store.db import Store
 from tenet.store.migrate import upgrade
 from tenet.store.tables import Base
@@ -111,3 +112,47 @@ async def test_run_lookups_use_the_partial_run_index(sqlite_url: str) -> None:
                 assert "ix_events_run_marks" in details, (statement, details)
     finally:
         await store.close()
+
+
+def _sqlite_file(sqlite_url: str) -> str:
+    return sqlite_url.split("///", 1)[1]
+
+
+async def test_storing_an_event_builds_no_table_per_row(sqlite_url: str) -> None:
+    """The events' partial indexes are checked with a few comparisons per inserted row.
+
+    With ``type IN (...)`` as an index's predicate, SQLite built a temporary table of the
+    list (``OpenEphemeral``) for every event inserted, once per partial index: more than
+    half of an event's insert.
+    """
+    engine = create_async_engine(sqlite_url)
+    await upgrade(engine)
+    await engine.dispose()
+    insert_event = statements.compiled("sqlite")[statements.INSERT_EVENT.index]
+    conn = sqlite3.connect(_sqlite_file(sqlite_url))
+    try:
+        program = conn.execute(
+            f"EXPLAIN {insert_event.sql}", (None,) * insert_event.sql.count("?")
+        ).fetchall()
+    finally:
+        conn.close()
+    opcodes = [row[1] for row in program]
+    assert opcodes.count("IdxInsert") >= 3, opcodes  # the key and both partial indexes
+    assert "OpenEphemeral" not in opcodes, opcodes
+
+
+async def test_turn_reads_use_the_partial_turn_index(sqlite_url: str) -> None:
+    """A history read finds a thread's turn events through ``ix_events_turns``, not a scan."""
+    engine = create_async_engine(sqlite_url)
+    await upgrade(engine)
+    await engine.dispose()
+    catalogue = statements.compiled("sqlite")
+    conn = sqlite3.connect(_sqlite_file(sqlite_url))
+    try:
+        for stmt in (statements.TURN_EVENTS_BEFORE, statements.TURN_BODIES_BETWEEN):
+            sql = catalogue[stmt.index].sql
+            plan = conn.execute(f"EXPLAIN QUERY PLAN {sql}", (None,) * sql.count("?"))
+            details = " ".join(str(row[-1]) for row in plan)
+            assert "ix_events_turns" in details, (stmt.name, details)
+    finally:
+        conn.close()
