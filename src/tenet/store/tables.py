@@ -65,11 +65,17 @@ class Thread(Base):
 
 
 class Message(Base):
+    """A thread's user and assistant messages, two per run.
+
+    Read by thread only (every read also filters by ``user_id``, through the thread
+    index): no index on ``user_id`` alone, which cost two B-tree inserts per run.
+    """
+
     __tablename__ = "messages"
     __table_args__ = (Index("ix_messages_thread", "thread_id", "created_at"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    user_id: Mapped[str] = mapped_column(String(32), index=True)
+    user_id: Mapped[str] = mapped_column(String(32))
     thread_id: Mapped[str] = mapped_column(ForeignKey("threads.id", ondelete="CASCADE"))
     run_id: Mapped[str | None] = mapped_column(String(32))
     role: Mapped[str] = mapped_column(String(16))
