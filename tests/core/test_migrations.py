@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime
 from typing import Any
 
@@ -218,3 +219,30 @@ async def test_a_history_read_of_turn_marks_never_touches_the_table(sqlite_url: 
 def statements_named(name: str) -> statements.Statement:
     """The catalogue's statement called ``name``."""
     return next(s for s in statements.CATALOGUE if s.name == name)
+
+
+def _sqlite_file(sqlite_url: str) -> str:
+    return sqlite_url.split("///", 1)[1]
+
+
+async def test_storing_an_event_builds_no_table_per_row(sqlite_url: str) -> None:
+    """The events' partial indexes are checked with a few comparisons per inserted row.
+
+    With ``type IN (...)`` as an index's predicate, SQLite built a temporary table of the
+    list (``OpenEphemeral``) for every event inserted, once per partial index: more than
+    half of an event's insert.
+    """
+    engine = create_async_engine(sqlite_url)
+    await upgrade(engine)
+    await engine.dispose()
+    insert_event = statements.compiled("sqlite")[statements.INSERT_EVENT.index]
+    conn = sqlite3.connect(_sqlite_file(sqlite_url))
+    try:
+        program = conn.execute(
+            f"EXPLAIN {insert_event.sql}", (None,) * insert_event.sql.count("?")
+        ).fetchall()
+    finally:
+        conn.close()
+    opcodes = [row[1] for row in program]
+    assert opcodes.count("IdxInsert") >= 3, opcodes  # the key and both partial indexes
+    assert "OpenEphemeral" not in opcodes, opcodes
