@@ -506,6 +506,9 @@ async def test_a_runs_own_turn_kept_at_its_end_is_what_a_read_of_the_store_build
         for text in ("alpha", "fail", "beta"):
             end = await turn(service, user.id, thread.id, text, "worker")
             ends.append(end)
+            if len(ends) == 1:  # a thread's first turn is left to its second run to build
+                assert (user.id, end["run_id"]) not in kept.entries
+                continue
             # Kept by the run itself as it ended: no read has built it yet.
             assert (user.id, end["run_id"]) in kept.entries
             assert kept.hint((user.id, thread.id)) == end["seq"]
@@ -523,3 +526,23 @@ async def test_a_runs_own_turn_kept_at_its_end_is_what_a_read_of_the_store_build
         assert roles == ["user", "assistant", "tool", "assistant", "tool", *last]
         assert "no luck" in messages[4]["content"]
         assert "[cut: " in messages[2]["content"]
+
+
+async def test_one_shot_threads_leave_nothing_kept_and_conversations_keep_their_turns(
+    tmp_path: Path,
+) -> None:
+    """Users who come, run once and go leave no turn behind (the memory a kept turn holds
+    would outlive them); a thread that goes on keeps each later turn as it ends."""
+    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'tenet.db'}")
+    async with Service(settings) as service:
+        kept = service.engine.conversations.turns_kept
+        for n in range(20):
+            user, _ = await service.store.create_user(f"passer-{n}")
+            thread = await service.store.create_thread(user.id)
+            end = await turn(service, user.id, thread.id, "what is 7 + 2")
+            assert end["type"] == "agent_completed"
+        assert not kept.entries and kept.size == 0
+        user, _ = await service.store.create_user("talker")
+        thread = await service.store.create_thread(user.id)
+        ends = [await turn(service, user.id, thread.id, f"remember {w}") for w in "abc"]
+        assert [(user.id, e["run_id"]) in kept.entries for e in ends] == [True, True, True]

@@ -70,6 +70,8 @@ _MAX_PAGE = 1024
 #: What a process keeps of finished turns (``TurnCache``), in bytes of compact JSON.
 TURN_CACHE_BYTES = 8 * 1024 * 1024
 _MAX_HINTS = 65536
+#: A kept turn's memory beyond its JSON and sizes: the entry's list, key, ids and dict slot.
+_ENTRY_OVERHEAD = 512
 
 
 class TokenEstimator:
@@ -345,11 +347,17 @@ class TurnCache:
         if len(data) > self.max_bytes // 16:
             return False  # one huge turn does not push out many others
         self.entries[key] = [data, chars, 0.0, 0]
-        self.size += len(data)
+        self.size += _entry_bytes(data, chars)
         while self.size > self.max_bytes:
             _, old = self.entries.popitem(last=False)
-            self.size -= len(old[0])
+            self.size -= _entry_bytes(old[0], old[1])
         return True
+
+
+def _entry_bytes(data: bytes, chars: list[int]) -> int:
+    """What a kept turn holds in memory, about: its JSON, its list of sizes, the entry
+    itself and its key (so the bound is on memory, not only on the JSON)."""
+    return len(data) + 8 * len(chars) + _ENTRY_OVERHEAD
 
 
 class Conversations:
@@ -508,6 +516,11 @@ class Conversations:
         events = [loads(b) for b in bodies]
         first = events[0]
         if first.get("type") != "agent_started" or first.get("depth") != 0:
+            return False
+        if first.get("seq", 0) <= 1:
+            # A thread's first turn: most threads never get a second (one-shot runs), and a
+            # kept turn holds memory until pushed out (10,000 one-run users left 5 KB each
+            # behind). The thread's second run builds it from the store and keeps it then.
             return False
         if not _final(events, client_results_in(events)):
             return False
