@@ -9,8 +9,10 @@ submit and wait are the same on both sides and cancel out of the difference.
 
 The history read alone (``Conversations.messages``, the budget applied) is timed
 too, on the same threads: warm (the process has built those finished turns
-before, as it has for any thread it served since it started) and cold (an empty
-``TurnCache`` each time, as a process's first read of a thread). Two much longer threads (20 and 40 times ``TURNS``) show
+before, as it has for any thread it served recently) and cold (an empty
+``TurnCache`` each time, as a process's first read of a thread, or of one whose
+turns the bounded cache has let go). Each size is measured right after its
+threads are filled, before longer threads push its turns out of the cache. Two much longer threads (20 and 40 times ``TURNS``) show
 whether the cost keeps growing past the budget: it should not, since reading
 stops once ``TENET_CONTEXT_TOKENS`` is spent (both figures are the same when both
 threads hold more than the budget takes).
@@ -83,30 +85,34 @@ async def measure(
             user, _ = await service.store.create_user("bench-history")
             sizes = (turns, turns * 20, turns * 40)
             full: dict[int, list[str]] = {}
+            per_run: dict[int, float] = {}
+            reads: dict[int, float] = {}
+            cold: dict[int, float] = {}
             # One thread per measured run at TURNS (each run sees exactly TURNS turns);
             # one thread for all runs at 20 and 40 x TURNS (past the budget: a few more
-            # change nothing).
-            for size, count in ((sizes[0], runs), *((size, 1) for size in sizes[1:])):
+            # change nothing). Each size is measured right after its threads are filled:
+            # filling the long ones pushes the short ones' turns out of the process's
+            # bounded turn cache, which would measure a cold read as the common case.
+            for n, (size, count) in enumerate(
+                ((sizes[0], runs), *((size, 1) for size in sizes[1:]))
+            ):
                 threads = [(await service.store.create_thread(user.id)).id for _ in range(count)]
                 for t, thread_id in enumerate(threads):
                     for i in range(size):
                         await _turn(service, user.id, thread_id, i)
                     progress(f"filling threads with {size} turns", t + 1, count)
                 full[size] = threads if count == runs else threads * runs
-            empty = [(await service.store.create_thread(user.id)).id for _ in range(runs)]
-            # Warm up (imports, caches, the estimator's calibration) on other threads.
-            warm = [(await service.store.create_thread(user.id)).id for _ in range(10)]
-            await _cpu_per_run_ms(service, user.id, warm, 0)
-            progress("measuring", 0, len(sizes) + 1)
-            per_run = {0: await _cpu_per_run_ms(service, user.id, empty, 0)}
-            for n, size in enumerate(sizes):
+                if n == 0:
+                    empty = [(await service.store.create_thread(user.id)).id for _ in range(runs)]
+                    # Warm up (imports, caches, the estimator's calibration) on other threads.
+                    warm = [(await service.store.create_thread(user.id)).id for _ in range(10)]
+                    await _cpu_per_run_ms(service, user.id, warm, 0)
+                    per_run[0] = await _cpu_per_run_ms(service, user.id, empty, 0)
+                progress("measuring", n, len(sizes))
                 per_run[size] = await _cpu_per_run_ms(service, user.id, full[size], size)
-                progress("measuring", n + 1, len(sizes) + 1)
-            reads = {size: await _read_ms(service, user.id, full[size][0], 200) for size in sizes}
-            cold = {
-                size: await _read_ms(service, user.id, full[size][0], 50, cold=True)
-                for size in sizes
-            }
+                reads[size] = await _read_ms(service, user.id, full[size][0], 200)
+                cold[size] = await _read_ms(service, user.id, full[size][0], 50, cold=True)
+            progress("measuring", len(sizes), len(sizes))
             sent = await service.engine.conversations.history(
                 user.id, full[sizes[-1]][0], "run_" + "0" * 26
             )
