@@ -339,14 +339,22 @@ class TurnCache:
             self.entries.move_to_end(key)
         return found
 
-    def put(self, key: tuple[str, str], messages: list[ChatMessage], chars: list[int]) -> bool:
-        """Keep a turn's messages (``chars``: each one's characters); whether it is kept."""
+    def put(
+        self,
+        key: tuple[str, str],
+        messages: list[ChatMessage],
+        chars: list[int],
+        ratio: float,
+        cost: int,
+    ) -> bool:
+        """Keep a turn's messages (``chars``: each one's characters; ``cost``: its tokens at
+        the estimator's ``ratio``, counted again only once the ratio moves); whether it is kept."""
         if key in self.entries:
             return True
         data = orjson.dumps(messages)
         if len(data) > self.max_bytes // 16:
             return False  # one huge turn does not push out many others
-        self.entries[key] = [data, chars, 0.0, 0]
+        self.entries[key] = [data, chars, ratio, cost]
         self.size += _entry_bytes(data, chars)
         while self.size > self.max_bytes:
             _, old = self.entries.popitem(last=False)
@@ -470,7 +478,9 @@ class Conversations:
                     messages = turn_messages(found, max_tool_chars, answered)
                     chars = [message_chars(m) for m in messages]
                     cost = _cost(chars, ratio)
-                    if _final(found, carried) and cache.put((user_id, rid), messages, chars):
+                    if _final(found, carried) and cache.put(
+                        (user_id, rid), messages, chars, ratio, cost
+                    ):
                         kept = max(kept, newest[rid])
                 if cost > remaining:
                     full = True
@@ -526,7 +536,9 @@ class Conversations:
             return False
         messages = turn_messages(events, self.tool_result_max_chars)
         cache = self.turns_kept
-        if not cache.put((user_id, run_id), messages, [message_chars(m) for m in messages]):
+        chars = [message_chars(m) for m in messages]
+        ratio = self.estimator.chars_per_token
+        if not cache.put((user_id, run_id), messages, chars, ratio, _cost(chars, ratio)):
             return False
         key = (user_id, thread_id)
         if newest > cache.hint(key):  # the next read need not fetch this turn's text
