@@ -90,7 +90,7 @@ def test_bench_at_tiny_scale_writes_a_complete_report(tmp_path: Path) -> None:
     for row in report["targets"]:
         assert row["met"] is None if row["measured"] is None else isinstance(row["met"], bool)
     assert rows["server CPU per 25-event run"]["floor"] is not None
-    assert rows["history: extra CPU per run"]["measured"] is not None
+    assert rows["history: its CPU per run"]["measured"] is not None
     assert rows["RSS per idle connected user"]["floor"] is not None
     if plot_file is not None:
         assert plot_file.stat().st_size > 0
@@ -148,6 +148,10 @@ def test_bench_history_case_reports_the_extra_cpu_per_run(tmp_path: Path) -> Non
     report = bench_report(["--history", "3", "--runs", "2"], tmp_path, timeout=280)
     assert report["turns"] == 3 and report["runs"] == 2
     assert report["cpu_ms_per_run_empty_thread"] > 0
+    assert report["cpu_ms_per_run_history_not_read"] > 0
+    assert report["history_cpu_ms_per_run"] == round(
+        report["cpu_ms_per_run"]["3"] - report["cpu_ms_per_run_history_not_read"], 3
+    )
     sizes = {"3", "60", "120"}
     assert set(report["cpu_ms_per_run"]) == set(report["extra_cpu_ms_per_run"]) == sizes
     assert all(v > 0 for v in report["history_read_cpu_ms"].values())

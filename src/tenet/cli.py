@@ -747,6 +747,14 @@ def _history(turns: int, runs: int, json_file: str | None) -> None:
     table.add_column("history read ms", justify="right")
     table.add_column("cold read ms", justify="right")
     table.add_row("0 turns", f"{report['cpu_ms_per_run_empty_thread']:.3f}", "-", "-", "-")
+    off = report["cpu_ms_per_run_history_not_read"]
+    table.add_row(
+        f"{turns} turns, history not read",
+        f"{off:.3f}",
+        f"{off - report['cpu_ms_per_run_empty_thread']:+.3f}",
+        "-",
+        "-",
+    )
     for size, cpu in report["cpu_ms_per_run"].items():
         table.add_row(
             f"{size} turns",
@@ -756,6 +764,10 @@ def _history(turns: int, runs: int, json_file: str | None) -> None:
             f"{report['history_read_cold_cpu_ms'][size]:.3f}",
         )
     console.print(table)
+    console.print(
+        f"reading the history costs {report['history_cpu_ms_per_run']:+.3f} ms per run at "
+        f"{turns} turns (the {turns}-turn runs, against the same threads' runs not reading it)"
+    )
     if json_file:
         Path(json_file).write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
 

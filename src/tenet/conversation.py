@@ -10,7 +10,10 @@ here, from the store, on every run; the only thing kept is what cannot change:
 a finished run's messages (:class:`TurnCache`), used only for runs the store
 has just returned. A run keeps its own turn there as it ends
 (:meth:`Conversations.keep_turn`, built from the text it stored), so the next
-run of the thread builds none.
+run of the thread builds none. And a read keeps the thread's newest turns in
+the order it took them (:class:`ThreadOrder`), so that the next read asks the
+store only for what is newer, and for the mark that proves the order is still
+the thread's.
 
 The rules (OpenAI answers 400 to any breach of the first two):
 
@@ -64,8 +67,12 @@ MESSAGE_OVERHEAD_TOKENS = 4
 #: The estimate's starting point before any endpoint has reported ``prompt_tokens``.
 DEFAULT_CHARS_PER_TOKEN = 3.5
 _FIRST_PAGE = 256
+#: A read's ``resume`` when nothing older is needed.
+_DONE = -2
 #: Once the estimate is steady, calibration learns from one call in this many.
 CALIBRATE_EVERY = 16
+#: A sample this close to the ratio (relative) does not move it.
+SETTLED = 0.01
 _MAX_PAGE = 1024
 #: What a process keeps of finished turns (``TurnCache``), in bytes of compact JSON.
 TURN_CACHE_BYTES = 8 * 1024 * 1024
@@ -127,7 +134,9 @@ class TokenEstimator:
         the text alone and the estimate stays right for short and long messages alike.
         While the ratio is still moving every call is learnt from; once a sample
         agrees with it (within 5%), one call in 16: the ratio is a property of the
-        tokenizer, and counting a long request's characters is not free.
+        tokenizer, and counting a long request's characters is not free. A sample
+        within 1% leaves the ratio as it is: the estimate is as close as it gets,
+        and every move makes the next reads count each kept turn's tokens again.
         """
         self.samples += 1
         if self.steady and self.samples % CALIBRATE_EVERY:
@@ -137,8 +146,10 @@ class TokenEstimator:
         if chars <= 0 or text_tokens <= 0:
             return
         measured = min(8.0, max(1.0, chars / text_tokens))
-        self.steady = abs(measured - self.chars_per_token) <= 0.05 * self.chars_per_token
-        self.chars_per_token += (measured - self.chars_per_token) * 0.25
+        off = abs(measured - self.chars_per_token)
+        self.steady = off <= 0.05 * self.chars_per_token
+        if off > SETTLED * self.chars_per_token:
+            self.chars_per_token += (measured - self.chars_per_token) * 0.25
 
 
 def message_chars(message: ChatMessage) -> int:
@@ -297,6 +308,86 @@ def _final(events: Sequence[dict[str, Any]], carried: dict[str, dict[str, Any]])
     )
 
 
+#: One turn of a read, newest first, kept: ``(run id, its newest mark's seq, its messages'
+#: JSON without the brackets, how many messages, its tokens at the read's ratio)``.
+_Listed = tuple[str, int, bytes, int, int]
+
+
+class ThreadOrder:
+    """A thread's newest turns, all final, as one read took them: the next read's shortcut.
+
+    ``runs``: ``(run id, its newest mark's seq)`` newest first, contiguous (no turn of
+    the thread between them); ``whole``: they go down to the thread's start.
+    ``blob``: every message of those turns, oldest first, as one JSON array, so that
+    a read decodes them in one go; ``counts``, ``costs`` and ``sizes``: per turn,
+    newest first, its messages, its tokens at ``ratio`` and its bytes in ``blob``.
+    A read uses the order only once the store has returned the newest turn's mark for
+    the same user and thread (see :meth:`Conversations.turns`); it never widens a
+    read, and it is read only by this process. Held to what a budget of
+    ``TENET_CONTEXT_TOKENS`` can take (and one turn more, whose input and answer
+    may still go).
+    """
+
+    __slots__ = ("blob", "costs", "counts", "ratio", "runs", "sizes", "whole")
+
+    def __init__(
+        self,
+        runs: list[tuple[str, int]],
+        whole: bool,
+        blob: bytes,
+        counts: list[int],
+        costs: list[int],
+        sizes: list[int],
+        ratio: float,
+    ) -> None:
+        self.runs, self.whole, self.blob, self.ratio = runs, whole, blob, ratio
+        self.counts, self.costs, self.sizes = counts, costs, sizes
+
+    def nbytes(self) -> int:
+        """What it holds in memory, about: its JSON, and a tuple, run id and numbers per turn."""
+        return len(self.blob) + 200 * len(self.runs) + _ENTRY_OVERHEAD
+
+    @classmethod
+    def made(
+        cls,
+        listed: list[_Listed],
+        tail: ThreadOrder | None,
+        whole: bool,
+        ratio: float,
+        cap: int,
+    ) -> ThreadOrder | None:
+        """The order of ``listed`` (newest first) followed by all of ``tail`` (older, at the
+        same ratio; its own ``whole`` then counts), cut to the newest turns that ``cap``
+        tokens take and one more. None when there is no turn."""
+        runs = [(e[0], e[1]) for e in listed]
+        counts = [e[3] for e in listed]
+        costs = [e[4] for e in listed]
+        sizes = [len(e[2]) for e in listed]
+        parts = [e[2] for e in reversed(listed)]  # oldest first
+        if tail is not None:
+            runs += tail.runs
+            counts += tail.counts
+            costs += tail.costs
+            sizes += tail.sizes
+            whole = tail.whole
+            parts.insert(0, tail.blob[1:-1])
+        if not runs:
+            return None
+        spent, keep = 0, len(costs)
+        for i, cost in enumerate(costs):
+            spent += cost
+            if spent > cap:
+                keep = i + 1
+                break
+        inner = b",".join(p for p in parts if p)
+        if keep < len(runs):
+            whole = False
+            dropped = sizes[keep:]  # the oldest turns: the head of ``inner``
+            inner = inner[sum(dropped) + len(dropped) :]
+            del runs[keep:], counts[keep:], costs[keep:], sizes[keep:]
+        return cls(runs, whole, b"[" + inner + b"]", counts, costs, sizes, ratio)
+
+
 class TurnCache:
     """Finished turns' messages, compact (JSON bytes), least recently used first out.
 
@@ -311,7 +402,7 @@ class TurnCache:
     caller changing its messages changes nothing here. Bounded by ``max_bytes``.
     """
 
-    __slots__ = ("entries", "hints", "max_bytes", "size")
+    __slots__ = ("entries", "hints", "max_bytes", "orders", "orders_size", "size")
 
     def __init__(self, max_bytes: int) -> None:
         #: (user id, run id) -> [messages as JSON, each one's characters, the
@@ -323,6 +414,29 @@ class TurnCache:
         #: its last read: a hint that older rows' text need not be read (if one is needed
         #: after all, it is read then). Bounded to ``_MAX_HINTS`` threads.
         self.hints: OrderedDict[tuple[str, str], int] = OrderedDict()
+        #: (user id, thread id) -> the thread's newest turns as its last read took them
+        #: (:class:`ThreadOrder`). Bounded to ``max_bytes`` more.
+        self.orders: OrderedDict[tuple[str, str], ThreadOrder] = OrderedDict()
+        self.orders_size = 0
+
+    def order(self, key: tuple[str, str]) -> ThreadOrder | None:
+        found = self.orders.get(key)
+        if found is not None:
+            self.orders.move_to_end(key)
+        return found
+
+    def set_order(self, key: tuple[str, str], order: ThreadOrder | None) -> None:
+        """Keep a thread's order (None: forget it)."""
+        old = self.orders.pop(key, None)
+        if old is not None:
+            self.orders_size -= old.nbytes()
+        if order is None or order.nbytes() > self.max_bytes // 16:
+            return
+        self.orders[key] = order
+        self.orders_size += order.nbytes()
+        while self.orders_size > self.max_bytes:
+            _, old = self.orders.popitem(last=False)
+            self.orders_size -= old.nbytes()
 
     def hint(self, key: tuple[str, str]) -> int:
         return self.hints.get(key, -1)
@@ -346,20 +460,22 @@ class TurnCache:
         chars: list[int],
         ratio: float,
         cost: int,
-    ) -> bool:
+    ) -> bytes | None:
         """Keep a turn's messages (``chars``: each one's characters; ``cost``: its tokens at
-        the estimator's ``ratio``, counted again only once the ratio moves); whether it is kept."""
-        if key in self.entries:
-            return True
+        the estimator's ``ratio``, counted again only once the ratio moves); the JSON kept,
+        or None when it is not kept."""
+        found = self.entries.get(key)
+        if found is not None:
+            return found[0]  # type: ignore[no-any-return]
         data = orjson.dumps(messages)
         if len(data) > self.max_bytes // 16:
-            return False  # one huge turn does not push out many others
+            return None  # one huge turn does not push out many others
         self.entries[key] = [data, chars, ratio, cost]
         self.size += _entry_bytes(data, chars)
         while self.size > self.max_bytes:
             _, old = self.entries.popitem(last=False)
             self.size -= _entry_bytes(old[0], old[1])
-        return True
+        return data
 
 
 def _entry_bytes(data: bytes, chars: list[int]) -> int:
@@ -419,28 +535,130 @@ class Conversations:
         before: int = NEWEST,
     ) -> list[tuple[str, list[ChatMessage]]]:
         """:meth:`history` as ``(run_id, messages)`` per turn, oldest first (for ids), of
-        the events below seq ``before`` (default: all)."""
+        the events below seq ``before`` (default: all).
+
+        A read of the whole thread first tries the thread's kept order (:meth:`TurnCache.order`):
+        it reads only the marks at and above the order's newest turn, and takes the
+        turns below from the order once the store has returned that turn's newest mark
+        for this user and thread (so a deleted thread, or one changed in a way the order
+        does not know, is read from the store instead).
+        """
         remaining = self.context_tokens if budget is None else budget
         if remaining <= 0:
             return []
+        if before == NEWEST:
+            order = self.turns_kept.order((user_id, thread_id))
+            if order is not None:
+                found = await self._read(user_id, thread_id, run_id, remaining, answered, order)
+                if found is not None:
+                    return found
+        found = await self._read(user_id, thread_id, run_id, remaining, answered, None, before)
+        assert found is not None  # only a read along an order can give up
+        return found
+
+    async def _read(
+        self,
+        user_id: str,
+        thread_id: str,
+        run_id: str,
+        remaining: int,
+        answered: dict[str, dict[str, Any]] | None,
+        order: ThreadOrder | None,
+        before: int = NEWEST,
+    ) -> list[tuple[str, list[ChatMessage]]] | None:
+        """The turns of :meth:`turns` within ``remaining`` tokens.
+
+        ``order``: the thread's kept order, used once its newest turn's mark is read;
+        None is returned when that mark is not where the order says (the caller reads
+        again without it)."""
         ratio, ceil, loads = self.estimator.chars_per_token, math.ceil, orjson.loads
         max_tool_chars = self.tool_result_max_chars
         cache = self.turns_kept
         answered = dict(answered or {})
-        turns: list[tuple[str, list[ChatMessage]]] = []
+        turns: list[tuple[str, list[ChatMessage]]] = []  # newest first until the end
         pending: dict[str, list[dict[str, Any]]] = {}
         taken: set[str] = set()  # runs taken whole from the cache
         newest: dict[str, int] = {}  # each run's newest seq, while it is being read
+        # The turns taken so far, newest first, as long as every one is kept (then the
+        # order they came from, ``tail``): the thread's order for the next read.
+        listed: list[_Listed] = []
+        listing = True
+        tail: ThreadOrder | None = None
         thread_key = (user_id, thread_id)
+        whole_read = before == NEWEST
         fresh, kept = cache.hint(thread_key), -1
+        low = order.runs[0][1] if order is not None else 0
         page, scanned = _FIRST_PAGE, 0
-        full = False
+        full = whole = False
+
+        def add(rid: str, messages: list[ChatMessage], chars: list[int], cost: int) -> bool:
+            """Take a turn (newest first) if it fits whole, else its input and answer if
+            those fit; whether it fitted whole (if not, the budget is spent)."""
+            nonlocal remaining, full
+            if cost <= remaining:
+                remaining -= cost
+                turns.append((rid, messages))
+                return True
+            full = True
+            if len(messages) > 2 and messages[0]["role"] == "user":
+                if messages[-1]["role"] == "assistant":
+                    short = [messages[0], messages[-1]]
+                    short_cost = ceil(chars[0] / ratio) + ceil(chars[-1] / ratio)
+                    if short_cost + 2 * MESSAGE_OVERHEAD_TOKENS <= remaining:
+                        turns.append((rid, short))
+            return False
+
+        def take(rid: str, known: list[Any], seq: int) -> None:
+            """Take a kept turn (its newest mark at ``seq``) from the cache."""
+            nonlocal kept
+            taken.add(rid)
+            kept = max(kept, seq)
+            if known[2] != ratio:  # the estimate moved since: count again
+                known[2], known[3] = ratio, _cost(known[1], ratio)
+            messages = loads(known[0])
+            if add(rid, messages, known[1], known[3]) and listing:
+                listed.append((rid, seq, known[0][1:-1], len(messages), known[3]))
+
         while not full:
             rows = await turn_events_before(
-                self.store, user_id, thread_id, before, page, run_id, fresh
+                self.store, user_id, thread_id, before, page, run_id, fresh, low
             )
             bodies: dict[int, str] | None = None
+            resume = -1
             for seq, rid, kind, body in rows:
+                if seq == low and order is not None:
+                    # The newest mark of the order's newest turn: every turn below it is
+                    # in the order, as long as it is that run's and no newer run is half read.
+                    runs = order.runs
+                    if rid != runs[0][0] or pending:
+                        return None
+                    kept = max(kept, seq)
+                    resume = _DONE if order.whole else runs[-1][1]
+                    if order.ratio == ratio:  # its messages decoded in one go
+                        flat, counts = loads(order.blob), order.counts
+                        pos = len(flat)
+                        for (orid, _), count, cost in zip(runs, counts, order.costs, strict=True):
+                            messages = flat[pos - count : pos]
+                            pos -= count
+                            if cost > remaining:
+                                add(orid, messages, [message_chars(m) for m in messages], cost)
+                                break
+                            remaining -= cost
+                            turns.append((orid, messages))
+                        if listing:
+                            tail, listing = order, False
+                        taken.update(orid for orid, _ in runs)
+                    else:  # counted at another ratio: turn by turn, from the cache
+                        for orid, oseq in runs:
+                            known = cache.get((user_id, orid))
+                            if known is None:  # let go since: this turn and older from the store
+                                resume = oseq + 1
+                                break
+                            take(orid, known, oseq)
+                            if full:
+                                break
+                    order, low = None, 0
+                    break
                 if rid in taken:
                     continue
                 found = pending.get(rid)
@@ -448,63 +666,74 @@ class Conversations:
                     # The run's newest turn event: a finished run may be built already.
                     known = cache.get((user_id, rid))
                     if known is not None:
-                        taken.add(rid)
-                        kept = max(kept, seq)
-                        messages, chars = loads(known[0]), known[1]
-                        if known[2] != ratio:  # the estimate moved since: count again
-                            known[2], known[3] = ratio, _cost(chars, ratio)
-                        cost = known[3]
-                    else:
-                        found = pending[rid] = []
-                        newest[rid] = seq
-                if found is not None:
-                    if body is None:  # left out as probably built, but it is not (any more)
-                        if bodies is None:
-                            low = rows[-1][0]
-                            bodies = await turn_bodies_between(
-                                self.store, user_id, thread_id, low, seq, run_id
-                            )
-                        body = bodies.get(seq)
-                        if body is None:
-                            continue  # gone since the first read (the thread was deleted)
-                    event = loads(body)
-                    found.append(event)
-                    if kind != "agent_started" or event.get("depth") != 0:
+                        take(rid, known, seq)
+                        if full:
+                            break
                         continue
-                    del pending[rid]
-                    found.reverse()
-                    carried = client_results_in(found)
-                    answered.update(carried)  # read before the runs they answer
-                    messages = turn_messages(found, max_tool_chars, answered)
-                    chars = [message_chars(m) for m in messages]
-                    cost = _cost(chars, ratio)
-                    if _final(found, carried) and cache.put(
-                        (user_id, rid), messages, chars, ratio, cost
-                    ):
-                        kept = max(kept, newest[rid])
-                if cost > remaining:
-                    full = True
-                    if (
-                        len(messages) > 2
-                        and messages[0]["role"] == "user"
-                        and messages[-1]["role"] == "assistant"
-                    ):
-                        short = [messages[0], messages[-1]]
-                        short_cost = ceil(chars[0] / ratio) + ceil(chars[-1] / ratio)
-                        if short_cost + 2 * MESSAGE_OVERHEAD_TOKENS <= remaining:
-                            turns.append((str(rid), short))
+                    found = pending[rid] = []
+                    newest[rid] = seq
+                if body is None:  # left out as probably built, but it is not (any more)
+                    if bodies is None:
+                        bodies = await turn_bodies_between(
+                            self.store, user_id, thread_id, rows[-1][0], seq, run_id
+                        )
+                    body = bodies.get(seq)
+                    if body is None:
+                        continue  # gone since the first read (the thread was deleted)
+                event = loads(body)
+                found.append(event)
+                if kind != "agent_started" or event.get("depth") != 0:
+                    continue
+                del pending[rid]
+                found.reverse()
+                carried = client_results_in(found)
+                answered.update(carried)  # read before the runs they answer
+                messages = turn_messages(found, max_tool_chars, answered)
+                chars = [message_chars(m) for m in messages]
+                cost = _cost(chars, ratio)
+                data = (
+                    cache.put((user_id, rid), messages, chars, ratio, cost)
+                    if _final(found, carried)
+                    else None
+                )
+                if data is not None:
+                    kept = max(kept, newest[rid])
+                if add(str(rid), messages, chars, cost) and listing:
+                    if data is None:
+                        listing = False
+                    else:
+                        listed.append((str(rid), newest[rid], data[1:-1], len(messages), cost))
+                if full:
                     break
-                remaining -= cost
-                turns.append((str(rid), messages))
+            if full:
+                break
+            if resume == _DONE:  # the order went down to the thread's start
+                whole = True
+                break
             scanned += len(rows)
+            if resume >= 0:
+                before, page = resume, _FIRST_PAGE
+                continue
             # Every event read costs at least a token's worth of budget, so a thread of
             # events that make no messages (runs cancelled while queued) is not read to its end.
-            if len(rows) < page or scanned >= self.context_tokens:
+            if len(rows) < page:
+                if order is not None:
+                    return None  # the order's newest mark is not there: read without it
+                whole = True  # nothing older: the thread's start
+                break
+            if scanned >= self.context_tokens:
                 break
             before = rows[-1][0]
             page = min(page * 2, _MAX_PAGE)
         if kept != fresh:
             cache.set_hint(thread_key, kept)
+        if whole_read:
+            cache.set_order(
+                thread_key,
+                ThreadOrder.made(
+                    listed, tail, whole and listing and not full, ratio, self.context_tokens
+                ),
+            )
         turns.reverse()
         return turns
 
@@ -538,7 +767,7 @@ class Conversations:
         cache = self.turns_kept
         chars = [message_chars(m) for m in messages]
         ratio = self.estimator.chars_per_token
-        if not cache.put((user_id, run_id), messages, chars, ratio, _cost(chars, ratio)):
+        if cache.put((user_id, run_id), messages, chars, ratio, _cost(chars, ratio)) is None:
             return False
         key = (user_id, thread_id)
         if newest > cache.hint(key):  # the next read need not fetch this turn's text

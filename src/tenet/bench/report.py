@@ -99,7 +99,10 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         extra = hist["extra_cpu_ms_per_run"]
         console.print(
             f"history: {hist['cpu_ms_per_run_empty_thread']:.2f} ms CPU per run on an empty "
-            "thread; extra per run "
+            f"thread; reading it costs {hist['history_cpu_ms_per_run']:+.2f} ms per run at "
+            f"{hist['turns']} turns (against the same threads' runs not reading it, "
+            f"{hist['cpu_ms_per_run_history_not_read']:.2f} ms); extra against the empty "
+            "thread "
             + ", ".join(f"{extra[k]:+.2f} ms at {k} turns" for k in extra)
             + f" (budget {hist['context_tokens']:,} tokens)"
         )

@@ -31,7 +31,10 @@ doing first (``on_reasoning``), and answers stream word by word (``on_delta``),
 ``latency_s`` before each turn and ``token_latency_s`` between words.
 
 Each reply reports a ``usage`` as an endpoint would: the characters it was sent
-and wrote, divided by four.
+(messages, their tool calls and the tool specs, as an endpoint counts all of them)
+and wrote, divided by four, and 4 tokens per message sent (what OpenAI's counting
+guide adds per message). So a prompt's estimate (:class:`tenet.conversation.TokenEstimator`)
+settles at one ratio, as it does against a real endpoint.
 """
 
 from __future__ import annotations
@@ -57,6 +60,9 @@ _SAID_FIRST = linear_re.compile(r"(?i)\bwhat\s+did\s+i\s+(?:say|ask|write)\s+fir
 _SAID_BEFORE = linear_re.compile(
     r"(?i)\bwhat\s+did\s+i\s+(?:just\s+)?(?:say|ask|write)(?:\s+(?:before|last|earlier))?\b"
 )
+#: Tokens a message costs beyond its text, as OpenAI's counting guide has it.
+_PER_MESSAGE = 4
+
 _ASK_NAME = linear_re.compile(r"(?i)\bwhat(?:\s+is|'s)\s+my\s+name\b")
 _GIVE_NAME = linear_re.compile(r"(?i)\b(?:my\s+name\s+is|call\s+me)\s+(?P<name>[^\s.,!?;]+)")
 _FORGET = linear_re.compile(r"(?i)\b(?:forget|delete|erase|remove)\b.*\bnotes?\b")
@@ -90,11 +96,23 @@ class ScriptedModel:
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         reply = await self._reply(messages, tools, on_delta, on_reasoning)
-        sent = 4 * len(messages) + sum(
-            len(c) for m in messages if (c := m.get("content")).__class__ is str
-        )
+        sent = 0
+        for m in messages:  # one pass: a long conversation is walked on every call
+            content = m.get("content")
+            if content.__class__ is str:
+                sent += len(content)
+            if "tool_calls" in m:
+                for call in m["tool_calls"] or ():
+                    function = call.get("function") or {}
+                    name, arguments = function.get("name") or "", function.get("arguments") or ""
+                    sent += len(name) + len(arguments) + 8
+        if tools:
+            sent += len(orjson.dumps(tools))
         written = len(reply.content) + sum(len(str(c.arguments)) for c in reply.tool_calls)
-        reply.usage = Usage(input_tokens=max(1, sent // 4), output_tokens=max(1, written // 4))
+        reply.usage = Usage(
+            input_tokens=max(1, sent // 4 + _PER_MESSAGE * len(messages)),
+            output_tokens=max(1, written // 4),
+        )
         return reply
 
     async def _reply(

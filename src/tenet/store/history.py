@@ -39,16 +39,25 @@ async def turn_events_before(
     limit: int,
     skip_run: str,
     fresh: int = -1,
+    low: int = 0,
 ) -> list[tuple[int, str, str, str | None]]:
     """Up to ``limit`` ``(seq, run_id, type, body)`` of the thread's turn events with
-    ``seq < before``, newest first, leaving out the run ``skip_run`` (the one asking).
+    ``low <= seq < before``, newest first, leaving out the run ``skip_run`` (the one asking).
 
     The run and type come as columns so that a reader can pass over rows it does not
     need without decoding them; ``body`` is None for ``seq <= fresh`` (rows of runs
     the reader probably holds built already: it reads their text only if it must,
     with :func:`turn_bodies_between`)."""
     return await store.executor.run(
-        units.turn_events_before, user_id, thread_id, before, limit, skip_run, fresh, write=False
+        units.turn_events_before,
+        user_id,
+        thread_id,
+        before,
+        limit,
+        skip_run,
+        fresh,
+        low,
+        write=False,
     )
 
 

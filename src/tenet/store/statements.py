@@ -511,16 +511,17 @@ INSERT_EVENT = statement(
 
 #: Up to ``limit`` ``(seq, run_id, type)`` of a thread's turn events (``TURN_MARKS``: the
 #: types a conversation is made of, the predicate of the partial index
-#: ``ix_events_turn_marks``) with ``seq < before``, newest first, leaving out the run
+#: ``ix_events_turn_marks``) with ``low <= seq < before``, newest first, leaving out the run
 #: ``skip_run`` (the one asking). Every column it reads is in that index, so the read never
 #: touches the table (the bodies it needs are read by ``TURN_BODIES_BETWEEN``).
 TURN_MARKS_BEFORE = statement(
     "turn_marks_before",
-    ("user_id", "thread_id", "before", "skip_run", "limit"),
+    ("user_id", "thread_id", "low", "before", "skip_run", "limit"),
     select(events.c.seq, events.c.run_id, events.c.type)
     .where(
         events.c.thread_id == p("thread_id"),
         events.c.user_id == p("user_id"),
+        events.c.seq >= p("low", events.c.seq.type),
         events.c.seq < p("before", events.c.seq.type),  # 64-bit, as the column
         text(TURN_MARKS),
         events.c.run_id != p("skip_run"),

@@ -128,13 +128,13 @@ def insert_events(batch: list[tuple[Any, ...]]) -> Steps:
 
 
 def turn_events_before(
-    user_id: str, thread_id: str, before: int, limit: int, skip_run: str, fresh: int
+    user_id: str, thread_id: str, before: int, limit: int, skip_run: str, fresh: int, low: int
 ) -> Steps:
     """Up to ``limit`` ``(seq, run_id, type, body)`` of the thread's turn events with
-    ``seq < before``, newest first, leaving out the run ``skip_run``; ``body`` is None
+    ``low <= seq < before``, newest first, leaving out the run ``skip_run``; ``body`` is None
     for ``seq <= fresh``. The marks come from the index alone; the bodies above ``fresh``,
     if any, by a second statement."""
-    marks = yield rows(q.TURN_MARKS_BEFORE, user_id, thread_id, before, skip_run, limit)
+    marks = yield rows(q.TURN_MARKS_BEFORE, user_id, thread_id, low, before, skip_run, limit)
     if not marks or int(marks[0][0]) <= fresh:  # every text left out: one index-only read
         return [(int(r[0]), r[1], r[2], None) for r in marks]
     low = max(fresh + 1, int(marks[-1][0]))
