@@ -647,7 +647,8 @@ class Conversations:
                             turns.append((orid, messages))
                         if listing:
                             tail, listing = order, False
-                        taken.update(orid for orid, _ in runs)
+                        if resume >= 0 and not full:  # the store is read below the order
+                            taken.update(orid for orid, _ in runs)
                     else:  # counted at another ratio: turn by turn, from the cache
                         for orid, oseq in runs:
                             known = cache.get((user_id, orid))

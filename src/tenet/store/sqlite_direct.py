@@ -418,6 +418,8 @@ class DirectSqlite:
                 job.future.set_result(value)
             else:
                 job.future.set_exception(value)
+        if not any(job.write for job in group):
+            return  # a read adds nothing to the log: it does not bring the next checkpoint nearer
         self._commits += 1
         if self._commits % CHECKPOINT_EVERY == 0 and self._checkpointer is not None:
             self._checkpointer.request()
