@@ -124,3 +124,27 @@ async def test_a_read_along_the_order_is_what_a_read_of_the_store_alone_builds(
         await service.store.delete_thread(user.id, thread.id)
         assert (user.id, thread.id) in kept.orders
         assert await conversations.turns(user.id, thread.id, LATER) == []
+
+
+async def test_what_is_kept_stays_within_the_history_cache_setting(tmp_path: Path) -> None:
+    """``TENET_HISTORY_CACHE_BYTES`` bounds what a process keeps of conversations (half for
+    turns, half for orders), however many threads run; reads stay what the store builds."""
+    limit = 512 * 1024
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'tenet.db'}", history_cache_bytes=limit
+    )
+    async with Service(settings) as service:
+        conversations = service.engine.conversations
+        kept = conversations.turns_kept
+        user, _ = await service.store.create_user("many-threads")
+        threads = [(await service.store.create_thread(user.id)).id for _ in range(40)]
+        for i in range(12):
+            for thread_id in threads:
+                await turn(service, user.id, thread_id, f"hello {i}, " + "more words " * 20)
+                assert kept.size <= limit // 2 and kept.orders_size <= limit // 2
+        # Something was kept, and the bound let some go: it was reached.
+        assert 0 < len(kept.orders) < len(threads) and 0 < len(kept.entries) < 11 * len(threads)
+        for thread_id in threads:
+            warm = await conversations.turns(user.id, thread_id, LATER)
+            assert len(warm) == 12
+            assert warm == await cold(conversations).turns(user.id, thread_id, LATER)

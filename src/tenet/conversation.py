@@ -74,7 +74,8 @@ CALIBRATE_EVERY = 16
 #: A sample this close to the ratio (relative) does not move it.
 SETTLED = 0.01
 _MAX_PAGE = 1024
-#: What a process keeps of finished turns (``TurnCache``), in bytes of compact JSON.
+#: What a process keeps of finished turns (``TurnCache``) by default, in bytes, and as much
+#: again of threads' orders (``TENET_HISTORY_CACHE_BYTES`` is both).
 TURN_CACHE_BYTES = 8 * 1024 * 1024
 _MAX_HINTS = 65536
 #: A kept turn's memory beyond its JSON and sizes: the entry's list, key, ids and dict slot.
@@ -498,13 +499,15 @@ class Conversations:
         context_tokens: int,
         tool_result_max_chars: int,
         estimator: TokenEstimator | None = None,
-        cache_bytes: int = TURN_CACHE_BYTES,
+        cache_bytes: int = 2 * TURN_CACHE_BYTES,
     ) -> None:
         self.store = store
         self.context_tokens = context_tokens
         self.tool_result_max_chars = tool_result_max_chars
         self.estimator = estimator or TokenEstimator()
-        self.turns_kept = TurnCache(cache_bytes)
+        #: Half of ``cache_bytes`` (``TENET_HISTORY_CACHE_BYTES``) for finished turns, half
+        #: for threads' orders.
+        self.turns_kept = TurnCache(cache_bytes // 2)
 
     async def history(
         self,

@@ -83,6 +83,7 @@ class Engine:
             store,
             context_tokens=settings.context_tokens,
             tool_result_max_chars=settings.tool_result_max_chars,
+            cache_bytes=settings.history_cache_bytes,
         )
         self.quota = Quota(store, settings.user_tokens_per_day)
         self.usage_meter = UsageMeter()

@@ -150,6 +150,9 @@ class Settings(BaseSettings):
     context_tokens: int = Field(16_000, ge=256)
     #: A tool result longer than this is cut, with a marker, before a model sees it.
     tool_result_max_chars: int = Field(20_000, ge=100)
+    #: Memory a process keeps of threads' conversations built already (half for finished
+    #: turns, half for threads' orders; see conversation.py). 0: none, every read builds.
+    history_cache_bytes: int = Field(16 * 1024 * 1024, ge=0)
     #: Input plus output tokens per user per UTC day; unset: no quota.
     user_tokens_per_day: int | None = Field(None, ge=1)
     #: Pieces of a model reply streamed as they come; after them, at most one
