@@ -13,7 +13,11 @@ import pytest
 
 
 @pytest.mark.timeout(180)
-def test_bench_hostile_reports_both_phases_and_the_server_survives(tmp_path: Path) -> None:
+@pytest.mark.parametrize("inputs", ["worst", "ordinary"])
+def test_bench_hostile_reports_both_phases_and_the_server_survives(
+    tmp_path: Path, inputs: str
+) -> None:
+    """``ordinary`` is the control: the extra user floods with the normal users' input."""
     report_file = tmp_path / "hostile.json"
     args = [
         "bench",
@@ -24,6 +28,8 @@ def test_bench_hostile_reports_both_phases_and_the_server_survives(tmp_path: Pat
         "3",
         "--hostile-rounds",
         "2",
+        "--hostile-inputs",
+        inputs,
     ]
     done = subprocess.run(
         [sys.executable, "-m", "tenet.cli", *args, "--json", str(report_file)],
@@ -34,6 +40,7 @@ def test_bench_hostile_reports_both_phases_and_the_server_survives(tmp_path: Pat
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(report_file.read_text())
     assert report["server_survived"] is True
+    assert report["inputs"] == inputs
     for phase in ("baseline", "hostile"):
         figures = report[phase]
         assert figures["runs"] > 0 and figures["probes"] > 0, figures

@@ -527,6 +527,13 @@ def bench(
     hostile_rounds: Annotated[
         int, typer.Option(min=1, help="Rounds the --hostile phases alternate in.")
     ] = 3,
+    hostile_inputs: Annotated[
+        str,
+        typer.Option(
+            help="--hostile's extra user sends the worst inputs ('worst'), or, as the "
+            "control, the normal users' own as fast as its limits let it ('ordinary')."
+        ),
+    ] = "worst",
     protocol: Annotated[
         str,
         typer.Option(
@@ -578,8 +585,17 @@ def bench(
     if hostile:
         from .bench.hostile import HostileConfig, print_hostile, run_hostile
 
+        if hostile_inputs not in ("worst", "ordinary"):
+            raise typer.BadParameter("--hostile-inputs is 'worst' or 'ordinary'")
+
         report = run_hostile(
-            HostileConfig(users=hostile_users, seconds=hostile_seconds, rounds=hostile_rounds),
+            HostileConfig(
+                users=hostile_users,
+                seconds=hostile_seconds,
+                rounds=hostile_rounds,
+                inputs=hostile_inputs,
+                attacks=("runs",) if hostile_inputs == "ordinary" else HostileConfig.attacks,
+            ),
             progress=err.print,
         )
         print_hostile(report, console)

@@ -23,6 +23,11 @@ what each round's hostile phase added to its own round's baseline; and, per
 second of each phase, the server's CPU, how long its threads waited for a CPU
 (the machine's load), and the CPU of the hostile process and of this one.
 
+With ``--hostile-inputs ordinary`` (the control), the extra user floods with the
+normal users' own input and does nothing else: what it adds is what one more
+user at its limits costs the others whatever it sends, so the part of the
+hostile figure that is the inputs' is the difference of the two.
+
 The hostile user's process runs on the same machine as the server, where a real
 one would not: its own start (a Python process importing its libraries takes a
 CPU-second or two) and its own CPU would be counted against the server. So the
@@ -74,6 +79,11 @@ class HostileConfig:
     rounds: int = 3
     #: What the hostile user does: worst-input runs, oversized frames, anonymous socket bursts.
     attacks: tuple[str, ...] = ("runs", "oversized", "anonymous")
+    #: ``worst``: its runs send :func:`worst_inputs`; ``ordinary`` (the control): they send
+    #: what the normal users send, as fast as its limits let it, and nothing else (set
+    #: ``attacks`` to ``("runs",)``): what one more user flooding costs the others,
+    #: whatever the inputs.
+    inputs: str = "worst"
 
 
 @dataclass
@@ -236,7 +246,11 @@ class AttackerSwitches:
 async def _hostile(url: str, token: str, config: HostileConfig, sw: AttackerSwitches) -> None:
     ws_url = url.replace("http", "ws", 1) + "/v1/ws"
     headers = {"Authorization": f"Bearer {token}"}
-    inputs = worst_inputs(config.max_input_chars)
+    inputs = (
+        worst_inputs(config.max_input_chars)
+        if config.inputs == "worst"
+        else [f"what is {n} + 2" for n in range(1, 101)]
+    )
     threads: list[str] = []
     in_flight: set[str] = set()
 
@@ -470,6 +484,7 @@ def run_hostile(
             "me_p99_ms": _spread(before["round_me_p99_ms"], during["round_me_p99_ms"]),
         },
         "goal_ms": GOAL_MS,
+        "inputs": config.inputs,
         "server_survived": alive,
         "met": alive and all(v is not None and v < GOAL_MS for v in added.values()),
     }
