@@ -1,0 +1,284 @@
+"""A thread's order under hostile use: whatever a process has kept, a read is a cold read.
+
+Threads mixing plain turns, tool calls, client tools handed over and answered (with
+and without input), runs cancelled while queued, reads running concurrently with
+runs and with each other, the estimate moving, budgets from nothing to far more
+than the setting, tiny and empty caches, another user on the same thread id, and a
+deleted thread: every read along the kept order equals what a reader that has kept
+nothing builds from the store, and no tool message is ever sent without its call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from tenet import Agent, AgentRegistry, RunContext, Service, Settings
+from tenet.context import CLIENT_RESULTS_KEY, CLIENT_TOOLS_KEY
+from tenet.conversation import Conversations
+
+#: A run after every run of these tests (its own events are never part of its history).
+LATER = "run_" + "z" * 26
+PICK = {
+    "name": "pick",
+    "description": "Lets the person pick a colour.",
+    "parameters": {"type": "object", "properties": {"color": {"type": "string"}}},
+}
+
+
+def cold(conversations: Conversations) -> Conversations:
+    """A reader over the same store and estimate that has built and kept nothing."""
+    return Conversations(
+        conversations.store,
+        context_tokens=conversations.context_tokens,
+        tool_result_max_chars=conversations.tool_result_max_chars,
+        estimator=conversations.estimator,
+    )
+
+
+def paired(turns: list[tuple[str, list[dict[str, Any]]]]) -> None:
+    """Every tool message right after the call holding it, every call with its result."""
+    messages = [m for _, ms in turns for m in ms]
+    for i, m in enumerate(messages):
+        if m.get("tool_calls"):
+            ids = [c["id"] for c in m["tool_calls"]]
+            after = [x.get("tool_call_id") for x in messages[i + 1 : i + 1 + len(ids)]]
+            assert after == ids, (i, messages)
+        if m["role"] == "tool":
+            before = messages[i - 1]
+            assert before.get("tool_calls"), (i, messages)
+
+
+async def events_of(service: Service, user_id: str, thread_id: str) -> list[dict[str, Any]]:
+    return [
+        orjson.loads(b) for b in await service.store.list_events(user_id, thread_id, limit=100_000)
+    ]
+
+
+async def run_to_end(
+    service: Service,
+    user_id: str,
+    thread_id: str,
+    text: str,
+    meta: dict[str, Any] | None = None,
+) -> str:
+    run = await service.engine.submit(user_id, thread_id, "assistant", text, meta)
+    await asyncio.wait_for(service.engine.wait(run.id), 30)
+    return run.id
+
+
+async def check(
+    conversations: Conversations,
+    user_id: str,
+    thread_id: str,
+    budgets: tuple[int | None, ...],
+    run_id: str = LATER,
+) -> None:
+    for budget in budgets:
+        warm = await conversations.turns(user_id, thread_id, run_id, budget=budget)
+        whole = await cold(conversations).turns(user_id, thread_id, run_id, budget=budget)
+        assert warm == whole, (budget, warm, whole)
+        paired(warm)
+
+
+async def handed_calls(service: Service, user_id: str, thread_id: str, run_id: str) -> list[Any]:
+    events = await events_of(service, user_id, thread_id)
+    return [
+        e
+        for e in events
+        if e["run_id"] == run_id
+        and e["type"] == "tool_completed"
+        and (e.get("error") or {}).get("code") == "client_tool"
+    ]
+
+
+@pytest.mark.parametrize("cache_bytes", [0, 6000, 16 * 1024 * 1024])
+async def test_mixed_threads_read_along_the_order_are_cold_reads(
+    tmp_path: Path, cache_bytes: int
+) -> None:
+    """Plain, tool and client-tool turns, runs cancelled while queued, the estimate
+    moving; after every step, reads at budgets from 1 token to ten times the setting."""
+    rng = random.Random(11)
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'tenet.db'}",
+        context_tokens=500,
+        history_cache_bytes=cache_bytes,
+    )
+    async with Service(settings) as service:
+        conversations = service.engine.conversations
+        user, _ = await service.store.create_user("mixer")
+        stranger, _ = await service.store.create_user("stranger")
+        thread = await service.store.create_thread(user.id)
+        for i in range(45):
+            roll = rng.random()
+            if roll < 0.2:
+                # A client tool handed over, then answered by the next run (input or none).
+                rid = await run_to_end(
+                    service, user.id, thread.id, f"use pick color=c{i}", {CLIENT_TOOLS_KEY: [PICK]}
+                )
+                await check(conversations, user.id, thread.id, (3, 80, None))
+                calls = await handed_calls(service, user.id, thread.id, rid)
+                if calls and rng.random() < 0.8:
+                    results = [
+                        {
+                            "call_id": c["call_id"],
+                            "tool_name": "pick",
+                            "ok": True,
+                            "results": {"color": f"blue{i}"},
+                        }
+                        for c in calls
+                    ]
+                    text = "" if rng.random() < 0.5 else f"and then {i}"
+                    await run_to_end(
+                        service,
+                        user.id,
+                        thread.id,
+                        text,
+                        {CLIENT_TOOLS_KEY: [PICK], CLIENT_RESULTS_KEY: results},
+                    )
+            elif roll < 0.3:
+                # A run cancelled while queued behind another: its lone run_cancelled.
+                first = await service.engine.submit(user.id, thread.id, "assistant", f"hi {i}")
+                queued = await service.engine.submit(user.id, thread.id, "assistant", "never")
+                await service.engine.cancel(user.id, queued.id)
+                await asyncio.wait_for(service.engine.wait(first.id), 30)
+                await asyncio.wait_for(service.engine.wait(queued.id), 30)
+            elif roll < 0.55:
+                await run_to_end(service, user.id, thread.id, f"what is {i}*7?")
+            else:
+                await run_to_end(
+                    service, user.id, thread.id, f"note {i} " + "blah " * rng.randrange(0, 40)
+                )
+            if rng.random() < 0.15:
+                conversations.estimator.chars_per_token = rng.choice((2.0, 3.5, 4.1))
+            await check(
+                conversations,
+                user.id,
+                thread.id,
+                (None, 1, rng.randrange(2, 120), rng.randrange(120, 500), 5000),
+            )
+            assert await conversations.turns(stranger.id, thread.id, LATER) == []
+        await service.store.delete_thread(user.id, thread.id)
+        assert await conversations.turns(user.id, thread.id, LATER) == []
+        assert await conversations.turns(user.id, thread.id, LATER, budget=10**9) == []
+
+
+async def test_reads_racing_runs_and_each_other_are_cold_reads(tmp_path: Path) -> None:
+    """Several reads of one thread at once, while its runs go on (the scripted model
+    slowed so that reads land mid-run): each equals a cold read made right after it,
+    once the thread has stopped moving."""
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'tenet.db'}",
+        context_tokens=400,
+        scripted_latency_ms=5,
+    )
+    async with Service(settings) as service:
+        conversations = service.engine.conversations
+        user, _ = await service.store.create_user("racer")
+        thread = await service.store.create_thread(user.id)
+        for i in range(4):
+            await run_to_end(service, user.id, thread.id, f"what is {i}*3?")
+        for i in range(12):
+            run = await service.engine.submit(
+                user.id, thread.id, "assistant", f"what is {i}+2? " + "x " * i
+            )
+            while True:
+                reads = await asyncio.gather(
+                    *(
+                        conversations.turns(user.id, thread.id, LATER, budget=b)
+                        for b in (None, 50, None, 200, None)
+                    )
+                )
+                for got in reads:
+                    paired(got)
+                done = (await service.store.get_run(user.id, run.id)).status in (
+                    "completed",
+                    "failed",
+                    "cancelled",
+                )
+                if done:
+                    break
+            await asyncio.wait_for(service.engine.wait(run.id), 30)
+            await check(conversations, user.id, thread.id, (None, 30, 300))
+
+
+async def test_the_same_thread_id_read_by_another_user_never_gets_the_order(
+    tmp_path: Path,
+) -> None:
+    """Two users' threads side by side: each user's reads of their own thread and of the
+    other's thread id are cold reads (nothing for a thread that is not theirs)."""
+    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'tenet.db'}")
+    async with Service(settings) as service:
+        conversations = service.engine.conversations
+        alice, _ = await service.store.create_user("alice")
+        bob, _ = await service.store.create_user("bob")
+        a = await service.store.create_thread(alice.id)
+        b = await service.store.create_thread(bob.id)
+        for i in range(6):
+            await run_to_end(service, alice.id, a.id, f"alice says {i}")
+            await run_to_end(service, bob.id, b.id, f"bob says {i}")
+            await check(conversations, alice.id, a.id, (None, 40))
+            await check(conversations, bob.id, b.id, (None, 40))
+            assert await conversations.turns(bob.id, a.id, LATER) == []
+            assert await conversations.turns(alice.id, b.id, LATER) == []
+
+
+async def test_a_read_as_an_earlier_run_of_the_thread_leaves_that_run_out(tmp_path: Path) -> None:
+    """``turns(..., run_id)`` leaves run ``run_id``'s own events out. Once a read as a later
+    run has kept the thread's order, a read as one of the order's older runs still must."""
+    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'tenet.db'}")
+    async with Service(settings) as service:
+        conversations = service.engine.conversations
+        user, _ = await service.store.create_user("skipper")
+        thread = await service.store.create_thread(user.id)
+        first = await run_to_end(service, user.id, thread.id, "first words")
+        await run_to_end(service, user.id, thread.id, "second words")
+        await conversations.turns(user.id, thread.id, LATER)  # keeps the order
+        warm = await conversations.turns(user.id, thread.id, first)
+        whole = await cold(conversations).turns(user.id, thread.id, first)
+    assert [rid for rid, _ in whole] == [rid for rid, _ in warm if rid != first]
+    assert warm == whole  # fails: the order hands back ``first``'s own turn
+
+
+async def test_a_turn_of_many_delegations_read_along_the_order_is_a_cold_read(
+    tmp_path: Path,
+) -> None:
+    """A flow that delegates many times leaves many turn marks that make no message (the
+    children's starts and ends). A cold read stops once it has scanned
+    ``TENET_CONTEXT_TOKENS`` rows; a read along the order has scanned fewer by then."""
+
+    class Quiet:
+        async def complete(self, messages: list[dict[str, Any]], tools: Any, **_: Any) -> Any:
+            from tenet import ModelReply
+
+            return ModelReply(content="ok")
+
+    class Fanout(Agent):
+        async def run(self, ctx: RunContext, input: str) -> str:
+            times = int(input.split()[-1])
+            for _ in range(times):
+                await ctx.delegate("child", "go")
+            return f"delegated {times}"
+
+    registry = AgentRegistry([Fanout(name="fanout"), Agent(name="child", model=Quiet())])
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'tenet.db'}", context_tokens=256
+    )
+    async with Service(settings, registry) as service:
+        conversations = service.engine.conversations
+        user, _ = await service.store.create_user("fanner")
+        thread = await service.store.create_thread(user.id)
+
+        async def fan(times: int) -> None:
+            run = await service.engine.submit(user.id, thread.id, "fanout", f"fan {times}")
+            await asyncio.wait_for(service.engine.wait(run.id), 60)
+            await check(conversations, user.id, thread.id, (None,))
+
+        await fan(0)
+        await fan(100)
+        await fan(100)
