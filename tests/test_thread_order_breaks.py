@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tenet import Agent, AgentRegistry, RunContext, Service, Settings
+from tenet import Agent, AgentRegistry, RunContext, Service, Settings, ToolFailed, tool
 from tenet.context import CLIENT_RESULTS_KEY, CLIENT_TOOLS_KEY
 from tenet.conversation import Conversations
 
@@ -282,3 +282,170 @@ async def test_a_turn_of_many_delegations_read_along_the_order_is_a_cold_read(
         await fan(0)
         await fan(100)
         await fan(100)
+
+
+async def test_runs_paused_for_approval_resumed_declined_or_cancelled_read_as_cold(
+    tmp_path: Path,
+) -> None:
+    """Runs waiting for a person (the scripted ``forget`` needs approval), read while
+    they wait (as a later run and as themselves), then approved, declined or cancelled;
+    every read along the order is a cold read."""
+    rng = random.Random(5)
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'tenet.db'}", context_tokens=300
+    )
+    async with Service(settings) as service:
+        conversations = service.engine.conversations
+        engine = service.engine
+        user, _ = await service.store.create_user("approver")
+        thread = await service.store.create_thread(user.id)
+        for i in range(12):
+            await run_to_end(service, user.id, thread.id, f"what is {i}*2?")
+            run = await engine.submit(user.id, thread.id, "assistant", f"forget my notes {i}")
+            for _ in range(500):
+                if (await service.store.get_run(user.id, run.id)).status == "requires_action":
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                raise AssertionError("never asked")
+            await check(conversations, user.id, thread.id, (None, 40))
+            await check(conversations, user.id, thread.id, (None, 40), run_id=run.id)
+            asked = [
+                e
+                for e in await events_of(service, user.id, thread.id)
+                if e["run_id"] == run.id and e["type"] == "approval_requested"
+            ]
+            roll = rng.random()
+            if roll < 0.4:
+                await engine.approvals.approve(user.id, run.id, asked[-1]["call_id"], True)
+            elif roll < 0.8:
+                await engine.approvals.approve(user.id, run.id, asked[-1]["call_id"], False)
+            else:
+                await engine.cancel(user.id, run.id)
+            await asyncio.wait_for(engine.wait(run.id), 30)
+            await check(conversations, user.id, thread.id, (None, 1, 40, 150))
+            await run_to_end(service, user.id, thread.id, f"plain {i}")
+            await check(conversations, user.id, thread.id, (None, 1, 40, 150))
+        kinds = [e["type"] for e in await events_of(service, user.id, thread.id)]
+        assert kinds.count("approval_requested") == 12 and "approval_resolved" in kinds
+        assert "run_cancelled" in kinds
+
+
+async def test_failed_crashed_and_cancelled_runs_read_along_the_order_are_cold_reads(
+    tmp_path: Path,
+) -> None:
+    """Tools that fail, flows that raise after their calls, runs cancelled mid-tool, long
+    tool results cut: what such runs leave (their input, their answered calls, no answer)
+    is read along the order as a cold read builds it, and nothing is left unpaired."""
+    rng = random.Random(3)
+    started = asyncio.Event()
+
+    @tool
+    async def boom(x: str = "") -> str:
+        """Always fails."""
+        raise ToolFailed(f"boom {x}")
+
+    @tool
+    async def slow(x: str = "") -> str:
+        """Waits until cancelled."""
+        started.set()
+        await asyncio.sleep(60)
+        return "never"
+
+    @tool
+    async def big(x: str = "") -> str:
+        """A long result."""
+        return "y" * 3000 + x
+
+    class Crasher(Agent):
+        async def run(self, ctx: RunContext, input: str) -> str:
+            await super().run(ctx, input)
+            raise RuntimeError("the flow broke after its calls")
+
+    tools = [boom, slow, big]
+    registry = AgentRegistry(
+        [Agent(name="worker", tools=tools), Crasher(name="crasher", tools=tools)]
+    )
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'tenet.db'}",
+        context_tokens=700,
+        tool_result_max_chars=500,
+    )
+    async with Service(settings, registry) as service:
+        conversations = service.engine.conversations
+        engine = service.engine
+        user, _ = await service.store.create_user("breaker")
+        thread = await service.store.create_thread(user.id)
+        for i in range(30):
+            roll = rng.random()
+            if roll < 0.2:
+                started.clear()
+                run = await engine.submit(user.id, thread.id, "worker", f"use slow x={i}")
+                await asyncio.wait_for(started.wait(), 10)
+                await check(conversations, user.id, thread.id, (None, 50))
+                await engine.cancel(user.id, run.id)
+            else:
+                agent = "crasher" if roll < 0.45 else "worker"
+                text = rng.choice((f"use boom x={i}", f"use big x={i}", f"hello {i}"))
+                run = await engine.submit(user.id, thread.id, agent, text)
+            await asyncio.wait_for(engine.wait(run.id), 30)
+            if rng.random() < 0.2:
+                conversations.estimator.chars_per_token = rng.choice((1.5, 3.5, 5.0))
+            await check(conversations, user.id, thread.id, (None, 1, rng.randrange(2, 700), 10_000))
+        kinds = [e["type"] for e in await events_of(service, user.id, thread.id)]
+        assert "agent_error" in kinds and "run_cancelled" in kinds
+
+
+async def test_reads_below_run_boundaries_between_whole_reads_are_cold_reads(
+    tmp_path: Path,
+) -> None:
+    """AG-UI reads the conversation below a run's first ``seq`` (``before``); between such
+    reads the whole thread is read along the order. Both kinds equal a cold reader's."""
+    rng = random.Random(9)
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'tenet.db'}", context_tokens=400
+    )
+    async with Service(settings) as service:
+        conversations = service.engine.conversations
+        user, _ = await service.store.create_user("rewinder")
+        thread = await service.store.create_thread(user.id)
+        for i in range(25):
+            text = rng.choice((f"what is {i}*5?", f"hello {i} " + "la " * rng.randrange(30)))
+            await run_to_end(service, user.id, thread.id, text)
+            events = await events_of(service, user.id, thread.id)
+            firsts: dict[str, int] = {}
+            for e in events:
+                firsts.setdefault(e["run_id"], e["seq"])
+            for _ in range(3):
+                before = rng.choice([*firsts.values(), events[-1]["seq"] + 1])
+                budget = rng.choice((None, 30, 200))
+                warm = await conversations.turns(
+                    user.id, thread.id, "", budget=budget, before=before
+                )
+                whole = await cold(conversations).turns(
+                    user.id, thread.id, "", budget=budget, before=before
+                )
+                assert warm == whole, (before, budget)
+                paired(warm)
+                await check(conversations, user.id, thread.id, (None, 60), run_id="")
+
+
+async def test_a_read_below_a_seq_inside_a_kept_run_is_a_cold_read(tmp_path: Path) -> None:
+    """A read of the events below ``before`` where ``before`` falls inside a finished run
+    (AG-UI's ``before=after + 1`` when the previous run ends between the two reads): a cold
+    read builds that run from its marks below ``before``; a reader that has the run kept
+    must not hand back the whole turn, answer included."""
+    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'tenet.db'}")
+    async with Service(settings) as service:
+        conversations = service.engine.conversations
+        user, _ = await service.store.create_user("rewinder")
+        thread = await service.store.create_thread(user.id)
+        await run_to_end(service, user.id, thread.id, "what is 2*3?")
+        await run_to_end(service, user.id, thread.id, "hello")
+        await conversations.turns(user.id, thread.id, LATER)  # keeps both turns
+        events = await events_of(service, user.id, thread.id)
+        end = next(e["seq"] for e in events if e["type"] == "agent_completed")
+        warm = await conversations.turns(user.id, thread.id, "", before=end)
+        whole = await cold(conversations).turns(user.id, thread.id, "", before=end)
+    assert [m["role"] for _, ms in whole for m in ms] == ["user", "assistant", "tool"]
+    assert warm == whole  # fails: the kept turn comes back whole, its answer included
