@@ -19,6 +19,7 @@ import orjson
 import pytest
 
 from tenet import Agent, AgentRegistry, RunContext, Service, Settings, ToolFailed, tool
+from tenet import conversation as conversation_module
 from tenet.context import CLIENT_RESULTS_KEY, CLIENT_TOOLS_KEY
 from tenet.conversation import Conversations
 
@@ -449,3 +450,52 @@ async def test_a_read_below_a_seq_inside_a_kept_run_is_a_cold_read(tmp_path: Pat
         whole = await cold(conversations).turns(user.id, thread.id, "", before=end)
     assert [m["role"] for _, ms in whole for m in ms] == ["user", "assistant", "tool"]
     assert warm == whole  # fails: the kept turn comes back whole, its answer included
+
+
+async def test_a_declined_call_does_not_stop_the_order_for_good(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """A declined approval stores the call's ``tool_completed`` (code ``declined``) with no
+    ``tool_executing``: the run's own result, not an answer it carries for an earlier
+    run. The run is final like any other, so once 25 more turns have run, the next read
+    still reads only the marks of what is new (as ``test_thread_order`` holds for a
+    thread without one), not the marks of the declined run and of every turn below it."""
+    returned: list[int] = []
+    real = conversation_module.turn_events_before
+
+    async def counting(*args: Any, **kwargs: Any) -> list[Any]:
+        rows = await real(*args, **kwargs)
+        returned.append(len(rows))
+        return rows
+
+    monkeypatch.setattr(conversation_module, "turn_events_before", counting)
+    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'tenet.db'}")
+    async with Service(settings) as service:
+        conversations = service.engine.conversations
+        engine = service.engine
+        user, _ = await service.store.create_user("decliner")
+        thread = await service.store.create_thread(user.id)
+        for i in range(3):
+            await run_to_end(service, user.id, thread.id, f"what is {i}+1?")
+        run = await engine.submit(user.id, thread.id, "assistant", "forget my notes")
+        for _ in range(500):
+            if (await service.store.get_run(user.id, run.id)).status == "requires_action":
+                break
+            await asyncio.sleep(0.01)
+        asked = [
+            e
+            for e in await events_of(service, user.id, thread.id)
+            if e["run_id"] == run.id and e["type"] == "approval_requested"
+        ]
+        await engine.approvals.approve(user.id, run.id, asked[-1]["call_id"], False)
+        await asyncio.wait_for(engine.wait(run.id), 30)
+        for i in range(25):
+            await run_to_end(service, user.id, thread.id, f"what is {i}+2?")
+        await conversations.turns(user.id, thread.id, LATER)
+        await run_to_end(service, user.id, thread.id, "one more")
+        returned.clear()
+        warm = await conversations.turns(user.id, thread.id, LATER)
+        rows_read = sum(returned)
+        assert warm == await cold(conversations).turns(user.id, thread.id, LATER)
+    assert len(warm) == 30
+    assert rows_read <= 5, returned  # fails: the declined run and all below, again
