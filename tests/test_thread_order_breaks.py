@@ -164,6 +164,11 @@ async def test_mixed_threads_read_along_the_order_are_cold_reads(
                 (None, 1, rng.randrange(2, 120), rng.randrange(120, 500), 5000),
             )
             assert await conversations.turns(stranger.id, thread.id, LATER) == []
+        events = await events_of(service, user.id, thread.id)
+        handed = [e for e in events if (e.get("error") or {}).get("code") == "client_tool"]
+        carried = [e for e in events if e["type"] == "tool_completed" and e.get("ok")]
+        lone = [e for e in events if e["type"] == "run_cancelled"]
+        assert handed and carried and lone, (len(handed), len(carried), len(lone))
         await service.store.delete_thread(user.id, thread.id)
         assert await conversations.turns(user.id, thread.id, LATER) == []
         assert await conversations.turns(user.id, thread.id, LATER, budget=10**9) == []
@@ -499,3 +504,33 @@ async def test_a_declined_call_does_not_stop_the_order_for_good(
         assert warm == await cold(conversations).turns(user.id, thread.id, LATER)
     assert len(warm) == 30
     assert rows_read <= 5, returned  # fails: the declined run and all below, again
+
+
+async def test_an_ag_ui_read_below_the_last_seq_as_the_previous_run_ends_is_a_cold_read(
+    tmp_path: Path,
+) -> None:
+    """AG-UI's POST reads the thread's ``last_seq`` (``after``), then the conversation below
+    ``after + 1``. When the thread's previous run ends between the two (its turn kept as
+    it ends), the read must still be the events below ``after + 1``: a cold read builds
+    that run's input and finished call, without the answer stored after ``after`` (which
+    the stream then sends from ``after`` on, and the client would see twice)."""
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'tenet.db'}", scripted_latency_ms=300
+    )
+    async with Service(settings) as service:
+        conversations = service.engine.conversations
+        user, _ = await service.store.create_user("ag-ui")
+        thread = await service.store.create_thread(user.id)
+        await run_to_end(service, user.id, thread.id, "hello")
+        run = await service.engine.submit(user.id, thread.id, "assistant", "what is 2*3?")
+        for _ in range(500):
+            events = await events_of(service, user.id, thread.id)
+            if any(e["run_id"] == run.id and e["type"] == "tool_completed" for e in events):
+                break
+            await asyncio.sleep(0.01)
+        after = await service.store.last_seq(user.id, thread.id)
+        await asyncio.wait_for(service.engine.wait(run.id), 30)  # ends, its turn kept
+        warm = await conversations.turns(user.id, thread.id, "", before=after + 1)
+        whole = await cold(conversations).turns(user.id, thread.id, "", before=after + 1)
+    assert [m["role"] for m in whole[-1][1]] == ["user", "assistant", "tool"]
+    assert warm == whole  # fails: the kept turn comes back whole, its answer included
