@@ -100,13 +100,13 @@ async def handed_calls(service: Service, user_id: str, thread_id: str, run_id: s
 
 @pytest.mark.parametrize("cache_bytes", [0, 6000, 16 * 1024 * 1024])
 async def test_mixed_threads_read_along_the_order_are_cold_reads(
-    tmp_path: Path, cache_bytes: int
+    database_url: str, cache_bytes: int
 ) -> None:
     """Plain, tool and client-tool turns, runs cancelled while queued, the estimate
     moving; after every step, reads at budgets from 1 token to ten times the setting."""
     rng = random.Random(11)
     settings = Settings(
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'tenet.db'}",
+        database_url=database_url,
         context_tokens=500,
         history_cache_bytes=cache_bytes,
     )
@@ -174,12 +174,12 @@ async def test_mixed_threads_read_along_the_order_are_cold_reads(
         assert await conversations.turns(user.id, thread.id, LATER, budget=10**9) == []
 
 
-async def test_reads_racing_runs_and_each_other_are_cold_reads(tmp_path: Path) -> None:
+async def test_reads_racing_runs_and_each_other_are_cold_reads(database_url: str) -> None:
     """Several reads of one thread at once, while its runs go on (the scripted model
     slowed so that reads land mid-run): each equals a cold read made right after it,
     once the thread has stopped moving."""
     settings = Settings(
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'tenet.db'}",
+        database_url=database_url,
         context_tokens=400,
         scripted_latency_ms=5,
     )
@@ -338,7 +338,7 @@ async def test_runs_paused_for_approval_resumed_declined_or_cancelled_read_as_co
 
 
 async def test_failed_crashed_and_cancelled_runs_read_along_the_order_are_cold_reads(
-    tmp_path: Path,
+    database_url: str,
 ) -> None:
     """Tools that fail, flows that raise after their calls, runs cancelled mid-tool, long
     tool results cut: what such runs leave (their input, their answered calls, no answer)
@@ -373,7 +373,7 @@ async def test_failed_crashed_and_cancelled_runs_read_along_the_order_are_cold_r
         [Agent(name="worker", tools=tools), Crasher(name="crasher", tools=tools)]
     )
     settings = Settings(
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'tenet.db'}",
+        database_url=database_url,
         context_tokens=700,
         tool_result_max_chars=500,
     )
@@ -388,6 +388,11 @@ async def test_failed_crashed_and_cancelled_runs_read_along_the_order_are_cold_r
                 started.clear()
                 run = await engine.submit(user.id, thread.id, "worker", f"use slow x={i}")
                 await asyncio.wait_for(started.wait(), 10)
+                for _ in range(500):  # its call stored (the writer commits in batches)
+                    events = await events_of(service, user.id, thread.id)
+                    if any(e["run_id"] == run.id and e["type"] == "tool_executing" for e in events):
+                        break
+                    await asyncio.sleep(0.005)
                 await check(conversations, user.id, thread.id, (None, 50))
                 await engine.cancel(user.id, run.id)
             else:
@@ -534,3 +539,45 @@ async def test_an_ag_ui_read_below_the_last_seq_as_the_previous_run_ends_is_a_co
         whole = await cold(conversations).turns(user.id, thread.id, "", before=after + 1)
     assert [m["role"] for m in whole[-1][1]] == ["user", "assistant", "tool"]
     assert warm == whole  # fails: the kept turn comes back whole, its answer included
+
+
+async def test_a_run_ending_while_a_read_waits_on_the_store_is_read_once(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """A read's marks are what the store held when it answered; the run in progress may
+    end, and keep its turn, before the read goes through them (on Postgres the writer
+    commits while reads are in flight: ``test_reads_racing_runs_and_each_other_are_cold_reads``
+    fails there about one time in two). That read sees the run's start as its newest
+    mark and finds the run kept: the next reads must still hold the run's turn once."""
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'tenet.db'}", scripted_latency_ms=200
+    )
+    async with Service(settings) as service:
+        conversations = service.engine.conversations
+        user, _ = await service.store.create_user("racer")
+        thread = await service.store.create_thread(user.id)
+        await run_to_end(service, user.id, thread.id, "hello")
+        await run_to_end(service, user.id, thread.id, "hello again")
+        await conversations.turns(user.id, thread.id, LATER)  # the order of both
+        run = await service.engine.submit(user.id, thread.id, "assistant", "what is 2*3?")
+        for _ in range(500):
+            events = await events_of(service, user.id, thread.id)
+            if any(e["run_id"] == run.id for e in events):
+                break
+            await asyncio.sleep(0.005)
+        real = conversation_module.turn_events_before
+
+        async def answered_late(*args: Any, **kwargs: Any) -> list[Any]:
+            rows = await real(*args, **kwargs)
+            # The run ends (its turn kept) before this answer reaches the reader.
+            await asyncio.wait_for(service.engine.wait(run.id), 30)
+            return rows
+
+        monkeypatch.setattr(conversation_module, "turn_events_before", answered_late)
+        await conversations.turns(user.id, thread.id, LATER)
+        monkeypatch.setattr(conversation_module, "turn_events_before", real)
+        warm = await conversations.turns(user.id, thread.id, LATER)
+        whole = await cold(conversations).turns(user.id, thread.id, LATER)
+    assert [rid for rid, _ in whole].count(run.id) == 1
+    assert [rid for rid, _ in warm].count(run.id) == 1  # fails: twice
+    assert warm == whole
