@@ -251,6 +251,13 @@ async def test_a_read_as_an_earlier_run_of_the_thread_leaves_that_run_out(tmp_pa
     assert warm == whole  # fails: the order hands back ``first``'s own turn
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="known: a cold read stops after the page where it has scanned TENET_CONTEXT_TOKENS "
+    "turn events, a read along the order does not scan the rows its turns cover; they differ "
+    "only on threads with that many events that make no message (here 100 delegations a turn "
+    "at a budget of 256), and the warm read then holds more turns, within the budget",
+)
 async def test_a_turn_of_many_delegations_read_along_the_order_is_a_cold_read(
     tmp_path: Path,
 ) -> None:

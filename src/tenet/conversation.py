@@ -201,7 +201,12 @@ def client_results_in(events: Sequence[dict[str, Any]]) -> dict[str, dict[str, A
     """The results a run carries for calls of earlier runs, by ``call_id``.
 
     They are its root ``tool_completed`` events whose call it did not make itself:
-    what the caller returned for client tools the run before handed over.
+    what the caller returned for client tools the run before handed over. Not one
+    of them: the run's own declined call (``error.code`` ``declined``, after its
+    ``approval_requested`` and ``approval_resolved``, which are not turn events, so
+    its ``seq`` is not the next after the turn event before it; a carried result's
+    always is, as the run stores them right after its start). Counted as carried,
+    a declined call would make the run's turn never final, never kept.
     """
     if len(events) < 3:
         return {}
@@ -211,13 +216,28 @@ def client_results_in(events: Sequence[dict[str, Any]]) -> dict[str, dict[str, A
         for e in events
         if e.get("type") == "tool_executing" and e.get("execution_id") == root
     }
-    return {
-        str(e.get("call_id")): e
-        for e in events
-        if e.get("type") == "tool_completed"
-        and e.get("execution_id") == root
-        and e.get("call_id") not in made
-    }
+    carried: dict[str, dict[str, Any]] = {}
+    before = events[0]
+    for e in events:
+        if (
+            e.get("type") == "tool_completed"
+            and e.get("execution_id") == root
+            and e.get("call_id") not in made
+            and not _declined_here(e, before)
+        ):
+            carried[str(e.get("call_id"))] = e
+        before = e
+    return carried
+
+
+def _declined_here(event: dict[str, Any], before: dict[str, Any]) -> bool:
+    """Whether a ``tool_completed`` is the run's own declined call (see
+    :func:`client_results_in`): code ``declined`` and not stored right after ``before``."""
+    error = event.get("error")
+    if not (isinstance(error, dict) and error.get("code") == "declined"):
+        return False
+    seq, previous = event.get("seq"), before.get("seq")
+    return isinstance(seq, int) and isinstance(previous, int) and seq > previous + 1
 
 
 def turn_messages(
@@ -407,7 +427,8 @@ class TurnCache:
 
     def __init__(self, max_bytes: int) -> None:
         #: (user id, run id) -> [messages as JSON, each one's characters, the
-        #: characters-per-token ratio of the cost, the turn's cost in tokens at it].
+        #: characters-per-token ratio of the cost, the turn's cost in tokens at it, the
+        #: ``seq`` of the run's terminal event: only a read that has that mark takes it].
         self.entries: OrderedDict[tuple[str, str], list[Any]] = OrderedDict()
         self.max_bytes = max_bytes
         self.size = 0
@@ -461,17 +482,18 @@ class TurnCache:
         chars: list[int],
         ratio: float,
         cost: int,
+        newest: int,
     ) -> bytes | None:
         """Keep a turn's messages (``chars``: each one's characters; ``cost``: its tokens at
-        the estimator's ``ratio``, counted again only once the ratio moves); the JSON kept,
-        or None when it is not kept."""
+        the estimator's ``ratio``, counted again only once the ratio moves; ``newest``: the
+        ``seq`` of its run's terminal event); the JSON kept, or None when it is not kept."""
         found = self.entries.get(key)
         if found is not None:
             return found[0]  # type: ignore[no-any-return]
         data = orjson.dumps(messages)
         if len(data) > self.max_bytes // 16:
             return None  # one huge turn does not push out many others
-        self.entries[key] = [data, chars, ratio, cost]
+        self.entries[key] = [data, chars, ratio, cost, newest]
         self.size += _entry_bytes(data, chars)
         while self.size > self.max_bytes:
             _, old = self.entries.popitem(last=False)
@@ -633,7 +655,12 @@ class Conversations:
                     # The newest mark of the order's newest turn: every turn below it is
                     # in the order, as long as it is that run's and no newer run is half read.
                     runs = order.runs
-                    if rid != runs[0][0] or pending:
+                    if (
+                        rid != runs[0][0]
+                        or pending
+                        or rid in taken
+                        or any(orid == run_id for orid, _ in runs)  # read as an older run
+                    ):
                         return None
                     kept = max(kept, seq)
                     resume = _DONE if order.whole else runs[-1][1]
@@ -655,7 +682,7 @@ class Conversations:
                     else:  # counted at another ratio: turn by turn, from the cache
                         for orid, oseq in runs:
                             known = cache.get((user_id, orid))
-                            if known is None:  # let go since: this turn and older from the store
+                            if known is None or known[4] != oseq:  # let go since: from the store
                                 resume = oseq + 1
                                 break
                             take(orid, known, oseq)
@@ -667,9 +694,11 @@ class Conversations:
                     continue
                 found = pending.get(rid)
                 if found is None:
-                    # The run's newest turn event: a finished run may be built already.
+                    # The run's newest turn event: a finished run may be built already, if
+                    # this is its terminal event (rows read before the run ended, or below
+                    # ``before``, hold less than the kept turn: they are built as read).
                     known = cache.get((user_id, rid))
-                    if known is not None:
+                    if known is not None and known[4] == seq:
                         take(rid, known, seq)
                         if full:
                             break
@@ -696,7 +725,7 @@ class Conversations:
                 chars = [message_chars(m) for m in messages]
                 cost = _cost(chars, ratio)
                 data = (
-                    cache.put((user_id, rid), messages, chars, ratio, cost)
+                    cache.put((user_id, rid), messages, chars, ratio, cost, newest[rid])
                     if _final(found, carried)
                     else None
                 )
@@ -771,7 +800,10 @@ class Conversations:
         cache = self.turns_kept
         chars = [message_chars(m) for m in messages]
         ratio = self.estimator.chars_per_token
-        if cache.put((user_id, run_id), messages, chars, ratio, _cost(chars, ratio)) is None:
+        if (
+            cache.put((user_id, run_id), messages, chars, ratio, _cost(chars, ratio), newest)
+            is None
+        ):
             return False
         key = (user_id, thread_id)
         if newest > cache.hint(key):  # the next read need not fetch this turn's text
