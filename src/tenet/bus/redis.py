@@ -68,7 +68,11 @@ class RedisBus:
     # The Bus interface ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._client = aioredis.from_url(self.url, decode_responses=True)
+        # RESP2: under RESP3 (redis-py's default) every pub/sub message is a push reply,
+        # and redis-py formats each one into a debug log string whether or not debug
+        # logging is on: about 5 µs per received event of 1 KB, in every process (the
+        # string is the message's repr; docs/benchmarks.md, "Cluster").
+        self._client = aioredis.from_url(self.url, decode_responses=True, protocol=2)
         self._tasks = [
             asyncio.create_task(self._receive(), name="tenet-redis-receive"),
             asyncio.create_task(self._send(), name="tenet-redis-send"),
