@@ -45,11 +45,8 @@ def cold(conversations: Conversations) -> Conversations:
     )
 
 
-async def test_a_read_along_the_order_reads_the_marks_of_what_is_new_only(
-    tmp_path: Path, monkeypatch: Any
-) -> None:
-    """On a 30-turn thread, the next run's history read is given the previous run's
-    marks and the order's newest one: a handful of rows, not the whole history's."""
+def rows_returned(monkeypatch: Any) -> list[int]:
+    """The number of rows each history read's store call returns, from now on."""
     returned: list[int] = []
     real = conversation_module.turn_events_before
 
@@ -59,6 +56,15 @@ async def test_a_read_along_the_order_reads_the_marks_of_what_is_new_only(
         return rows
 
     monkeypatch.setattr(conversation_module, "turn_events_before", counting)
+    return returned
+
+
+async def test_a_read_along_the_order_reads_the_marks_of_what_is_new_only(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """On a 30-turn thread, the next run's history read is given the previous run's
+    marks and the order's newest one: a handful of rows, not the whole history's."""
+    returned = rows_returned(monkeypatch)
     settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'tenet.db'}")
     async with Service(settings) as service:
         user, _ = await service.store.create_user("long-talker")

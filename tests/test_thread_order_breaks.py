@@ -22,24 +22,13 @@ from tenet import Agent, AgentRegistry, RunContext, Service, Settings, ToolFaile
 from tenet import conversation as conversation_module
 from tenet.context import CLIENT_RESULTS_KEY, CLIENT_TOOLS_KEY
 from tenet.conversation import Conversations
+from test_thread_order import LATER, cold, rows_returned
 
-#: A run after every run of these tests (its own events are never part of its history).
-LATER = "run_" + "z" * 26
 PICK = {
     "name": "pick",
     "description": "Lets the person pick a colour.",
     "parameters": {"type": "object", "properties": {"color": {"type": "string"}}},
 }
-
-
-def cold(conversations: Conversations) -> Conversations:
-    """A reader over the same store and estimate that has built and kept nothing."""
-    return Conversations(
-        conversations.store,
-        context_tokens=conversations.context_tokens,
-        tool_result_max_chars=conversations.tool_result_max_chars,
-        estimator=conversations.estimator,
-    )
 
 
 def paired(turns: list[tuple[str, list[dict[str, Any]]]]) -> None:
@@ -59,6 +48,18 @@ async def events_of(service: Service, user_id: str, thread_id: str) -> list[dict
     return [
         orjson.loads(b) for b in await service.store.list_events(user_id, thread_id, limit=100_000)
     ]
+
+
+async def until_stored(
+    service: Service, user_id: str, thread_id: str, run_id: str, kind: str | None = None
+) -> None:
+    """Wait (bounded) until an event of run ``run_id`` (of type ``kind``, if given) is stored."""
+    for _ in range(500):
+        events = await events_of(service, user_id, thread_id)
+        if any(e["run_id"] == run_id and kind in (None, e["type"]) for e in events):
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"no {kind or 'event'} of {run_id} stored")
 
 
 async def run_to_end(
@@ -248,7 +249,7 @@ async def test_a_read_as_an_earlier_run_of_the_thread_leaves_that_run_out(tmp_pa
         warm = await conversations.turns(user.id, thread.id, first)
         whole = await cold(conversations).turns(user.id, thread.id, first)
     assert [rid for rid, _ in whole] == [rid for rid, _ in warm if rid != first]
-    assert warm == whole  # fails: the order hands back ``first``'s own turn
+    assert warm == whole  # before the fix: the order hands back ``first``'s own turn
 
 
 @pytest.mark.xfail(
@@ -395,11 +396,9 @@ async def test_failed_crashed_and_cancelled_runs_read_along_the_order_are_cold_r
                 started.clear()
                 run = await engine.submit(user.id, thread.id, "worker", f"use slow x={i}")
                 await asyncio.wait_for(started.wait(), 10)
-                for _ in range(500):  # its call stored (the writer commits in batches)
-                    events = await events_of(service, user.id, thread.id)
-                    if any(e["run_id"] == run.id and e["type"] == "tool_executing" for e in events):
-                        break
-                    await asyncio.sleep(0.005)
+                await until_stored(
+                    service, user.id, thread.id, run.id, "tool_executing"
+                )  # its call stored (the writer commits in batches)
                 await check(conversations, user.id, thread.id, (None, 50))
                 await engine.cancel(user.id, run.id)
             else:
@@ -466,7 +465,7 @@ async def test_a_read_below_a_seq_inside_a_kept_run_is_a_cold_read(tmp_path: Pat
         warm = await conversations.turns(user.id, thread.id, "", before=end)
         whole = await cold(conversations).turns(user.id, thread.id, "", before=end)
     assert [m["role"] for _, ms in whole for m in ms] == ["user", "assistant", "tool"]
-    assert warm == whole  # fails: the kept turn comes back whole, its answer included
+    assert warm == whole  # before the fix: the kept turn comes back whole, its answer included
 
 
 async def test_a_declined_call_does_not_stop_the_order_for_good(
@@ -477,15 +476,7 @@ async def test_a_declined_call_does_not_stop_the_order_for_good(
     run. The run is final like any other, so once 25 more turns have run, the next read
     still reads only the marks of what is new (as ``test_thread_order`` holds for a
     thread without one), not the marks of the declined run and of every turn below it."""
-    returned: list[int] = []
-    real = conversation_module.turn_events_before
-
-    async def counting(*args: Any, **kwargs: Any) -> list[Any]:
-        rows = await real(*args, **kwargs)
-        returned.append(len(rows))
-        return rows
-
-    monkeypatch.setattr(conversation_module, "turn_events_before", counting)
+    returned = rows_returned(monkeypatch)
     settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'tenet.db'}")
     async with Service(settings) as service:
         conversations = service.engine.conversations
@@ -515,7 +506,7 @@ async def test_a_declined_call_does_not_stop_the_order_for_good(
         rows_read = sum(returned)
         assert warm == await cold(conversations).turns(user.id, thread.id, LATER)
     assert len(warm) == 30
-    assert rows_read <= 5, returned  # fails: the declined run and all below, again
+    assert rows_read <= 5, returned  # before the fix: the declined run and all below, again
 
 
 async def test_an_ag_ui_read_below_the_last_seq_as_the_previous_run_ends_is_a_cold_read(
@@ -535,17 +526,13 @@ async def test_an_ag_ui_read_below_the_last_seq_as_the_previous_run_ends_is_a_co
         thread = await service.store.create_thread(user.id)
         await run_to_end(service, user.id, thread.id, "hello")
         run = await service.engine.submit(user.id, thread.id, "assistant", "what is 2*3?")
-        for _ in range(500):
-            events = await events_of(service, user.id, thread.id)
-            if any(e["run_id"] == run.id and e["type"] == "tool_completed" for e in events):
-                break
-            await asyncio.sleep(0.01)
+        await until_stored(service, user.id, thread.id, run.id, "tool_completed")
         after = await service.store.last_seq(user.id, thread.id)
         await asyncio.wait_for(service.engine.wait(run.id), 30)  # ends, its turn kept
         warm = await conversations.turns(user.id, thread.id, "", before=after + 1)
         whole = await cold(conversations).turns(user.id, thread.id, "", before=after + 1)
     assert [m["role"] for m in whole[-1][1]] == ["user", "assistant", "tool"]
-    assert warm == whole  # fails: the kept turn comes back whole, its answer included
+    assert warm == whole  # before the fix: the kept turn comes back whole, its answer included
 
 
 async def test_a_run_ending_while_a_read_waits_on_the_store_is_read_once(
@@ -567,11 +554,7 @@ async def test_a_run_ending_while_a_read_waits_on_the_store_is_read_once(
         await run_to_end(service, user.id, thread.id, "hello again")
         await conversations.turns(user.id, thread.id, LATER)  # the order of both
         run = await service.engine.submit(user.id, thread.id, "assistant", "what is 2*3?")
-        for _ in range(500):
-            events = await events_of(service, user.id, thread.id)
-            if any(e["run_id"] == run.id for e in events):
-                break
-            await asyncio.sleep(0.005)
+        await until_stored(service, user.id, thread.id, run.id)
         real = conversation_module.turn_events_before
 
         async def answered_late(*args: Any, **kwargs: Any) -> list[Any]:
@@ -586,5 +569,5 @@ async def test_a_run_ending_while_a_read_waits_on_the_store_is_read_once(
         warm = await conversations.turns(user.id, thread.id, LATER)
         whole = await cold(conversations).turns(user.id, thread.id, LATER)
     assert [rid for rid, _ in whole].count(run.id) == 1
-    assert [rid for rid, _ in warm].count(run.id) == 1  # fails: twice
+    assert [rid for rid, _ in warm].count(run.id) == 1  # before the fix: twice
     assert warm == whole
