@@ -178,6 +178,22 @@ class Engine:
         if len(input) > self.settings.max_input_chars:
             raise TooLarge(f"input is longer than {self.settings.max_input_chars} characters")
 
+    async def admit(self, user_id: str, agent: Any, input: Any) -> None:
+        """Raise the refusal a run request gets without storing anything.
+
+        ``unavailable`` while shutting down, ``invalid``/``too_large`` for a bad
+        request (:meth:`check_request`), ``quota_exceeded`` over the day's tokens,
+        ``rate_limited`` when this process counts the user's queue full. A caller
+        that stores something before :meth:`submit` (a new thread) asks here first,
+        so that a refused run costs no write and leaves nothing behind.
+        """
+        if self._closing:
+            raise Unavailable("the server is shutting down")
+        self.check_request(agent, input)
+        await self.quota.check(user_id)
+        if self.queue.full(self.sessions.get(user_id)):
+            raise queue_full(self.settings.user_max_queued)
+
     async def submit(
         self,
         user_id: str,
@@ -186,15 +202,14 @@ class Engine:
         input: str,
         metadata: dict[str, Any] | None = None,
     ) -> Run:
-        """Store a queued run (and the user's message) and schedule it."""
-        if self._closing:
-            raise Unavailable("the server is shutting down")
-        self.check_request(agent, input)
-        await self.quota.check(user_id)
+        """Store a queued run (and the user's message) and schedule it.
+
+        Raises what :meth:`admit` raises, and ``rate_limited`` when the store finds
+        the user's queue full (in a cluster, where only the store counts it).
+        """
+        await self.admit(user_id, agent, input)
         session = self.sessions.get(user_id)
         queue = self.queue
-        if queue.full(session):
-            raise queue_full(self.settings.user_max_queued)
         with self.thread_gate.entering(thread_id):  # NotFound while the thread is deleted
             session.queued += 1  # reserved before the await, so concurrent submits see it
             try:

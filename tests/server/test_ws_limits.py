@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 
 import pytest
 from server_support import (
@@ -18,6 +19,8 @@ from server_support import (
     until_terminal,
     ws_connect,
 )
+
+from tenet.testing import ServerHandle
 
 
 async def test_an_oversized_frame_closes_with_1009_before_and_after_auth(
@@ -145,3 +148,67 @@ async def test_a_large_frame_costs_more_of_the_users_rate(server_factory: Server
             await ready(ws)
             await send(ws, {**big, "ref": "b"})
             assert (await recv(ws))["type"] == "pong"
+
+
+async def test_a_run_refused_on_a_new_thread_leaves_no_thread_and_follows_nothing(
+    server_factory: ServerFactory,
+) -> None:
+    """A refusal costs nothing: no stored thread, no subscription given up for it.
+
+    fails: the thread was stored before the queue refused the run, so every refused
+    run left an empty thread, and made the socket drop the oldest thread it followed.
+    """
+    async with server_factory(user_max_queued=1, user_max_runs=1, ws_max_subscriptions=2) as s:
+        await _refused_runs_leave_nothing(s)
+
+
+async def test_in_a_cluster_a_run_refused_on_a_new_thread_leaves_no_thread(
+    server_factory: ServerFactory, postgres_url: str
+) -> None:
+    """Only the store counts a cluster's queue, as it stores the run: the thread made for
+    the refused run is removed with the refusal."""
+    redis_url = os.environ.get("TENET_TEST_REDIS_URL")
+    if not redis_url:
+        pytest.skip("set TENET_TEST_REDIS_URL to run the cluster tests")
+    async with server_factory(
+        user_max_queued=1,
+        user_max_runs=1,
+        ws_max_subscriptions=2,
+        database_url=postgres_url,
+        redis_url=redis_url,
+    ) as s:
+        await _refused_runs_leave_nothing(s)
+
+
+async def _refused_runs_leave_nothing(server: ServerHandle) -> None:
+    alice = await new_user(server)
+    async with ws_connect(server, alice) as ws:
+        await ready(ws)
+        dropped: list[dict] = []
+
+        async def answer(ref: str) -> dict:
+            while True:
+                frame = await recv(ws)
+                if frame.get("type") == "unsubscribed":
+                    dropped.append(frame)
+                if frame.get("ref") == ref:
+                    return frame
+
+        body = {"type": "run", "agent": "benchmark", "input": "latency_ms=2000"}
+        accepted = []
+        for ref in ("running", "queued"):
+            await send(ws, {**body, "ref": ref})
+            accepted.append(await answer(ref))
+        assert [a["type"] for a in accepted] == ["run_accepted", "run_accepted"]
+        for i in range(5):
+            await send(ws, {**body, "ref": f"over{i}"})
+            refused = await answer(f"over{i}")
+            assert (refused["type"], refused["code"]) == ("error", "rate_limited"), refused
+        assert dropped == []
+        async with http(server, alice) as c:
+            threads = (await c.get("/v1/threads")).json()
+            assert sorted(t["id"] for t in threads) == sorted(a["thread_id"] for a in accepted)
+            for a in accepted:
+                await c.post(f"/v1/runs/{a['run_id']}/cancel")
+        # Still following both accepted runs' threads: the queued run's end arrives.
+        await until_terminal(ws, accepted[1]["run_id"])

@@ -488,7 +488,8 @@ async def run_agent(agent: str, request: Request, caller: CallerDep) -> Streamin
         if known is not None:
             open_calls = await service.engine.conversations.open_client_calls(caller.user_id, known)
     text, results = ag_ui_messages.turn_input(run_input, open_calls)
-    service.engine.check_request(agent, text)  # too large: answered before a thread is made
+    # Too large, over quota, queue full: answered before a thread is made.
+    await service.engine.admit(caller.user_id, agent, text)
     await check_stream_room(state, caller)  # before the run is made: a 429 leaves nothing behind
     try:
         tools = client_tools(state, agent, run_input)

@@ -526,7 +526,8 @@ class Connection:
         service = self.state.service
         if not service.engine.accepting:
             raise Unavailable("the server is shutting down")
-        service.engine.check_request(agent, frame["input"])
+        # Refused before anything is stored: a new thread is made only for a run admitted.
+        await service.engine.admit(self.user_id, agent, frame["input"])
         metadata = frame.get("metadata")
         if metadata is not None and not isinstance(metadata, dict):
             raise Invalid("metadata must be an object")
@@ -553,13 +554,11 @@ class Connection:
         async with self._lock:
             # Attach before the run can start; the cursor is made once the run is accepted,
             # still under the lock, so the pump cannot hand it an event before run_accepted
-            # is queued.
+            # is queued. The oldest followed thread makes room only then: a refused run
+            # takes nothing from the socket.
             fresh = thread_id not in self._cursors
             sub = self._following()
             if fresh:
-                for oldest in make_room(self._cursors, self.state.settings.ws_max_subscriptions):
-                    bus.unsubscribe(oldest, sub)
-                    self._answer(None, {"type": "unsubscribed", "thread_id": oldest})
                 bus.subscribe(thread_id, 0, into=sub)
             after = 0
             try:
@@ -572,11 +571,18 @@ class Connection:
                 run = await service.engine.submit(
                     self.user_id, thread_id, agent, frame["input"], metadata
                 )
-            except BaseException:
+            except BaseException as exc:
                 if fresh:
                     bus.unsubscribe(thread_id, sub)
+                if created and isinstance(exc, TenetError):
+                    # Refused where only the store counts (a cluster's queue): the thread
+                    # made for this run goes with it, so a refusal leaves nothing behind.
+                    await store.delete_thread(self.user_id, thread_id)
                 raise
             if fresh:
+                for oldest in make_room(self._cursors, self.state.settings.ws_max_subscriptions):
+                    bus.unsubscribe(oldest, sub)
+                    self._answer(None, {"type": "unsubscribed", "thread_id": oldest})
                 self._cursors[thread_id] = ThreadCursor(store, self.user_id, thread_id, after)
             self._answer(ref, {"type": "run_accepted", "run_id": run.id, "thread_id": thread_id})
 
