@@ -26,6 +26,7 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
+from .heap import freeze_startup_heap
 from .registry import AgentRegistry
 from .server import create_app
 from .server.state import ServerState
@@ -46,16 +47,22 @@ class TenetServer(uvicorn.Server):
         handle_signals: bool = True,
         grace_s: float = 0.0,
         on_started: Callable[[Service], Awaitable[None]] | None = None,
+        freeze_heap: bool = False,
     ) -> None:
         super().__init__(config)
         self.tenet_app = app
         self.handle_signals = handle_signals
         self.grace_s = grace_s
         self.on_started = on_started
+        #: Whether this server owns its process: its start-up heap is then frozen
+        #: (:mod:`tenet.heap`).
+        self.freeze_heap = freeze_heap
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         """uvicorn's start-up, then ``on_started``: what is announced is already serving."""
         await super().startup(sockets)
+        if self.freeze_heap and self.started:
+            freeze_startup_heap()
         if self.on_started is not None and self.started and not self.should_exit:
             await self.on_started(self.tenet_app.state.tenet.service)
 
@@ -229,5 +236,7 @@ def serve(
     config = uvicorn_config(app, settings, log_level=settings.log_level.lower())
     redact_library_logs()  # after uvicorn configured its loggers
     log.info("model: %s", describe_model(settings, app.state.tenet.service.engine.model))
-    server = TenetServer(config, app, grace_s=settings.shutdown_grace_s, on_started=on_started)
+    server = TenetServer(
+        config, app, grace_s=settings.shutdown_grace_s, on_started=on_started, freeze_heap=True
+    )
     server.run(sockets=[sock])

@@ -17,6 +17,8 @@ from prometheus_client import CollectorRegistry, Counter, ProcessCollector, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ..heap import frozen_objects
+
 if TYPE_CHECKING:
     from ..service import Service
 
@@ -48,6 +50,11 @@ class _LiveCollector(Collector):
         )
         yield GaugeMetricFamily(
             "tenet_user_sessions", "Live per-user sessions.", value=len(self._service.sessions)
+        )
+        yield GaugeMetricFamily(
+            "tenet_gc_frozen_objects",
+            "Objects of the start-up heap kept out of full garbage collections.",
+            value=frozen_objects(),
         )
         yield GaugeMetricFamily(
             "tenet_event_loop_lag_seconds",
