@@ -20,8 +20,10 @@ exists at that moment is collected first, so nothing of it is kept.
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-__all__ = ["freeze_startup_heap", "frozen_objects"]
+__all__ = ["freeze_startup_heap", "frozen_objects", "startup_heap_frozen"]
 
 
 def freeze_startup_heap() -> int:
@@ -39,3 +41,17 @@ def freeze_startup_heap() -> int:
 def frozen_objects() -> int:
     """How many objects are in the collector's permanent generation."""
     return gc.get_freeze_count()
+
+
+@contextmanager
+def startup_heap_frozen() -> Iterator[None]:
+    """What is alive now frozen for the block's length, then collected normally again.
+
+    For a benchmark that runs a service in its own process to measure a server's
+    work: inside the block, its collections cost what ``tenet serve``'s cost.
+    """
+    freeze_startup_heap()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
