@@ -173,7 +173,8 @@ async def measure(
         "cpu_ms_per_run_empty_thread": round(per_run[0], 3),
         # The same threads of TURNS turns, the history not read: the baseline of its own cost.
         "cpu_ms_per_run_history_not_read": round(off_ms, 3),
-        "history_cpu_ms_per_run": round(per_run[turns] - off_ms, 3),
+        # From the rounded figures, so that the report's own subtraction gives it exactly.
+        "history_cpu_ms_per_run": round(round(per_run[turns], 3) - round(off_ms, 3), 3),
         "cpu_ms_per_run": {str(size): round(per_run[size], 3) for size in sizes},
         "extra_cpu_ms_per_run": {str(size): round(per_run[size] - per_run[0], 3) for size in sizes},
         "history_read_cpu_ms": {str(size): round(reads[size], 3) for size in sizes},
