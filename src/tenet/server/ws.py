@@ -577,7 +577,14 @@ class Connection:
                 if created and isinstance(exc, TenetError):
                     # Refused where only the store counts (a cluster's queue): the thread
                     # made for this run goes with it, so a refusal leaves nothing behind.
-                    await store.delete_thread(self.user_id, thread_id)
+                    try:
+                        await store.delete_thread(self.user_id, thread_id)
+                    except Exception as gone:  # the refusal is still what the client gets
+                        log.warning(
+                            "a refused run's new thread could not be removed: %s",
+                            type(gone).__name__,
+                            extra={"user_id": self.user_id, "thread_id": thread_id},
+                        )
                 raise
             if fresh:
                 for oldest in make_room(self._cursors, self.state.settings.ws_max_subscriptions):
