@@ -187,10 +187,14 @@ class Engine:
         that stores something before :meth:`submit` (a new thread) asks here first,
         so that a refused run costs no write and leaves nothing behind.
         """
+        await self._admit(user_id, agent, input, quota=True)
+
+    async def _admit(self, user_id: str, agent: Any, input: Any, *, quota: bool) -> None:
         if self._closing:
             raise Unavailable("the server is shutting down")
         self.check_request(agent, input)
-        await self.quota.check(user_id)
+        if quota:  # a store read when a quota is set: made once per run
+            await self.quota.check(user_id)
         if self.queue.full(self.sessions.get(user_id)):
             raise queue_full(self.settings.user_max_queued)
 
@@ -201,13 +205,17 @@ class Engine:
         agent: str,
         input: str,
         metadata: dict[str, Any] | None = None,
+        *,
+        admitted: bool = False,
     ) -> Run:
         """Store a queued run (and the user's message) and schedule it.
 
         Raises what :meth:`admit` raises, and ``rate_limited`` when the store finds
         the user's queue full (in a cluster, where only the store counts it).
+        ``admitted``: the caller has just called :meth:`admit` for this request, so
+        the quota is not read again (the other checks cost nothing and are made again).
         """
-        await self.admit(user_id, agent, input)
+        await self._admit(user_id, agent, input, quota=not admitted)
         session = self.sessions.get(user_id)
         queue = self.queue
         with self.thread_gate.entering(thread_id):  # NotFound while the thread is deleted

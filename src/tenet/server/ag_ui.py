@@ -521,7 +521,7 @@ async def run_agent(agent: str, request: Request, caller: CallerDep) -> Streamin
     )
     if ag_ui_messages.differs(run_input.messages, ag_ui_messages.to_ag_ui(turns)):
         ids[SNAPSHOT_KEY] = True  # so that the resume stream sends it too
-    run = await service.engine.submit(caller.user_id, thread_id, agent, text, meta)
+    run = await service.engine.submit(caller.user_id, thread_id, agent, text, meta, admitted=True)
     messages = None
     if ids.get(SNAPSHOT_KEY):
         messages = ag_ui_messages.to_ag_ui([(rid or run.id, m) for rid, m in turns])

@@ -569,7 +569,7 @@ class Connection:
                     # so nothing falls between; a thread made for this run has nothing earlier.
                     after = await store.last_seq(self.user_id, thread_id)
                 run = await service.engine.submit(
-                    self.user_id, thread_id, agent, frame["input"], metadata
+                    self.user_id, thread_id, agent, frame["input"], metadata, admitted=True
                 )
             except BaseException as exc:
                 if fresh:
