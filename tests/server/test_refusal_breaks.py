@@ -24,6 +24,7 @@ from server_support import (
     ready,
     recv,
     send,
+    until_terminal,
     ws_connect,
 )
 
@@ -62,6 +63,13 @@ async def _answer(ws: Any, ref: str, seen: list[dict[str, Any]] | None = None) -
             return frame
 
 
+async def _started(ws: Any, run_id: str) -> None:
+    while True:
+        frame = await recv(ws, timeout=10)
+        if frame.get("run_id") == run_id and frame.get("type") == "agent_started":
+            return
+
+
 async def _thread_ids(server: ServerHandle, user: User) -> list[str]:
     async with http(server, user) as c:
         r = await c.get("/v1/threads")
@@ -79,6 +87,8 @@ async def _fill_queue(server: ServerHandle, user: User) -> list[dict[str, Any]]:
             answer = await _answer(ws, ref)
             assert answer["type"] == "run_accepted", answer
             accepted.append(answer)
+            if ref == "running":
+                await _started(ws, answer["run_id"])  # a cluster counts it queued until claimed
     return accepted
 
 
@@ -162,3 +172,225 @@ async def test_ag_ui_runs_racing_for_the_last_queue_place_leave_no_thread_when_r
         assert len(mapped) == 1, mapped
         assert len(await _thread_ids(s, alice)) == 2  # the running run's, the queued one's
         await _cancel(s, alice, [running])
+
+
+async def test_an_ag_ui_run_over_the_daily_quota_leaves_no_thread(
+    server_factory: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with server_factory(user_tokens_per_day=10) as s:
+        alice = await new_user(s)
+
+        async def used_up(user_id: str) -> int:
+            return 10
+
+        monkeypatch.setattr(s.service.engine.quota, "used_today", used_up)
+        async with http(s, alice) as c:
+            r = await c.post("/v1/agents/assistant/ag-ui", json=_ag_ui_body("hi", "q"))
+        assert r.status_code == 429 and r.json()["error"]["code"] == "quota_exceeded", r.text
+        assert await _thread_ids(s, alice) == []
+        assert await AgUiThreads(s.service.store)._find(alice.user_id, "q") is None
+
+
+# WebSocket --------------------------------------------------------------------------------------
+
+
+async def _ws_refusals_on_an_existing_thread_keep_it(server: ServerHandle) -> None:
+    """A run refused on a thread that has runs: the thread, its runs and events stay."""
+    alice = await new_user(server)
+    async with ws_connect(server, alice) as ws:
+        await ready(ws)
+        await send(ws, {**SLOW, "ref": "running"})
+        running = await _answer(ws, "running")
+        thread_id = running["thread_id"]
+        await _started(ws, running["run_id"])  # a cluster counts it queued until claimed
+        await send(ws, {**SLOW, "thread_id": thread_id, "ref": "queued"})
+        queued = await _answer(ws, "queued")
+        assert queued["type"] == "run_accepted", queued
+        async with ws_connect(server, alice) as other:  # not following the thread
+            await ready(other)
+            for i in range(3):
+                await send(other, {**SLOW, "thread_id": thread_id, "ref": f"over{i}"})
+                refused = await _answer(other, f"over{i}")
+                assert (refused["type"], refused.get("code")) == ("error", "rate_limited")
+            await send(other, {"type": "ping", "ref": "p"})
+            assert (await _answer(other, "p"))["type"] == "pong"
+        assert await _thread_ids(server, alice) == [thread_id]
+        async with http(server, alice) as c:
+            runs = [running["run_id"], queued["run_id"]]
+            for run_id in runs:
+                assert (await c.get(f"/v1/runs/{run_id}")).status_code == 200
+        await _cancel(server, alice, [running, queued])
+        await until_terminal(ws, queued["run_id"])
+    assert await _thread_ids(server, alice) == [thread_id]
+
+
+async def test_a_run_refused_on_an_existing_thread_keeps_that_thread(
+    server_factory: ServerFactory,
+) -> None:
+    async with server_factory(user_max_queued=1, user_max_runs=1) as s:
+        await _ws_refusals_on_an_existing_thread_keep_it(s)
+
+
+async def test_in_a_cluster_a_run_refused_on_an_existing_thread_keeps_that_thread(
+    server_factory: ServerFactory, postgres_url: str
+) -> None:
+    settings = _cluster(postgres_url)
+    async with server_factory(user_max_queued=1, user_max_runs=1, **settings) as s:
+        await _ws_refusals_on_an_existing_thread_keep_it(s)
+
+
+async def _sockets_racing_leave_one_thread(server: ServerHandle) -> None:
+    """Six sockets of one user ask for a run on a new thread at once, one place left."""
+    alice = await new_user(server)
+    async with ws_connect(server, alice) as ws:
+        await ready(ws)
+        await send(ws, {**SLOW, "ref": "running"})
+        running = await _answer(ws, "running")
+        assert running["type"] == "run_accepted", running
+        await _started(ws, running["run_id"])
+
+        async def one(i: int) -> dict[str, Any]:
+            async with ws_connect(server, alice) as sock:
+                await ready(sock)
+                await send(sock, {**SLOW, "ref": f"r{i}"})
+                answer = await _answer(sock, f"r{i}")
+                await send(sock, {"type": "ping", "ref": "p"})
+                assert (await _answer(sock, "p"))["type"] == "pong"
+                return answer
+
+        answers = await asyncio.gather(*(one(i) for i in range(6)))
+        won = [a for a in answers if a["type"] == "run_accepted"]
+        assert len(won) == 1, answers
+        assert {a.get("code") for a in answers if a not in won} == {"rate_limited"}
+        expected = sorted([running["thread_id"], won[0]["thread_id"]])
+        assert await _thread_ids(server, alice) == expected
+        await _cancel(server, alice, [running, won[0]])
+
+
+async def test_sockets_racing_for_the_last_queue_place_leave_no_refused_thread(
+    server_factory: ServerFactory,
+) -> None:
+    async with server_factory(user_max_queued=1, user_max_runs=1) as s:
+        await _sockets_racing_leave_one_thread(s)
+
+
+async def test_in_a_cluster_sockets_racing_for_the_last_queue_place_leave_no_refused_thread(
+    server_factory: ServerFactory, postgres_url: str
+) -> None:
+    settings = _cluster(postgres_url)
+    async with server_factory(user_max_queued=1, user_max_runs=1, **settings) as s:
+        await _sockets_racing_leave_one_thread(s)
+
+
+async def test_bad_run_frames_store_nothing_and_the_socket_goes_on(
+    server_factory: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with server_factory(max_input_chars=100, user_tokens_per_day=10) as s:
+        alice = await new_user(s)
+        bad: list[tuple[dict[str, Any], str]] = [
+            ({"type": "run", "agent": "nobody", "input": "hi"}, "invalid"),
+            ({"type": "run", "agent": "assistant", "input": "x" * 101}, "too_large"),
+            ({"type": "run", "agent": "assistant", "input": 7}, "invalid"),
+            ({"type": "run", "agent": "assistant", "input": "hi", "metadata": [1]}, "invalid"),
+            (
+                {
+                    "type": "run",
+                    "agent": "assistant",
+                    "input": "hi",
+                    "metadata": {"k": "x" * 17000},
+                },
+                "too_large",
+            ),
+            ({"type": "run", "agent": "assistant", "input": "hi", "thread_id": 5}, "not_found"),
+            (
+                {"type": "run", "agent": "assistant", "input": "hi", "thread_id": "thr_x"},
+                "not_found",
+            ),
+        ]
+        async with ws_connect(s, alice) as ws:
+            await ready(ws)
+            for i, (frame, code) in enumerate(bad):
+                await send(ws, {**frame, "ref": f"b{i}"})
+                answer = await _answer(ws, f"b{i}")
+                assert (answer["type"], answer.get("code")) == ("error", code), (frame, answer)
+
+            async def used_up(user_id: str) -> int:
+                return 10
+
+            with monkeypatch.context() as m:
+                m.setattr(s.service.engine.quota, "used_today", used_up)
+                await send(ws, {"type": "run", "agent": "assistant", "input": "hi", "ref": "q"})
+                answer = await _answer(ws, "q")
+                assert answer.get("code") == "quota_exceeded", answer
+            assert await _thread_ids(s, alice) == []
+            await send(ws, {"type": "run", "agent": "assistant", "input": "hi", "ref": "ok"})
+            ok = await _answer(ws, "ok")
+            assert ok["type"] == "run_accepted", ok
+            await until_terminal(ws, ok["run_id"])
+        assert await _thread_ids(s, alice) == [ok["thread_id"]]
+
+
+async def test_the_subscription_limit_at_its_boundary(server_factory: ServerFactory) -> None:
+    """Following as many threads as allowed: a refused run on a new thread drops none, a run
+    on a followed thread drops none, an accepted run on a new thread drops the oldest."""
+    async with server_factory(ws_max_subscriptions=2, user_max_queued=1, user_max_runs=1) as s:
+        alice = await new_user(s)
+        async with http(s, alice) as c:
+            t1, t2 = [(await c.post("/v1/threads", json={})).json()["id"] for _ in range(2)]
+        async with ws_connect(s, alice) as ws:
+            await ready(ws)
+            seen: list[dict[str, Any]] = []
+            for t in (t1, t2):
+                await send(ws, {"type": "subscribe", "thread_id": t, "ref": t})
+                assert (await _answer(ws, t, seen))["type"] == "subscribed"
+            # Busy: one running, one queued, on t2 (followed: nothing dropped).
+            await send(ws, {**SLOW, "thread_id": t2, "ref": "running"})
+            running = await _answer(ws, "running", seen)
+            await send(ws, {**SLOW, "thread_id": t2, "ref": "queued"})
+            queued = await _answer(ws, "queued", seen)
+            assert running["type"] == queued["type"] == "run_accepted"
+            # Refused: on a new thread, on a followed one, on an unfollowed existing one.
+            async with http(s, alice) as c:
+                t3 = (await c.post("/v1/threads", json={})).json()["id"]
+            for ref, extra in (
+                ("new", {}),
+                ("followed", {"thread_id": t1}),
+                ("t3", {"thread_id": t3}),
+            ):
+                await send(ws, {**SLOW, **extra, "ref": ref})
+                answer = await _answer(ws, ref, seen)
+                assert answer.get("code") == "rate_limited", answer
+            # A fourth subscription is refused outright (subscribe does not make room).
+            await send(ws, {"type": "subscribe", "thread_id": t3, "ref": "sub3"})
+            assert (await _answer(ws, "sub3", seen)).get("code") == "rate_limited"
+            assert [f for f in seen if f["type"] == "unsubscribed"] == []
+            await _cancel(s, alice, [queued])
+            await until_terminal(ws, queued["run_id"])  # still followed
+            # Now accepted on t3: t1, the oldest, makes room, and only it.
+            await send(
+                ws,
+                {"type": "run", "agent": "benchmark", "input": "hi", "thread_id": t3, "ref": "acc"},
+            )
+            seen.clear()
+            accepted = await _answer(ws, "acc", seen)
+            assert accepted["type"] == "run_accepted", accepted
+            assert [f["thread_id"] for f in seen if f["type"] == "unsubscribed"] == [t1]
+            await _cancel(s, alice, [running])
+            await until_terminal(ws, running["run_id"])  # t2 still followed
+            await until_terminal(ws, accepted["run_id"])  # and t3
+
+
+async def test_an_http_run_refused_stores_no_run(server_factory: ServerFactory) -> None:
+    async with server_factory(user_max_queued=1, user_max_runs=1) as s:
+        alice = await new_user(s)
+        accepted = await _fill_queue(s, alice)
+        thread_id = accepted[0]["thread_id"]
+        async with http(s, alice) as c:
+            for _ in range(3):
+                r = await c.post(
+                    f"/v1/threads/{thread_id}/runs", json={"agent": "benchmark", "input": "over"}
+                )
+                assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limited"
+            messages = (await c.get(f"/v1/threads/{thread_id}/messages")).json()
+        assert [m["content"] for m in messages if m["role"] == "user"] == [SLOW["input"]]
+        await _cancel(s, alice, accepted)
