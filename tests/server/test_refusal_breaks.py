@@ -10,6 +10,7 @@ HTTP, alone and racing, embedded and in a cluster.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 from typing import Any
@@ -249,16 +250,16 @@ async def _sockets_racing_leave_one_thread(server: ServerHandle) -> None:
         assert running["type"] == "run_accepted", running
         await _started(ws, running["run_id"])
 
-        async def one(i: int) -> dict[str, Any]:
-            async with ws_connect(server, alice) as sock:
+        async with contextlib.AsyncExitStack() as stack:
+            socks = [await stack.enter_async_context(ws_connect(server, alice)) for _ in range(6)]
+            for sock in socks:
                 await ready(sock)
-                await send(sock, {**SLOW, "ref": f"r{i}"})
-                answer = await _answer(sock, f"r{i}")
+            # All sent before any is read: the six run frames are handled at once.
+            await asyncio.gather(*(send(sock, {**SLOW, "ref": "r"}) for sock in socks))
+            answers = [await _answer(sock, "r") for sock in socks]
+            for sock in socks:
                 await send(sock, {"type": "ping", "ref": "p"})
                 assert (await _answer(sock, "p"))["type"] == "pong"
-                return answer
-
-        answers = await asyncio.gather(*(one(i) for i in range(6)))
         won = [a for a in answers if a["type"] == "run_accepted"]
         assert len(won) == 1, answers
         assert {a.get("code") for a in answers if a not in won} == {"rate_limited"}
@@ -393,4 +394,33 @@ async def test_an_http_run_refused_stores_no_run(server_factory: ServerFactory) 
                 assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limited"
             messages = (await c.get(f"/v1/threads/{thread_id}/messages")).json()
         assert [m["content"] for m in messages if m["role"] == "user"] == [SLOW["input"]]
+        await _cancel(s, alice, accepted)
+
+
+async def test_a_run_refused_by_admission_never_makes_a_thread(
+    server_factory: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not made and removed: never made (no write, and no thread another request could
+    see meanwhile). The other tests here see only that none is left."""
+    async with server_factory(user_max_queued=1, user_max_runs=1) as s:
+        alice = await new_user(s)
+        accepted = await _fill_queue(s, alice)
+        store = s.service.store
+        made: list[str] = []
+        create_thread = store.create_thread
+
+        async def counted(user_id: str, *args: Any, **kwargs: Any) -> Any:
+            thread = await create_thread(user_id, *args, **kwargs)
+            made.append(thread.id)
+            return thread
+
+        monkeypatch.setattr(store, "create_thread", counted)
+        async with ws_connect(s, alice) as ws:
+            await ready(ws)
+            await send(ws, {**SLOW, "ref": "over"})
+            assert (await _answer(ws, "over")).get("code") == "rate_limited"
+        async with http(s, alice) as c:
+            r = await c.post("/v1/agents/assistant/ag-ui", json=_ag_ui_body("hi", "new"))
+            assert r.status_code == 429
+        assert made == []
         await _cancel(s, alice, accepted)
