@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import secrets
 from typing import Any
@@ -25,6 +26,7 @@ from server_support import (
     ready,
     recv,
     send,
+    stored_events,
     until_terminal,
     ws_connect,
 )
@@ -135,6 +137,30 @@ async def test_in_a_cluster_an_ag_ui_run_refused_for_a_full_queue_leaves_no_thre
     settings = _cluster(postgres_url)
     async with server_factory(user_max_queued=1, user_max_runs=1, **settings) as s:
         await _ag_ui_refusals_leave_nothing(s, concurrent=False)
+
+
+async def test_in_a_cluster_an_ag_ui_run_refused_on_a_known_thread_id_keeps_its_thread(
+    server_factory: ServerFactory, postgres_url: str
+) -> None:
+    """The refusal removes only a thread made for the refused run, never one already
+    mapped (with its runs)."""
+    settings = _cluster(postgres_url)
+    async with server_factory(user_max_queued=1, user_max_runs=1, **settings) as s:
+        alice = await new_user(s)
+        async with http(s, alice) as c:
+            r = await c.post("/v1/agents/benchmark/ag-ui", json=_ag_ui_body("hi", "known"))
+            assert r.status_code == 200
+        threads = AgUiThreads(s.service.store)
+        known = await threads.find(alice.user_id, "known")
+        accepted = await _fill_queue(s, alice)
+        async with http(s, alice) as c:
+            r = await c.post("/v1/agents/assistant/ag-ui", json=_ag_ui_body("hi", "known"))
+            assert r.status_code == 429, r.text
+        assert await threads.find(alice.user_id, "known") == known
+        assert known in await _thread_ids(s, alice)
+        events = await stored_events(s, alice, known)
+        assert [e["type"] for e in events][-1] == "agent_completed"
+        await _cancel(s, alice, accepted)
 
 
 async def test_an_ag_ui_run_refused_for_a_full_queue_leaves_no_thread(
@@ -424,3 +450,31 @@ async def test_a_run_refused_by_admission_never_makes_a_thread(
             assert r.status_code == 429
         assert made == []
         await _cancel(s, alice, accepted)
+
+
+# The start-up heap --------------------------------------------------------------------------------
+
+
+async def test_the_history_bench_freezes_only_while_it_measures() -> None:
+    """It runs inside another process (``tenet bench``): frozen while it measures, as a
+    served process is, and the process's heap collected normally again after, even
+    when it fails part-way."""
+    from tenet.bench.history import measure
+
+    before = gc.get_freeze_count()
+    seen: list[int] = []
+
+    def progress(_what: str, _done: int, _total: int | None) -> None:
+        seen.append(gc.get_freeze_count())
+
+    report = await measure(1, 1, progress)
+    assert report["turns"] == 1
+    assert seen and min(seen) > before + 10_000, seen
+    assert gc.get_freeze_count() == before
+
+    def fails(_what: str, _done: int, _total: int | None) -> None:
+        raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError):
+        await measure(1, 1, fails)
+    assert gc.get_freeze_count() == before
