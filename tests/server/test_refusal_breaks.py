@@ -452,6 +452,33 @@ async def test_a_run_refused_by_admission_never_makes_a_thread(
         await _cancel(s, alice, accepted)
 
 
+async def test_runs_asked_for_while_shutting_down_store_nothing(
+    server_factory: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with server_factory() as s:
+        alice = await new_user(s)
+        async with http(s, alice) as c:
+            thread_id = (await c.post("/v1/threads", json={})).json()["id"]
+            async with ws_connect(s, alice) as ws:
+                await ready(ws)
+                with monkeypatch.context() as m:
+                    m.setattr(s.service.engine, "_closing", True)
+                    await send(ws, {**SLOW, "ref": "new"})
+                    assert (await _answer(ws, "new")).get("code") == "unavailable"
+                    await send(ws, {**SLOW, "thread_id": thread_id, "ref": "old"})
+                    assert (await _answer(ws, "old")).get("code") == "unavailable"
+                    r = await c.post("/v1/agents/assistant/ag-ui", json=_ag_ui_body("hi", "s"))
+                    assert r.status_code == 503, r.text
+                    body = {"agent": "benchmark", "input": "hi"}
+                    r = await c.post(f"/v1/threads/{thread_id}/runs", json=body)
+                    assert r.status_code == 503, r.text
+                await send(ws, {"type": "ping", "ref": "p"})
+                assert (await _answer(ws, "p"))["type"] == "pong"
+            assert (await c.get(f"/v1/threads/{thread_id}/messages")).json() == []
+        assert await _thread_ids(s, alice) == [thread_id]
+        assert await AgUiThreads(s.service.store)._find(alice.user_id, "s") is None
+
+
 # The start-up heap --------------------------------------------------------------------------------
 
 
