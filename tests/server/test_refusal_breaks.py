@@ -31,7 +31,10 @@ from server_support import (
     ws_connect,
 )
 
+from tenet.errors import RateLimited
 from tenet.store.ag_ui_threads import AgUiThreads
+from tenet.store.db import Store
+from tenet.store.migrate import upgrade
 from tenet.testing import ServerHandle
 
 SLOW = {"type": "run", "agent": "benchmark", "input": "latency_ms=3000"}
@@ -179,26 +182,39 @@ async def test_ag_ui_runs_racing_for_the_last_queue_place_leave_no_thread_when_r
     fails: each loser's thread and mapping stayed (4 of 6 client ids mapped).
     """
     async with server_factory(user_max_queued=1, user_max_runs=1) as s:
-        alice = await new_user(s)
-        async with ws_connect(s, alice) as ws:
-            await ready(ws)
-            await send(ws, {**SLOW, "ref": "running"})
-            running = await _answer(ws, "running")
-        client_ids = [f"race-{i}" for i in range(6)]
-        async with http(s, alice) as c:
+        await _ag_ui_runs_racing(s)
 
-            async def post(client_id: str) -> int:
-                body = _ag_ui_body("latency_ms=3000", client_id)
-                async with c.stream("POST", "/v1/agents/benchmark/ag-ui", json=body) as r:
-                    return r.status_code  # hang up: the run goes on
 
-            codes = await asyncio.gather(*(post(i) for i in client_ids))
-        assert sorted(codes) == [200] + [429] * 5, codes
-        threads = AgUiThreads(s.service.store)
-        mapped = [i for i in client_ids if await threads._find(alice.user_id, i) is not None]
-        assert len(mapped) == 1, mapped
-        assert len(await _thread_ids(s, alice)) == 2  # the running run's, the queued one's
-        await _cancel(s, alice, [running])
+async def test_in_a_cluster_ag_ui_runs_racing_for_the_last_queue_place_leave_one_thread(
+    server_factory: ServerFactory, postgres_url: str
+) -> None:
+    settings = _cluster(postgres_url)
+    async with server_factory(user_max_queued=1, user_max_runs=1, **settings) as s:
+        await _ag_ui_runs_racing(s)
+
+
+async def _ag_ui_runs_racing(s: ServerHandle) -> None:
+    alice = await new_user(s)
+    async with ws_connect(s, alice) as ws:
+        await ready(ws)
+        await send(ws, {**SLOW, "ref": "running"})
+        running = await _answer(ws, "running")
+        await _started(ws, running["run_id"])  # a cluster counts it queued until claimed
+    client_ids = [f"race-{i}" for i in range(6)]
+    async with http(s, alice) as c:
+
+        async def post(client_id: str) -> int:
+            body = _ag_ui_body("latency_ms=3000", client_id)
+            async with c.stream("POST", "/v1/agents/benchmark/ag-ui", json=body) as r:
+                return r.status_code  # hang up: the run goes on
+
+        codes = await asyncio.gather(*(post(i) for i in client_ids))
+    assert sorted(codes) == [200] + [429] * 5, codes
+    threads = AgUiThreads(s.service.store)
+    mapped = [i for i in client_ids if await threads._find(alice.user_id, i) is not None]
+    assert len(mapped) == 1, mapped
+    assert len(await _thread_ids(s, alice)) == 2  # the running run's, the queued one's
+    await _cancel(s, alice, [running])
 
 
 async def test_an_ag_ui_run_over_the_daily_quota_leaves_no_thread(
@@ -307,6 +323,32 @@ async def test_in_a_cluster_sockets_racing_for_the_last_queue_place_leave_no_ref
     settings = _cluster(postgres_url)
     async with server_factory(user_max_queued=1, user_max_runs=1, **settings) as s:
         await _sockets_racing_leave_one_thread(s)
+
+
+async def test_concurrent_runs_of_one_user_on_many_threads_keep_the_stored_queue_limit(
+    postgres_url: str,
+) -> None:
+    """The store's queue limit (a cluster's only one) as processes reach it: at once,
+    each storing a run on its own thread. At most ``max_queued`` may be stored."""
+    store = Store(postgres_url)
+    await upgrade(store.engine)
+    try:
+        user, _ = await store.create_user("racer")
+        threads = [(await store.create_thread(user.id)).id for _ in range(8)]
+        # Each on its own pooled connection, as separate requests (and processes) are.
+        await asyncio.gather(*(store.get_thread(user.id, t) for t in threads))
+
+        async def one(thread_id: str) -> bool:
+            try:
+                await store.create_run(user.id, thread_id, "benchmark", "hi", max_queued=1)
+            except RateLimited:
+                return False
+            return True
+
+        stored = await asyncio.gather(*(one(t) for t in threads))
+    finally:
+        await store.close()
+    assert sum(stored) == 1, stored
 
 
 async def test_bad_run_frames_store_nothing_and_the_socket_goes_on(
