@@ -66,7 +66,7 @@ from ..context import (
     ClientInput,
 )
 from ..conversation import handed_over
-from ..errors import Invalid, NotFound
+from ..errors import Invalid, NotFound, TenetError
 from ..events import (
     AGENT_COMPLETED,
     AGENT_ERROR,
@@ -499,10 +499,6 @@ async def run_agent(agent: str, request: Request, caller: CallerDep) -> Streamin
     # Kept with the run (one level down in its metadata): refused now, before a thread is made.
     forwarded = run_input.forwarded_props
     check_storable([tools, results, run_input.state, context, forwarded], "the body")
-    thread_id = await threads.thread_for(
-        caller.user_id, run_input.thread_id, limit=state.settings.max_threads_per_user
-    )
-    after = await service.store.last_seq(caller.user_id, thread_id)
     ids: dict[str, Any] = {"thread_id": run_input.thread_id, "run_id": run_input.run_id}
     meta: dict[str, Any] = {META_KEY: ids}
     for key, value in (
@@ -515,13 +511,32 @@ async def run_agent(agent: str, request: Request, caller: CallerDep) -> Streamin
         if value not in (None, {}, []):
             meta[key] = value
     client = ClientInput.of(meta)
-    # The conversation this run will be sent, read before it exists (so without it).
-    turns = await ag_ui_messages.conversation(
-        service.engine.conversations, caller.user_id, thread_id, "", text, client, before=after + 1
+    thread_id, made = await threads.open(
+        caller.user_id, run_input.thread_id, limit=state.settings.max_threads_per_user
     )
-    if ag_ui_messages.differs(run_input.messages, ag_ui_messages.to_ag_ui(turns)):
-        ids[SNAPSHOT_KEY] = True  # so that the resume stream sends it too
-    run = await service.engine.submit(caller.user_id, thread_id, agent, text, meta, admitted=True)
+    try:
+        after = await service.store.last_seq(caller.user_id, thread_id)
+        # The conversation this run will be sent, read before it exists (so without it).
+        turns = await ag_ui_messages.conversation(
+            service.engine.conversations,
+            caller.user_id,
+            thread_id,
+            "",
+            text,
+            client,
+            before=after + 1,
+        )
+        if ag_ui_messages.differs(run_input.messages, ag_ui_messages.to_ag_ui(turns)):
+            ids[SNAPSHOT_KEY] = True  # so that the resume stream sends it too
+        run = await service.engine.submit(
+            caller.user_id, thread_id, agent, text, meta, admitted=True
+        )
+    except TenetError:
+        # Refused after all (a cluster's queue is counted only as the run is stored;
+        # requests racing for the last place all pass admit): its new thread goes.
+        if made:
+            await _discard(threads, caller.user_id, run_input.thread_id, thread_id)
+        raise
     messages = None
     if ids.get(SNAPSHOT_KEY):
         messages = ag_ui_messages.to_ag_ui([(rid or run.id, m) for rid, m in turns])
@@ -534,6 +549,18 @@ async def run_agent(agent: str, request: Request, caller: CallerDep) -> Streamin
     )
     frames = run_frames(state, caller.user_id, thread_id, view, after=after)
     return await event_stream(state, caller, frames, name=f"ag-ui {run.id}")
+
+
+async def _discard(threads: AgUiThreads, user_id: str, client_id: str, thread_id: str) -> None:
+    """Remove the thread made for a refused run; if that fails, the refusal still stands."""
+    try:
+        await threads.discard(user_id, client_id, thread_id)
+    except Exception as gone:
+        log.warning(
+            "a refused run's new thread could not be removed: %s",
+            type(gone).__name__,
+            extra={"user_id": user_id, "thread_id": thread_id},
+        )
 
 
 async def resume_run(

@@ -5,7 +5,8 @@ The pair is the table's key, so two users sending the same id get two threads,
 and two requests (or processes) seeing a new pair at once both make a thread and
 try to insert the pair: the key lets one win, the loser deletes the thread it
 made and takes the winner's. A mapping whose thread was deleted (``DELETE
-/v1/threads/{id}``) is replaced by a new thread on the next use.
+/v1/threads/{id}``) is replaced by a new thread on the next use. A thread made
+for a run that is then refused goes again, with its mapping (:meth:`discard`).
 
 Also here: the run lookups the AG-UI stream needs to resume (which run an event
 belongs to and where that run's events start), read through the partial index
@@ -21,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from ..clock import utc_now
 from ..errors import NotFound
 from .db import RUN_MARKED, Store
-from .tables import AgUiThread, EventRow
+from .tables import AgUiThread, EventRow, Message, Run, Thread
 
 #: The longest client ``threadId`` kept (the column's width).
 MAX_CLIENT_THREAD_ID = 255
@@ -37,12 +38,19 @@ class AgUiThreads:
         self, user_id: str, client_thread_id: str, *, limit: int | None = None
     ) -> str:
         """The user's thread for ``client_thread_id``, made now (within ``limit``) if new."""
+        thread_id, _made = await self.open(user_id, client_thread_id, limit=limit)
+        return thread_id
+
+    async def open(
+        self, user_id: str, client_thread_id: str, *, limit: int | None = None
+    ) -> tuple[str, bool]:
+        """:meth:`thread_for`, and whether the thread was made by this call."""
         for _ in range(3):
             found = await self._find(user_id, client_thread_id)
             if found is not None:
                 try:
                     await self._store.get_thread(user_id, found)
-                    return found
+                    return found, False
                 except NotFound:  # the thread was deleted: this id starts a new one
                     await self._forget(user_id, client_thread_id, found)
                     continue
@@ -59,10 +67,37 @@ class AgUiThreads:
                             created_at=utc_now(),
                         )
                     )
-                return thread.id
+                return thread.id, True
             except IntegrityError:  # made meanwhile by another request: theirs wins
                 await self._store.delete_thread(user_id, thread.id)
         raise RuntimeError("the AG-UI thread mapping kept changing")  # pragma: no cover
+
+    async def discard(self, user_id: str, client_thread_id: str, thread_id: str) -> bool:
+        """Remove a thread :meth:`open` made for a run then refused, and its mapping.
+
+        Only while no run is on it: a request for the same client id may have found
+        the mapping meanwhile and had its run accepted, and that thread stays (checked
+        in the delete's transaction). True if it was removed.
+        """
+        async with self._store.write() as s:
+            taken = await s.scalar(
+                select(Run.id).where(Run.thread_id == thread_id, Run.user_id == user_id).limit(1)
+            )
+            if taken is not None:
+                return False
+            await s.execute(
+                delete(AgUiThread).where(
+                    AgUiThread.user_id == user_id,
+                    AgUiThread.client_thread_id == client_thread_id,
+                    AgUiThread.thread_id == thread_id,
+                )
+            )
+            for table in (EventRow, Message):
+                await s.execute(
+                    delete(table).where(table.thread_id == thread_id, table.user_id == user_id)
+                )
+            await s.execute(delete(Thread).where(Thread.id == thread_id, Thread.user_id == user_id))
+        return True
 
     async def find(self, user_id: str, client_thread_id: str) -> str:
         """The user's thread for ``client_thread_id``; ``NotFound`` if there is none."""

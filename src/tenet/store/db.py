@@ -353,7 +353,11 @@ class Store:
             c: getattr(run, c)
             for c in ("id", "user_id", "thread_id", "agent", "input", "meta", "created_at")
         }
-        outcome = await self.executor.run(units.insert_run, row, message_id, max_queued)
+        # With a limit, the user's row stays locked until the run is stored: a count
+        # alone sees none of the runs that concurrent transactions are storing.
+        outcome = await self.executor.run(
+            units.insert_run, row, message_id, max_queued, atomic=max_queued is not None
+        )
         if outcome == "full":
             raise queue_full(max_queued or 0)
         if outcome == "not_found":

@@ -45,7 +45,8 @@ def insert_thread(
 def insert_run(run: dict[str, Any], message_id: str, max_queued: int | None) -> Steps:
     """The run and the user's message: ``"stored"``, ``"not_found"`` (the thread is not the
     user's, or is being deleted) or ``"full"`` (``max_queued`` runs of the user wait
-    already, counted by the statement that stores the run)."""
+    already, counted by the statement that stores the run, the user's row locked first so
+    that concurrent runs are counted one after the other)."""
     values = (
         run["id"],
         run["user_id"],
@@ -59,6 +60,7 @@ def insert_run(run: dict[str, Any], message_id: str, max_queued: int | None) -> 
     if max_queued is None:
         stored = yield count(q.INSERT_RUN, *values)
     else:
+        yield one(q.LOCK_USER, run["user_id"])  # concurrent runs count one after the other
         stored = yield count(q.INSERT_RUN_WITHIN_LIMIT, *values, max_queued)
     if stored:
         return "stored"
