@@ -133,6 +133,23 @@ async def test_store_rejects_a_duplicate_thread_seq(svc: Service) -> None:
         await s.execute(insert(EventRow), [{**row(1), "thread_id": other}])
 
 
+async def test_a_thread_deleted_unless_used_stays_once_a_run_is_on_it(svc: Service) -> None:
+    """What removes a thread made for a refused run: a thread someone's run is on stays.
+
+    fails: the removal took the thread whatever was on it, and the run with it."""
+    alice = await new_user(svc)
+    empty, used = await new_thread(svc, alice), await new_thread(svc, alice)
+    run = await svc.store.create_run(alice, used, "assistant", "hi")
+    assert await svc.store.delete_thread(alice, used, unless_used=True) is False
+    assert (await svc.store.get_run(alice, run.id)).thread_id == used
+    assert await svc.store.delete_thread(alice, empty, unless_used=True) is True
+    with pytest.raises(NotFound):
+        await svc.store.get_thread(alice, empty)
+    bob = await new_user(svc)
+    with pytest.raises(NotFound):  # another user's thread, used or not, is not found
+        await svc.store.delete_thread(bob, used, unless_used=True)
+
+
 async def test_foreign_rows_are_not_found(svc: Service) -> None:
     alice = await new_user(svc, "alice")
     bob = await new_user(svc, "bob")

@@ -576,9 +576,10 @@ class Connection:
                     bus.unsubscribe(thread_id, sub)
                 if created and isinstance(exc, TenetError):
                     # Refused where only the store counts (a cluster's queue): the thread
-                    # made for this run goes with it, so a refusal leaves nothing behind.
+                    # made for this run goes with it (unless a run found it meanwhile), so a
+                    # refusal leaves nothing behind.
                     try:
-                        await store.delete_thread(self.user_id, thread_id)
+                        await store.delete_thread(self.user_id, thread_id, unless_used=True)
                     except Exception as gone:  # the refusal is still what the client gets
                         log.warning(
                             "a refused run's new thread could not be removed: %s",

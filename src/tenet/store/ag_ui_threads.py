@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from ..clock import utc_now
 from ..errors import NotFound
 from .db import RUN_MARKED, Store
-from .tables import AgUiThread, EventRow, Message, Run, Thread
+from .tables import AgUiThread, EventRow
 
 #: The longest client ``threadId`` kept (the column's width).
 MAX_CLIENT_THREAD_ID = 255
@@ -79,24 +79,10 @@ class AgUiThreads:
         the mapping meanwhile and had its run accepted, and that thread stays (checked
         in the delete's transaction). True if it was removed.
         """
-        async with self._store.write() as s:
-            taken = await s.scalar(
-                select(Run.id).where(Run.thread_id == thread_id, Run.user_id == user_id).limit(1)
-            )
-            if taken is not None:
-                return False
-            await s.execute(
-                delete(AgUiThread).where(
-                    AgUiThread.user_id == user_id,
-                    AgUiThread.client_thread_id == client_thread_id,
-                    AgUiThread.thread_id == thread_id,
-                )
-            )
-            for table in (EventRow, Message):
-                await s.execute(
-                    delete(table).where(table.thread_id == thread_id, table.user_id == user_id)
-                )
-            await s.execute(delete(Thread).where(Thread.id == thread_id, Thread.user_id == user_id))
+        if not await self._store.delete_thread(user_id, thread_id, unless_used=True):
+            return False
+        # A request finding the mapping before it goes finds no thread: it makes a new one.
+        await self._forget(user_id, client_thread_id, thread_id)
         return True
 
     async def find(self, user_id: str, client_thread_id: str) -> str:

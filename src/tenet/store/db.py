@@ -290,8 +290,16 @@ class Store:
         """Accept runs of the thread again (the delete marked ``until`` gave up)."""
         await self.executor.run(units.clear_thread_deleting, user_id, thread_id, until)
 
-    async def delete_thread(self, user_id: str, thread_id: str) -> None:
-        """Deletes the thread with its messages, runs and events."""
+    async def delete_thread(
+        self, user_id: str, thread_id: str, *, unless_used: bool = False
+    ) -> bool:
+        """Deletes the thread with its messages, runs and events; True once deleted.
+
+        ``unless_used``: only while no run is stored on it, checked in the delete's
+        transaction (False otherwise). For a thread made for a run that was then
+        refused: a request that found the thread meanwhile may have put its run there.
+        Raises ``NotFound`` for a missing or foreign thread.
+        """
         if not is_valid(thread_id, "thr"):
             raise NotFound()
         async with self.write() as s:
@@ -300,11 +308,16 @@ class Store:
             )
             if owned is None:
                 raise NotFound()
+            if unless_used and await s.scalar(
+                select(Run.id).where(Run.thread_id == thread_id, Run.user_id == user_id).limit(1)
+            ):
+                return False
             for table in (EventRow, Message, Run):
                 await s.execute(
                     delete(table).where(table.thread_id == thread_id, table.user_id == user_id)
                 )
             await s.execute(delete(Thread).where(Thread.id == thread_id, Thread.user_id == user_id))
+        return True
 
     # Messages ---------------------------------------------------------------------------------
 
