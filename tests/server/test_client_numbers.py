@@ -138,3 +138,43 @@ async def test_websocket_subscribe_range_checks_after(any_server: ServerHandle) 
         assert frame["type"] == "subscribed", frame
         await send(ws, {"type": "ping"})
         assert (await recv(ws))["type"] == "pong"
+
+
+async def test_a_number_beyond_64_bits_in_a_socket_frame_is_refused_as_over_http(
+    any_server: ServerHandle,
+) -> None:
+    """fails: the frame's parser read such a number as a float, so the run was accepted
+    with metadata that no longer held the number sent (HTTP answers 422 ``invalid``)."""
+    user = await new_user(any_server)
+    async with ws_connect(any_server, user) as ws:
+        await ready(ws)
+        for i, number in enumerate(("18446744073709551616", "-18446744073709551616", "9" * 300)):
+            frame = (
+                f'{{"type": "run", "agent": "assistant", "input": "hi", "ref": "w{i}", '
+                f'"metadata": {{"n": {number}}}}}'
+            )
+            await ws.send(frame)
+            answer = await recv(ws)
+            assert (answer["type"], answer.get("code"), answer.get("ref")) == (
+                "error",
+                "invalid",
+                f"w{i}",
+            ), answer
+        # Past a double's range the frame is not read at all: still an invalid frame.
+        await ws.send('{"type": "run", "agent": "assistant", "input": "hi", "n": %s}' % ("9" * 400))
+        assert (await recv(ws))["code"] == "invalid"
+        # Long runs of digits elsewhere (a string, a number in range) change nothing.
+        await send(
+            ws,
+            {
+                "type": "run",
+                "agent": "assistant",
+                "input": "card 12345678901234567890123",
+                "metadata": {"n": 2**64 - 1, "s": "1" * 40},
+                "ref": "ok",
+            },
+        )
+        accepted = await recv(ws)
+        assert accepted["type"] == "run_accepted", accepted
+    stored = await any_server.service.store.get_run(user.user_id, accepted["run_id"])
+    assert stored.meta == {"n": 2**64 - 1, "s": "1" * 40}

@@ -46,6 +46,7 @@ from ..errors import Invalid, NotFound, TenetError, Unavailable
 from ..events import Event
 from ..ids import new_id
 from ..titles import title_metadata
+from . import frame_json
 from .auth import Caller, bearer, caller_for_token
 from .cluster_limits import hold_place, release_place, take_request
 from .errors import NOT_UNICODE, STORE_DOWN_MESSAGE, is_store_outage, unpaired_surrogate
@@ -423,7 +424,7 @@ class Connection:
             self._error(None, "too_large", f"frames are limited to {self._max_frame} bytes")
             return
         try:
-            frame = orjson.loads(text)
+            frame = frame_json.loads(text)
         except orjson.JSONDecodeError:
             if unpaired_surrogate(text.encode()):  # JSON by its grammar: say what is wrong
                 self._error(_lenient_ref(text), "invalid", f"the frame {NOT_UNICODE}")
