@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import gc
 import os
-import secrets
 from typing import Any
 
 import httpx
@@ -30,6 +29,7 @@ from server_support import (
     until_terminal,
     ws_connect,
 )
+from test_ag_ui import run_input
 
 from tenet.errors import RateLimited
 from tenet.store.ag_ui_threads import AgUiThreads
@@ -45,18 +45,6 @@ def _cluster(postgres_url: str) -> dict[str, Any]:
     if not redis_url:
         pytest.skip("set TENET_TEST_REDIS_URL to run the cluster tests")
     return {"database_url": postgres_url, "redis_url": redis_url}
-
-
-def _ag_ui_body(text: str, thread_id: str) -> dict[str, Any]:
-    return {
-        "threadId": thread_id,
-        "runId": "r-" + secrets.token_hex(4),
-        "messages": [{"id": "m-" + secrets.token_hex(4), "role": "user", "content": text}],
-        "tools": [],
-        "context": [],
-        "state": {},
-        "forwardedProps": {},
-    }
 
 
 async def _answer(ws: Any, ref: str, seen: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -115,7 +103,7 @@ async def _ag_ui_refusals_leave_nothing(server: ServerHandle, *, concurrent: boo
     async with http(server, alice) as c:
 
         async def post(client_id: str) -> httpx.Response:
-            body = _ag_ui_body("hello", client_id)
+            body = run_input("hello", client_id)
             return await c.post("/v1/agents/assistant/ag-ui", json=body)
 
         if concurrent:
@@ -151,13 +139,13 @@ async def test_in_a_cluster_an_ag_ui_run_refused_on_a_known_thread_id_keeps_its_
     async with server_factory(user_max_queued=1, user_max_runs=1, **settings) as s:
         alice = await new_user(s)
         async with http(s, alice) as c:
-            r = await c.post("/v1/agents/benchmark/ag-ui", json=_ag_ui_body("hi", "known"))
+            r = await c.post("/v1/agents/benchmark/ag-ui", json=run_input("hi", "known"))
             assert r.status_code == 200
         threads = AgUiThreads(s.service.store)
         known = await threads.find(alice.user_id, "known")
         accepted = await _fill_queue(s, alice)
         async with http(s, alice) as c:
-            r = await c.post("/v1/agents/assistant/ag-ui", json=_ag_ui_body("hi", "known"))
+            r = await c.post("/v1/agents/assistant/ag-ui", json=run_input("hi", "known"))
             assert r.status_code == 429, r.text
         assert await threads.find(alice.user_id, "known") == known
         assert known in await _thread_ids(s, alice)
@@ -204,7 +192,7 @@ async def _ag_ui_runs_racing(s: ServerHandle) -> None:
     async with http(s, alice) as c:
 
         async def post(client_id: str) -> int:
-            body = _ag_ui_body("latency_ms=3000", client_id)
+            body = run_input("latency_ms=3000", client_id)
             async with c.stream("POST", "/v1/agents/benchmark/ag-ui", json=body) as r:
                 return r.status_code  # hang up: the run goes on
 
@@ -228,7 +216,7 @@ async def test_an_ag_ui_run_over_the_daily_quota_leaves_no_thread(
 
         monkeypatch.setattr(s.service.engine.quota, "used_today", used_up)
         async with http(s, alice) as c:
-            r = await c.post("/v1/agents/assistant/ag-ui", json=_ag_ui_body("hi", "q"))
+            r = await c.post("/v1/agents/assistant/ag-ui", json=run_input("hi", "q"))
         assert r.status_code == 429 and r.json()["error"]["code"] == "quota_exceeded", r.text
         assert await _thread_ids(s, alice) == []
         assert await AgUiThreads(s.service.store)._find(alice.user_id, "q") is None
@@ -493,7 +481,7 @@ async def test_a_run_refused_by_admission_never_makes_a_thread(
             await send(ws, {**SLOW, "ref": "over"})
             assert (await _answer(ws, "over")).get("code") == "rate_limited"
         async with http(s, alice) as c:
-            r = await c.post("/v1/agents/assistant/ag-ui", json=_ag_ui_body("hi", "new"))
+            r = await c.post("/v1/agents/assistant/ag-ui", json=run_input("hi", "new"))
             assert r.status_code == 429
         assert made == []
         await _cancel(s, alice, accepted)
@@ -514,7 +502,7 @@ async def test_runs_asked_for_while_shutting_down_store_nothing(
                     assert (await _answer(ws, "new")).get("code") == "unavailable"
                     await send(ws, {**SLOW, "thread_id": thread_id, "ref": "old"})
                     assert (await _answer(ws, "old")).get("code") == "unavailable"
-                    r = await c.post("/v1/agents/assistant/ag-ui", json=_ag_ui_body("hi", "s"))
+                    r = await c.post("/v1/agents/assistant/ag-ui", json=run_input("hi", "s"))
                     assert r.status_code == 503, r.text
                     body = {"agent": "benchmark", "input": "hi"}
                     r = await c.post(f"/v1/threads/{thread_id}/runs", json=body)
