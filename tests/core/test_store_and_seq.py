@@ -133,6 +133,56 @@ async def test_store_rejects_a_duplicate_thread_seq(svc: Service) -> None:
         await s.execute(insert(EventRow), [{**row(1), "thread_id": other}])
 
 
+async def test_a_threads_last_seq_reads_one_row_however_long_the_thread(
+    sqlite_url: str,
+) -> None:
+    """Every subscription and AG-UI run asks for it: its cost does not grow with the thread.
+
+    fails: it was read through the ORM's connection, filtered by user over every row of
+    the thread (the steps on the hot path's connection: none)."""
+    async with Service(Settings(database_url=sqlite_url)) as svc:
+        user = await new_user(svc)
+        short, long = await new_thread(svc, user), await new_thread(svc, user)
+        run_id = new_id("run")
+        rows = [
+            {
+                "id": new_id("evt"),
+                "user_id": user,
+                "thread_id": thread,
+                "run_id": run_id,
+                "seq": seq,
+                "type": "agent_thinking",
+                "created_at": utc_now(),
+                "body": "{}",
+            }
+            for thread, size in ((short, 3), (long, 5000))
+            for seq in range(1, size + 1)
+        ]
+        async with svc.store.write() as s:
+            await s.execute(insert(EventRow), rows)
+        executor = svc.store.executor
+        assert isinstance(executor, DirectSqlite)
+        conn = executor._connection()
+        steps = 0
+
+        def step() -> int:
+            nonlocal steps
+            steps += 1
+            return 0
+
+        counted: dict[str, int] = {}
+        for name, thread in (("short", short), ("long", long)):
+            steps = 0
+            conn.set_progress_handler(step, 1)
+            assert await svc.store.last_seq(user, thread) == (3 if name == "short" else 5000)
+            conn.set_progress_handler(None, 1)
+            counted[name] = steps
+        other = await new_user(svc)
+        assert await svc.store.last_seq(other, long) == 0  # another user's thread: nothing
+    assert counted["short"] > 0, counted
+    assert counted["long"] <= counted["short"] + 10, counted
+
+
 async def test_a_thread_deleted_unless_used_stays_once_a_run_is_on_it(svc: Service) -> None:
     """What removes a thread made for a refused run: a thread someone's run is on stays.
 

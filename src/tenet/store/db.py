@@ -581,13 +581,11 @@ class Store:
         )
 
     async def last_seq(self, user_id: str, thread_id: str) -> int:
-        async with self.read() as s:
-            value = await s.scalar(
-                select(func.max(EventRow.seq)).where(
-                    EventRow.thread_id == thread_id, EventRow.user_id == user_id
-                )
-            )
-        return int(value or 0)
+        """The highest ``seq`` of the user's thread (0 without events or when not the user's).
+
+        On every subscription and AG-UI run: one statement on the hot path's executor.
+        """
+        return await self.executor.run(units.last_seq, user_id, thread_id, write=False)
 
     # Notes ------------------------------------------------------------------------------------
 

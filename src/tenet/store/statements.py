@@ -502,6 +502,18 @@ MAX_SEQ = statement(
     ),
 )
 
+#: A thread's newest event's ``seq`` and owner: one row of the key's index, read from
+#: its end (a filter on ``user_id`` would read every row of the thread to check it).
+NEWEST_SEQ = statement(
+    "newest_seq",
+    ("thread_id",),
+    select(events.c.seq, events.c.user_id)
+    .where(events.c.thread_id == p("thread_id"))
+    .order_by(events.c.seq.desc())
+    .limit(const(1))
+    .offset(const(0)),  # SQLite's LIMIT comes with an OFFSET (see SELECT_EVENTS)
+)
+
 EVENT_COLUMNS = ("id", "user_id", "thread_id", "run_id", "seq", "type", "created_at", "body")
 INSERT_EVENT = statement(
     "insert_event",

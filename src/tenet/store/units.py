@@ -24,6 +24,14 @@ def thread_owned(user_id: str, thread_id: str) -> Steps:
     return (yield one(q.THREAD_OWNED, user_id, thread_id))
 
 
+def last_seq(user_id: str, thread_id: str) -> Steps:
+    """The highest ``seq`` of the user's thread; 0 without events or for a foreign thread.
+
+    Every event of a thread is its owner's, so the newest one's ``user_id`` says whose."""
+    found = yield one(q.NEWEST_SEQ, thread_id)
+    return int(found[0]) if found is not None and found[1] == user_id else 0
+
+
 def insert_thread(
     thread_id: str,
     user_id: str,
