@@ -82,6 +82,7 @@ from ..store.ag_ui_threads import MAX_CLIENT_THREAD_ID, AgUiThreads
 from ..wire_value import check_storable
 from . import ag_ui_interrupts, ag_ui_messages
 from .auth import Caller, current_caller, server_state
+from .errors import remove_refused_thread
 from .params import header_seq
 from .query import OnceQueryRoute
 from .routes import ERROR_RESPONSES
@@ -535,7 +536,8 @@ async def run_agent(agent: str, request: Request, caller: CallerDep) -> Streamin
         # Refused after all (a cluster's queue is counted only as the run is stored;
         # requests racing for the last place all pass admit): its new thread goes.
         if made:
-            await _discard(threads, caller.user_id, run_input.thread_id, thread_id)
+            removal = threads.discard(caller.user_id, run_input.thread_id, thread_id)
+            await remove_refused_thread(removal, caller.user_id, thread_id)
         raise
     messages = None
     if ids.get(SNAPSHOT_KEY):
@@ -549,18 +551,6 @@ async def run_agent(agent: str, request: Request, caller: CallerDep) -> Streamin
     )
     frames = run_frames(state, caller.user_id, thread_id, view, after=after)
     return await event_stream(state, caller, frames, name=f"ag-ui {run.id}")
-
-
-async def _discard(threads: AgUiThreads, user_id: str, client_id: str, thread_id: str) -> None:
-    """Remove the thread made for a refused run; if that fails, the refusal still stands."""
-    try:
-        await threads.discard(user_id, client_id, thread_id)
-    except Exception as gone:
-        log.warning(
-            "a refused run's new thread could not be removed: %s",
-            type(gone).__name__,
-            extra={"user_id": user_id, "thread_id": thread_id},
-        )
 
 
 async def resume_run(

@@ -43,6 +43,22 @@ _CODE_OF_STATUS = {
 }
 
 
+async def remove_refused_thread(removal: Awaitable[Any], user_id: str, thread_id: str) -> None:
+    """Await ``removal`` of the thread made for a run then refused; a failure is logged.
+
+    The refusal is what the client gets either way: a thread that could not be
+    removed is only an empty thread left in the user's list.
+    """
+    try:
+        await removal
+    except Exception as gone:
+        log.warning(
+            "a refused run's new thread could not be removed: %s",
+            type(gone).__name__,
+            extra={"user_id": user_id, "thread_id": thread_id},
+        )
+
+
 def error_body(code: str, message: str) -> bytes:
     return orjson.dumps({"error": {"code": code, "message": message}})
 

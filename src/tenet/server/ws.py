@@ -49,7 +49,13 @@ from ..titles import title_metadata
 from . import frame_json
 from .auth import Caller, bearer, caller_for_token
 from .cluster_limits import hold_place, release_place, take_request
-from .errors import NOT_UNICODE, STORE_DOWN_MESSAGE, is_store_outage, unpaired_surrogate
+from .errors import (
+    NOT_UNICODE,
+    STORE_DOWN_MESSAGE,
+    is_store_outage,
+    remove_refused_thread,
+    unpaired_surrogate,
+)
 from .params import frame_seq
 from .routes import check_metadata
 from .state import ServerState
@@ -579,14 +585,8 @@ class Connection:
                     # Refused where only the store counts (a cluster's queue): the thread
                     # made for this run goes with it (unless a run found it meanwhile), so a
                     # refusal leaves nothing behind.
-                    try:
-                        await store.delete_thread(self.user_id, thread_id, unless_used=True)
-                    except Exception as gone:  # the refusal is still what the client gets
-                        log.warning(
-                            "a refused run's new thread could not be removed: %s",
-                            type(gone).__name__,
-                            extra={"user_id": self.user_id, "thread_id": thread_id},
-                        )
+                    removal = store.delete_thread(self.user_id, thread_id, unless_used=True)
+                    await remove_refused_thread(removal, self.user_id, thread_id)
                 raise
             if fresh:
                 for oldest in make_room(self._cursors, self.state.settings.ws_max_subscriptions):
